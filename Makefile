@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= examples/catsdogs/autotune.yml
+ANSIBLE_ARGS ?=
+
+.PHONY: run test venv lint sample-data bench clean
+
+$(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-sample.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e trainer
+	touch $@
+
+venv: $(BIN)/.installed
+
+data/catsdogs: | venv
+	$(BIN)/python tools/make_sample_data.py $@
+
+sample-data: data/catsdogs
+
+# Tune the sample model until it reaches its goal; progress lines stream from the run's progress.log.
+run: venv data/catsdogs
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook playbooks/tune.yml -e autotune_config=$(abspath $(CONFIG)) $(ANSIBLE_ARGS)
+
+test: venv data/catsdogs
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+lint: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production
+
+bench: venv data/catsdogs
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/tune_bench.py
+
+clean:
+	rm -rf runs

@@ -1,0 +1,114 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: read a model's facts from its tune configuration, by parsing, never executing."""
+
+DOCUMENTATION = r"""
+---
+module: model_facts
+short_description: Read what a model is (framework, kind, layers, hyperparameters) without running it
+description:
+  - Loads and validates a tune configuration, then reads its model, either a Jinja2 template rendered
+    with its baseline hyperparameters or a user file defining C(build_model(hp)) in Keras Tuner's style.
+  - The code is parsed into a syntax tree, never imported or executed.
+  - Fails with one line per problem when the configuration is invalid or the framework is unsupported.
+options:
+  config:
+    description: Path of the tune configuration (YAML).
+    type: path
+    required: true
+  templates_dir:
+    description: Folder of model templates (C(<name>.py.j2) with C(<name>.yml) metadata).
+    type: path
+    required: true
+  overrides:
+    description: Configuration values that replace those of the file (same structure, merged deeply).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+author:
+  - autotune maintainers
+"""
+
+EXAMPLES = r"""
+- name: Read the model's facts
+  model_facts:
+    config: examples/catsdogs/autotune.yml
+    templates_dir: model_templates
+  register: model
+"""
+
+RETURN = r"""
+framework:
+  description: The ML framework the model uses.
+  returned: success
+  type: str
+  sample: keras
+kind:
+  description: The model kind read from its layers (cnn, mlp, rnn, unknown).
+  returned: success
+  type: str
+  sample: cnn
+layers:
+  description: The layer constructor calls in source order.
+  returned: success
+  type: list
+  elements: str
+  sample: ["Conv2D(4, kernel_size=3, padding='same')", "ReLU()"]
+hyperparameters:
+  description: The baseline value of every hyperparameter the model exposes.
+  returned: success
+  type: dict
+space:
+  description: The search space the tuning will explore.
+  returned: success
+  type: dict
+api:
+  description: C(template) or C(keras_tuner) (a user file with build_model(hp)).
+  returned: success
+  type: str
+environment:
+  description: What the trainer needs (framework and image flavour).
+  returned: success
+  type: dict
+study:
+  description: The study name.
+  returned: success
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.tune import prepare
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            config=dict(type="path", required=True),
+            templates_dir=dict(type="path", required=True),
+            overrides=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        config, plan, _run_dir, _storage = prepare(module.params["config"], module.params["templates_dir"],
+                                                  module.params["overrides"])
+    except AutotuneError as exc:
+        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
+    found = plan["facts"]
+    module.exit_json(
+        changed=False,
+        framework=found["framework"], kind=found["kind"], layers=found["layers"],
+        hyperparameters=plan["baseline"], space=plan["space"], ladder=plan["ladder"], api=plan["api"],
+        environment=found["environment"], study=config["study"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: train -> evaluate -> mutate on an Optuna study until the goal or the budget."""
+
+DOCUMENTATION = r"""
+---
+module: tune_model
+short_description: Tune a Keras model until its validation metric reaches the goal
+description:
+  - Runs the train, evaluate, mutate loop on an Optuna study. Trial 0 is the committed baseline; later
+    trials come from the search strategy (C(tpe), C(random), or C(escalate), the original pipeline's
+    rule ladder applied to the best trial so far).
+  - Each trial trains in a fresh process (runner C(local)) or container (runner C(docker)) under a
+    timeout. A trial that crashes, reaches NaN or times out is recorded as failed with its reason and
+    the loop goes on; consecutive failures past the budget stop the study.
+  - The study lives in an Optuna storage, so running again with the same storage resumes it.
+  - Writes C(summary.json), the accuracy plot, C(best_model.keras) and one directory per trial into the
+    run directory, and one line per finished trial into its C(progress.log).
+  - Fails when the goal is not reached, after writing all of the above (see I(fail_when_not_reached)).
+options:
+  config:
+    description: Path of the tune configuration (YAML).
+    type: path
+    required: true
+  templates_dir:
+    description: Folder of model templates.
+    type: path
+    required: true
+  overrides:
+    description: Configuration values that replace those of the file (same structure, merged deeply).
+    type: dict
+    default: {}
+  runs_root:
+    description: Parent of the run directory when the configuration sets no C(run_dir).
+    type: path
+    default: runs
+  storage:
+    description:
+      - Optuna storage URL; defaults to the configuration's C(storage), else SQLite in the run directory.
+      - May hold a database password, so it is never logged.
+    type: str
+  trainer_path:
+    description: Folder holding the C(autotune_trainer) package, for hosts where it is not installed.
+    type: path
+  fail_when_not_reached:
+    description: Fail once the report files are written when the goal was not reached.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Validates the configuration, the model and the data set; trains nothing.
+  diff_mode:
+    support: none
+author:
+  - autotune maintainers
+"""
+
+EXAMPLES = r"""
+- name: Tune until the goal is reached
+  tune_model:
+    config: examples/catsdogs/autotune.yml
+    templates_dir: model_templates
+    overrides:
+      target: {goal: 0.9}
+      budget: {max_trials: 10}
+  register: tuned
+"""
+
+RETURN = r"""
+reached:
+  description: Whether the best trial reached the goal.
+  returned: success
+  type: bool
+best_value:
+  description: The best validation metric.
+  returned: success
+  type: float
+  sample: 0.8925
+best_params:
+  description: The winning hyperparameters.
+  returned: success
+  type: dict
+n_trials:
+  description: Trials in the study, earlier runs included.
+  returned: success
+  type: int
+new_trials:
+  description: Trials run by this invocation.
+  returned: success
+  type: int
+run_dir:
+  description: Where results landed.
+  returned: always
+  type: str
+summary_path:
+  description: Path of summary.json.
+  returned: success
+  type: str
+stop_reason:
+  description: Why the loop stopped.
+  returned: success
+  type: str
+progress:
+  description: One line per finished trial.
+  returned: success
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.report import SUMMARY_NAME
+from ansible.module_utils.autotune.tune import prepare, run
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            config=dict(type="path", required=True),
+            templates_dir=dict(type="path", required=True),
+            overrides=dict(type="dict", default={}),
+            runs_root=dict(type="path", default="runs"),
+            storage=dict(type="str", no_log=True),
+            trainer_path=dict(type="path"),
+            fail_when_not_reached=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        config, plan, run_dir, storage = prepare(params["config"], params["templates_dir"], params["overrides"],
+                                                 params["runs_root"], params["storage"])
+    except AutotuneError as exc:
+        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
+    if module.check_mode:
+        module.exit_json(changed=True, run_dir=run_dir, study=config["study"], msg="configuration, model and data set are valid")
+    try:
+        summary = run(config, plan, run_dir, storage, trainer_path=params["trainer_path"])
+    except AutotuneError as exc:
+        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)], run_dir=run_dir)
+    result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_params", "best_trial",
+                                      "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
+                                      "progress", "seconds", "notify")}
+    result.update(changed=summary["new_trials"] > 0, run_dir=run_dir, summary_path=os.path.join(run_dir, SUMMARY_NAME))
+    if params["fail_when_not_reached"] and not summary["reached"]:
+        module.fail_json(msg=f"goal not reached: best {summary['metric']} {summary['best_value']} < {summary['goal']} "
+                             f"({summary['stop_reason']}); report in {run_dir}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

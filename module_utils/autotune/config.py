@@ -1,0 +1,248 @@
+"""Load and validate a tune configuration (one YAML file that lives with the model).
+
+Validation runs before anything else: every wrong field gives one line naming
+the field, the value and what was expected. Structure is checked with a JSON
+Schema (the ``jsonschema`` library); cross-field rules (ranges, files that must
+exist, the search space against the model) are checked in code below.
+"""
+import copy
+import os
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from ansible.module_utils.autotune.errors import ConfigError
+
+STRATEGIES = ("tpe", "random", "escalate")
+PRUNERS = ("median", "none")
+RUNNERS = ("local", "docker")
+METRICS = ("val_accuracy",)
+
+
+def _number(description, **extra):
+    return dict({"type": "number", "description": description}, **extra)
+
+
+def _integer(description, minimum=1, **extra):
+    return dict({"type": "integer", "minimum": minimum, "description": description}, **extra)
+
+
+def _string(description, **extra):
+    return dict({"type": "string", "minLength": 1, "description": description}, **extra)
+
+
+def _object(properties, required=(), description="a mapping"):
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+        "description": description,
+    }
+
+
+PARAM_SCHEMA = {
+    "type": "object",
+    "description": "a parameter range: {type: int|float, low, high[, step, log]}, {type: categorical, choices: [...]} or {type: bool}",
+    "properties": {
+        "type": {"enum": ["int", "float", "categorical", "bool"], "description": "one of int, float, categorical, bool"},
+        "low": _number("a number, the lowest value"),
+        "high": _number("a number, the highest value"),
+        "step": _number("a positive number", exclusiveMinimum=0),
+        "log": {"type": "boolean", "description": "true or false"},
+        "choices": {"type": "array", "minItems": 1, "description": "a non-empty list of values"},
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+
+SCHEMA = _object(
+    {
+        "study": _string("a study name (letters, digits, '-', '_', '.')", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+        "dataset": _object(
+            {
+                "path": _string("a folder of class sub-folders of images"),
+                "image_size": {
+                    "type": "array", "items": {"type": "integer", "minimum": 4, "maximum": 4096},
+                    "minItems": 2, "maxItems": 2, "description": "[height, width] in pixels, each 4..4096",
+                },
+                "color": {"enum": ["grayscale", "rgb"], "description": "grayscale or rgb"},
+                "validation_split": _number("a fraction between 0.05 and 0.5", minimum=0.05, maximum=0.5),
+                "seed": _integer("an integer seed >= 0", minimum=0),
+            },
+            required=["path"], description="a mapping with at least 'path'",
+        ),
+        "model": _object(
+            {
+                "template": _string("a template name in model_templates/ (e.g. cnn) or a path to a .py.j2"),
+                "file": _string("a path to a Python file defining build_model(hp)"),
+                "baseline": {"type": "object", "description": "a mapping of hyperparameter names to values"},
+            },
+            description="a mapping with 'template' or 'file'",
+        ),
+        "target": _object(
+            {
+                "metric": {"enum": list(METRICS), "description": "one of " + ", ".join(METRICS)},
+                "goal": _number("a number between 0 and 1", minimum=0, maximum=1),
+                "stop_at_goal": {"type": "boolean", "description": "true or false"},
+            },
+            description="a mapping with 'metric' and 'goal'",
+        ),
+        "search": _object(
+            {
+                "strategy": {"enum": list(STRATEGIES), "description": "one of " + ", ".join(STRATEGIES)},
+                "seed": _integer("an integer seed >= 0", minimum=0),
+                "pruner": {"enum": list(PRUNERS), "description": "one of " + ", ".join(PRUNERS)},
+                "startup_trials": _integer("an integer >= 0", minimum=0),
+                "space": {
+                    "type": "object", "additionalProperties": PARAM_SCHEMA,
+                    "description": "a mapping of hyperparameter names to ranges",
+                },
+                "ladder": {
+                    "type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "a non-empty list of hyperparameter names",
+                },
+            },
+        ),
+        "budget": _object(
+            {
+                "max_trials": _integer("an integer >= 1"),
+                "max_seconds": _integer("a whole number of seconds >= 1"),
+                "trial_timeout": _integer("a whole number of seconds >= 1"),
+                "max_consecutive_failures": _integer("an integer >= 1"),
+            },
+        ),
+        "notify": _object(
+            {
+                "to": {"type": "array", "items": _string("an e-mail address", pattern=r"^[^@\s]+@[^@\s]+$"),
+                       "description": "a list of e-mail addresses"},
+                "sender": _string("an e-mail address", pattern=r"^[^@\s]+@[^@\s]+$"),
+            },
+        ),
+        "runner": _object(
+            {
+                "kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)},
+            },
+        ),
+        "run_dir": _string("a folder for the run's results"),
+        "storage": _string("an Optuna storage URL, e.g. sqlite:///study.db or postgresql://host/db"),
+    },
+    required=["dataset", "model"],
+    description="a mapping with at least 'dataset' and 'model'",
+)
+
+DEFAULTS = {
+    "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "seed": 1},
+    "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
+    "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4},
+    "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
+    "notify": {"to": [], "sender": "autotune@localhost"},
+    "runner": {"kind": "local"},
+}
+
+
+def _merge(base, override):
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _field(path):
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _schema_lines(document):
+    lines = []
+    validator = Draft202012Validator(SCHEMA)
+    for error in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = list(error.absolute_path)
+        if error.validator == "required":
+            missing = error.message.split("'")[1]
+            lines.append(f"{_field(path + [missing])}: missing; expected "
+                         f"{error.schema['properties'][missing].get('description', 'a value')}")
+        elif error.validator == "additionalProperties" and error.schema.get("properties"):
+            known = ", ".join(error.schema["properties"])
+            for extra in sorted(set(error.instance) - set(error.schema["properties"])):
+                lines.append(f"{_field(path + [extra])}: unknown field; expected one of {known}")
+        else:
+            expected = error.schema.get("description") or error.message
+            lines.append(f"{_field(path)}: {error.instance!r} is invalid; expected {expected}")
+    return lines
+
+
+def _resolve(base_dir, value):
+    return value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
+
+
+def load(path, overrides=None):
+    """Read, merge defaults and overrides, validate. Returns the config dict or raises ConfigError."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read tune configuration {path}: {exc.strerror}; expected a readable YAML file")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"tune configuration {path} is not valid YAML{where}; expected a YAML mapping")
+    if not isinstance(document, dict):
+        raise ConfigError(f"tune configuration {path} holds {type(document).__name__}; expected a YAML mapping")
+    return validate(document, base_dir=os.path.dirname(os.path.abspath(path)), overrides=overrides, source=path)
+
+
+def validate(document, base_dir, overrides=None, source="configuration"):
+    document = _merge(document, overrides or {})
+    lines = _schema_lines(document)
+    if lines:
+        raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
+    config = _merge(DEFAULTS, document)
+    config["base_dir"] = base_dir
+    config["source"] = os.path.abspath(source) if source != "configuration" else None
+    lines = _semantic_lines(config)
+    if lines:
+        raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
+    config["dataset"]["path"] = _resolve(base_dir, config["dataset"]["path"])
+    if config["model"].get("file"):
+        config["model"]["file"] = _resolve(base_dir, config["model"]["file"])
+    if config.get("run_dir"):
+        config["run_dir"] = _resolve(base_dir, config["run_dir"])
+    config.setdefault("study", os.path.splitext(os.path.basename(source))[0] if config["source"] else "autotune")
+    return config
+
+
+def _semantic_lines(config):
+    lines = []
+    model = config["model"]
+    if bool(model.get("template")) == bool(model.get("file")):
+        lines.append(f"model: {sorted(model)!r} is invalid; expected exactly one of 'template' or 'file'")
+    if model.get("file") and model.get("baseline") is None:
+        model["baseline"] = {}
+    dataset_path = _resolve(config["base_dir"], config["dataset"]["path"])
+    if not os.path.isdir(dataset_path):
+        lines.append(f"dataset.path: {dataset_path!r} does not exist; expected a folder of class sub-folders of images")
+    for name, spec in (config["search"].get("space") or {}).items():
+        lines.extend(param_lines(f"search.space.{name}", spec))
+    if "space" in config["search"] and not config["search"]["space"]:
+        lines.append("search.space: {} is invalid; expected at least one hyperparameter to search")
+    return lines
+
+
+def param_lines(field, spec):
+    """Cross-field checks of one search-space entry (also used for template metadata)."""
+    kind = spec.get("type")
+    if kind in ("int", "float"):
+        if "low" not in spec or "high" not in spec:
+            return [f"{field}: {spec!r} is invalid; expected both 'low' and 'high' for type {kind}"]
+        if spec["low"] > spec["high"]:
+            return [f"{field}: low {spec['low']!r} > high {spec['high']!r}; expected low <= high"]
+        if spec.get("log") and spec["low"] <= 0:
+            return [f"{field}: low {spec['low']!r} is invalid with log: true; expected low > 0"]
+        if kind == "int" and not all(float(spec[k]).is_integer() for k in ("low", "high")):
+            return [f"{field}: {spec!r} is invalid; expected whole numbers for type int"]
+    if kind == "categorical" and not spec.get("choices"):
+        return [f"{field}: {spec!r} is invalid; expected 'choices' with at least one value"]
+    return []

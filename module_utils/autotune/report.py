@@ -1,0 +1,125 @@
+"""Results a person reads: summary.json, the plot, the code diff, the mail text and its .eml."""
+import difflib
+import email.message
+import email.utils
+import json
+import os
+
+import optuna
+
+PLOT_NAME = "accuracy_per_trial.png"
+SUMMARY_NAME = "summary.json"
+
+
+def trial_records(study):
+    """One record per trial, from the study storage (the single source of truth)."""
+    records = []
+    for t in study.trials:
+        attrs = t.user_attrs
+        epochs = attrs.get("epochs", [])
+        records.append({
+            "number": t.number,
+            "state": t.state.name,
+            "outcome": attrs.get("outcome", t.state.name.lower()),
+            "value": t.value,
+            "params": attrs.get("params", t.params),
+            "epochs": epochs,
+            "seconds": attrs.get("seconds"),
+            "fit_seconds": attrs.get("fit_seconds"),
+            "startup_seconds": attrs.get("startup_seconds"),
+            "reason": attrs.get("reason"),
+            "duplicate_of": attrs.get("duplicate_of"),
+            "code": attrs.get("code"),
+            "log_tail": attrs.get("log_tail"),
+        })
+    return records
+
+
+def write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def plot(study, goal, metric, path):
+    """Optuna's optimisation-history plot (each trial and the best so far) with the goal drawn in."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric)
+    ax.axhline(goal, color="tab:green", linestyle="--", label=f"goal {goal:g}")
+    ax.set_title(f"{study.study_name}: {metric} per trial")
+    ax.legend(loc="lower right")
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=100)
+    plt.close(ax.figure)
+    return path
+
+
+def code_diff(baseline_path, best_path):
+    def read(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().splitlines(keepends=True)
+        except (OSError, TypeError):
+            return []
+    return "".join(difflib.unified_diff(read(baseline_path), read(best_path),
+                                        fromfile="baseline/model.py", tofile="best/model.py"))
+
+
+def _table(records, metric):
+    rows = [f"{'#':>3}  {'outcome':<10} {metric:>12} {'seconds':>8}  params"]
+    for r in records:
+        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(r["params"].items()))
+        rows.append(f"{r['number']:>3}  {r['outcome']:<10} {value:>12} {r['seconds'] or 0:>8.1f}  {params}")
+    return "\n".join(rows)
+
+
+def message(summary, records, diff):
+    """Subject and plain-text body of the result mail."""
+    verdict = "reached" if summary["reached"] else "NOT reached"
+    best = f"{summary['best_value']:.4f}" if summary["best_value"] is not None else "none"
+    subject = (f"[autotune] {summary['study']}: goal {summary['goal']:g} {verdict} "
+               f"(best {summary['metric']} {best} after {summary['n_trials']} trials)")
+    params = "\n".join(f"  {k}: {v}" for k, v in sorted((summary["best_params"] or {}).items())) or "  (none)"
+    body = "\n".join([
+        f"Study {summary['study']}: {summary['metric']} goal {summary['goal']:g} {verdict}.",
+        f"Best {summary['metric']}: {best} (trial {summary['best_trial']}), stopped because: {summary['stop_reason']}.",
+        f"Trials: {summary['n_trials']}; runner: {summary['runner']}; storage: {summary['storage']}.",
+        f"Run directory: {summary['run_dir']}",
+        "",
+        "Winning hyperparameters:",
+        params,
+        "",
+        "All trials:",
+        _table(records, summary["metric"]),
+        "",
+        "Baseline model code -> winning model code:",
+        diff or "(no difference: the baseline won)",
+        "",
+        f"Attached: {PLOT_NAME} ({summary['metric']} per trial, goal line dashed).",
+    ])
+    return subject, body
+
+
+def write_eml(path, sender, recipients, subject, body, attachments):
+    """The same message the mail task would send, as an RFC 5322 file (when no SMTP host is set)."""
+    msg = email.message.EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients) or "undisclosed-recipients:;"
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate(localtime=True)
+    msg["Message-ID"] = email.utils.make_msgid(domain="autotune.local")
+    msg.set_content(body)
+    for attachment in attachments:
+        with open(attachment, "rb") as handle:
+            msg.add_attachment(handle.read(), maintype="image", subtype="png", filename=os.path.basename(attachment))
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(bytes(msg))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,96 @@
+"""Search spaces: how a trial's hyperparameters are drawn, and the escalate rule ladder."""
+import json
+
+from ansible.module_utils.autotune.errors import AutotuneError
+
+
+def frozen(params):
+    """A hashable, order-free form of a parameter set (to spot repeats)."""
+    return json.dumps(params, sort_keys=True)
+
+
+def suggest(trial, space, baseline):
+    """Ask an Optuna trial for every searched value; the rest keep their baseline value."""
+    params = dict(baseline)
+    for name, spec in space.items():
+        kind = spec["type"]
+        if kind == "int":
+            params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
+                                             step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))
+        elif kind == "float":
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]),
+                                               step=spec.get("step"), log=bool(spec.get("log", False)))
+        elif kind == "categorical":
+            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        else:
+            params[name] = trial.suggest_categorical(name, [False, True])
+    return params
+
+
+def check(space, baseline, field="search.space"):
+    """Every searched name must be a hyperparameter of the model, and the baseline inside its range."""
+    lines = []
+    for name, spec in space.items():
+        if name not in baseline:
+            lines.append(f"{field}.{name}: not a hyperparameter of the model; expected one of {sorted(baseline)}")
+            continue
+        if spec.get("log") and spec.get("step") not in (None, 1) and spec["type"] in ("int", "float"):
+            lines.append(f"{field}.{name}: log and step are both set; expected only one of them")
+        if not contains(spec, baseline[name]):
+            lines.append(f"{field}.{name}: baseline value {baseline[name]!r} is outside {spec!r}; "
+                         "expected the committed baseline inside the searched range")
+    return lines
+
+
+def contains(spec, value):
+    kind = spec["type"]
+    if kind == "categorical":
+        return value in spec["choices"]
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return spec["low"] <= value <= spec["high"]
+
+
+def _next_value(spec, value):
+    """The ladder's next step for one hyperparameter, or None when it cannot grow."""
+    kind = spec["type"]
+    if kind == "categorical":
+        choices = list(spec["choices"])
+        index = choices.index(value) if value in choices else -1
+        return choices[index + 1] if index + 1 < len(choices) else None
+    if kind == "bool":
+        return True if value is False else None
+    if value >= spec["high"]:
+        return None
+    if spec.get("log"):
+        grown = value * 2
+    else:
+        grown = value + (spec.get("step") or (1 if kind == "int" else (spec["high"] - spec["low"]) / 4))
+    grown = min(grown, spec["high"])
+    return int(round(grown)) if kind == "int" else float(grown)
+
+
+def escalate(best_params, space, ladder, start_rung, tried):
+    """Apply the ladder's rungs to the best parameters so far, from ``start_rung`` on.
+
+    Returns (params, rung index, rung name) for the first rung that yields an
+    untried parameter set, or None when every rung is at its limit.
+    """
+    for offset in range(len(ladder)):
+        rung = (start_rung + offset) % len(ladder)
+        name = ladder[rung]
+        grown = _next_value(space[name], best_params[name])
+        if grown is None:
+            continue
+        candidate = dict(best_params, **{name: grown})
+        if frozen(candidate) not in tried:
+            return candidate, rung, name
+    return None
+
+
+def check_ladder(ladder, space):
+    missing = [name for name in ladder if name not in space]
+    if missing:
+        raise AutotuneError(f"search.ladder: {missing} not in the search space; expected names from {sorted(space)}")

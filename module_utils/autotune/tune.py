@@ -1,0 +1,144 @@
+"""One tuning run, end to end: config -> data -> study loop -> summary, plot and best model."""
+import fcntl
+import os
+import shutil
+import time
+
+from ansible.module_utils.autotune import config as tune_config
+from ansible.module_utils.autotune import dataset as tune_dataset
+from ansible.module_utils.autotune import report
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.modelcode import plan as model_plan
+from ansible.module_utils.autotune.runner import LocalRunner
+from ansible.module_utils.autotune.study import StudyLoop, default_storage, masked_storage
+
+
+def resolve_run_dir(config, runs_root):
+    return config.get("run_dir") or os.path.join(os.path.abspath(runs_root), config["study"])
+
+
+class RunDirLock:
+    """One controller per run directory: a second one fails at once instead of corrupting the first."""
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, ".tune.lock")
+        self.handle = None
+
+    def __enter__(self):
+        self.handle = open(self.path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise AutotuneError(f"run_dir: {os.path.dirname(self.path)!r} is in use by another tune run (pid {holder}); "
+                                "expected one controller per run directory")
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def make_runner(kind, trainer_path=None, runner_options=None):
+    if kind == "local":
+        return LocalRunner(trainer_path=trainer_path)
+    from ansible.module_utils.autotune.runner_docker import DockerRunner  # pylint: disable=import-outside-toplevel
+    return DockerRunner(**(runner_options or {}))
+
+
+def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None):
+    """Validate everything that can be validated before training; nothing is written."""
+    config = tune_config.load(config_path, overrides)
+    plan = model_plan(config, templates_dir)
+    tune_dataset.scan(config["dataset"]["path"])
+    run_dir = resolve_run_dir(config, runs_root)
+    return config, plan, run_dir, storage or config.get("storage") or default_storage(run_dir)
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def run(config, plan, run_dir, storage, trainer_path=None, runner_options=None):
+    """Train until the goal or the budget; write summary.json, the plot and the best model. Return the summary."""
+    os.makedirs(run_dir, exist_ok=True)
+    started = time.time()
+    with RunDirLock(run_dir):
+        dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
+        runner = make_runner(config["runner"]["kind"], trainer_path, runner_options)
+        log_path = os.path.join(run_dir, "progress.log")
+        lines = []
+
+        live = os.environ.get("AUTOTUNE_PROGRESS_FILE")  # set by callback_plugins/autotune_progress.py
+
+        def progress(line):
+            lines.append(line)
+            stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
+            for path in filter(None, (log_path, live)):
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(stamped)
+
+        progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
+                 f"strategy {config['search']['strategy']}, runner {runner.name}, "
+                 f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}")
+        loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress)
+        study, stop_reason, new_trials = loop.run()
+        progress(f"stopped: {stop_reason}")
+        summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset)
+        summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=lines)
+        report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
+        return summary
+
+
+def summarise(config, study, stop_reason, run_dir, storage, runner, dataset):
+    records = report.trial_records(study)
+    completed = [r for r in records if r["state"] == "COMPLETE" and r["value"] is not None]
+    best = max(completed, key=lambda r: r["value"]) if completed else None
+    goal, metric = config["target"]["goal"], config["target"]["metric"]
+    best_model = None
+    if best:
+        trial_dir = os.path.dirname(best["code"])
+        if os.path.exists(os.path.join(trial_dir, "model.keras")):
+            best_model = os.path.join(run_dir, "best_model.keras")
+            shutil.copyfile(os.path.join(trial_dir, "model.keras"), best_model)
+            shutil.copyfile(best["code"], os.path.join(run_dir, "best_model.py"))
+    plot_path = None
+    if completed:
+        plot_path = report.plot(study, goal, metric, os.path.join(run_dir, report.PLOT_NAME))
+    baseline = records[0]["code"] if records else None
+    trained = [r for r in records if r["outcome"] not in ("duplicate",)]
+    return {
+        "study": config["study"],
+        "metric": metric,
+        "goal": goal,
+        "reached": bool(best and best["value"] >= goal),
+        "best_value": best["value"] if best else None,
+        "best_params": best["params"] if best else None,
+        "best_trial": best["number"] if best else None,
+        "best_model": best_model,
+        "best_code": best["code"] if best else None,
+        "baseline_code": baseline,
+        "n_trials": len(records),
+        "n_completed": len(completed),
+        "n_failed": sum(r["state"] == "FAIL" for r in records),
+        "n_pruned": sum(r["state"] == "PRUNED" for r in records),
+        "stop_reason": stop_reason,
+        "strategy": config["search"]["strategy"],
+        "runner": runner.name,
+        "runner_details": runner.describe(),
+        "storage": masked_storage(storage),
+        "run_dir": run_dir,
+        "notify": config["notify"],
+        "plot": plot_path,
+        "dataset": {k: dataset[k] for k in ("source", "classes", "counts", "n_train", "n_val", "input_shape", "fingerprint")},
+        "mean_startup_seconds": _mean(r["startup_seconds"] for r in trained),
+        "mean_fit_seconds": _mean(r["fit_seconds"] for r in trained),
+        "trials": records,
+    }
