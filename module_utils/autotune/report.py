@@ -70,11 +70,12 @@ def code_diff(baseline_path, best_path):
                                         fromfile="baseline/model.py", tofile="best/model.py"))
 
 
-def _table(records, metric):
-    rows = [f"{'#':>3}  {'outcome':<10} {metric:>12} {'seconds':>8}  params"]
+def _table(records, metric, searched):
+    rows = [f"{'#':>3}  {'outcome':<10} {metric:>12} {'seconds':>8}  searched hyperparameters"]
     for r in records:
         value = f"{r['value']:.4f}" if r["value"] is not None else "-"
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(r["params"].items()))
+        shown = {k: v for k, v in r["params"].items() if not searched or k in searched}
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(shown.items()))
         rows.append(f"{r['number']:>3}  {r['outcome']:<10} {value:>12} {r['seconds'] or 0:>8.1f}  {params}")
     return "\n".join(rows)
 
@@ -96,7 +97,7 @@ def message(summary, records, diff):
         params,
         "",
         "All trials:",
-        _table(records, summary["metric"]),
+        _table(records, summary["metric"], summary.get("searched")),
         "",
         "Baseline model code -> winning model code:",
         diff or "(no difference: the baseline won)",

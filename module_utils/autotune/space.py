@@ -75,18 +75,21 @@ def _next_value(spec, value):
 def escalate(best_params, space, ladder, start_rung, tried):
     """Apply the ladder's rungs to the best parameters so far, from ``start_rung`` on.
 
-    Returns (params, rung index, rung name) for the first rung that yields an
-    untried parameter set, or None when every rung is at its limit.
+    Each rung walks its hyperparameter up (more filters, the next kernel size,
+    one more block, more epochs) until it meets a parameter set not tried yet.
+    Returns (params, rung index, rung name), or None when every rung is at its limit.
     """
     for offset in range(len(ladder)):
         rung = (start_rung + offset) % len(ladder)
         name = ladder[rung]
-        grown = _next_value(space[name], best_params[name])
-        if grown is None:
-            continue
-        candidate = dict(best_params, **{name: grown})
-        if frozen(candidate) not in tried:
-            return candidate, rung, name
+        value = best_params[name]
+        while True:
+            value = _next_value(space[name], value)
+            if value is None:
+                break
+            candidate = dict(best_params, **{name: value})
+            if frozen(candidate) not in tried:
+                return candidate, rung, name
     return None
 
 

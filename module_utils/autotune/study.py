@@ -140,8 +140,9 @@ class StudyLoop:
         seconds = round(time.time() - started, 3)
         status, detail = process.outcome()
         process.cleanup()
-        attrs = {"seconds": seconds, "epochs": epochs, "trial_dir": trial_dir,
-                 "code": os.path.join(trial_dir, "model.py"), "params": params}
+        relative = os.path.relpath(trial_dir, self.run_dir)  # the run directory stays relocatable
+        attrs = {"seconds": seconds, "epochs": epochs, "trial_dir": relative,
+                 "code": os.path.join(relative, "model.py"), "params": params}
         result = {}
         result_path = os.path.join(trial_dir, "result.json")
         if os.path.exists(result_path):

@@ -91,18 +91,20 @@ def run(config, plan, run_dir, storage, trainer_path=None, runner_options=None):
         loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress)
         study, stop_reason, new_trials = loop.run()
         progress(f"stopped: {stop_reason}")
-        summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset)
+        summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=lines)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
         return summary
 
 
-def summarise(config, study, stop_reason, run_dir, storage, runner, dataset):
+def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, searched=()):
     records = report.trial_records(study)
     completed = [r for r in records if r["state"] == "COMPLETE" and r["value"] is not None]
     best = max(completed, key=lambda r: r["value"]) if completed else None
     goal, metric = config["target"]["goal"], config["target"]["metric"]
     best_model = None
+    for record in records:
+        record["code"] = os.path.join(run_dir, record["code"]) if record["code"] else None
     if best:
         trial_dir = os.path.dirname(best["code"])
         if os.path.exists(os.path.join(trial_dir, "model.keras")):
@@ -131,6 +133,7 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset):
         "n_pruned": sum(r["state"] == "PRUNED" for r in records),
         "stop_reason": stop_reason,
         "strategy": config["search"]["strategy"],
+        "searched": sorted(searched),
         "runner": runner.name,
         "runner_details": runner.describe(),
         "storage": masked_storage(storage),

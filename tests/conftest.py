@@ -1,0 +1,74 @@
+"""Shared test set-up: import paths, the sample data, and a helper that runs our playbooks."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ansible.module_utils
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+# Make ansible.module_utils.autotune importable outside Ansible, exactly as modules import it.
+ansible.module_utils.__path__.append(str(REPO / "module_utils"))
+sys.path.insert(0, str(REPO / "library"))
+sys.path.insert(0, str(REPO / "trainer"))
+
+SAMPLE_DATA = REPO / "data" / "catsdogs"
+TEMPLATES = REPO / "model_templates"
+EXAMPLE_CONFIG = REPO / "examples" / "catsdogs" / "autotune.yml"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def sample_data():
+    if not SAMPLE_DATA.is_dir():
+        subprocess.run([sys.executable, str(REPO / "tools" / "make_sample_data.py"), str(SAMPLE_DATA)], check=True)
+    return SAMPLE_DATA
+
+
+def write_config(folder, **sections):
+    """A tune configuration based on the sample one; sections are merged one level deep, 'model' is replaced."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config["dataset"]["path"] = str(SAMPLE_DATA)
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict) and key != "model":
+            config[key] = {**config[key], **value}
+        elif value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path = Path(folder) / "autotune.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_playbook(playbook, extra_vars, env=None, check=False, verbosity=0):
+    """ansible-playbook as a user runs it; returns the CompletedProcess (stdout+stderr in .stdout)."""
+    command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / playbook), "-e", json.dumps(extra_vars)]
+    if check:
+        command.append("--check")
+    if verbosity:
+        command.append("-" + "v" * verbosity)
+    full_env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}",
+                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    full_env.update(env or {})
+    return subprocess.run(command, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=1500, check=False)
+
+
+@pytest.fixture(scope="session")
+def tuned_run(tmp_path_factory, sample_data):
+    """One real tuning run of the sample model to the 0.80 goal, shared by the end-to-end tests."""
+    work = tmp_path_factory.mktemp("tuned")
+    config = write_config(work, budget={"max_trials": 8, "max_seconds": 900, "trial_timeout": 300})
+    result = run_playbook("tune.yml", {"autotune_config": str(config), "autotune_runs_root": str(work / "runs")})
+    run_dir = work / "runs" / "catsdogs"
+    return {"process": result, "run_dir": run_dir, "config": config, "work": work}
+
+
+def copy_run(run_dir, target):
+    shutil.copytree(run_dir, target)
+    return Path(target)

@@ -1,0 +1,134 @@
+"""Validation of the tune configuration, the model and the data set: one line per wrong field."""
+import shutil
+
+import pytest
+from PIL import Image
+
+from ansible.module_utils.autotune import config as tune_config
+from ansible.module_utils.autotune import dataset as tune_dataset
+from ansible.module_utils.autotune.errors import AutotuneError, ConfigError
+from ansible.module_utils.autotune.tune import prepare
+from conftest import TEMPLATES, write_config
+
+
+def _error(tmp_path, **sections):
+    path = write_config(tmp_path, **sections)
+    with pytest.raises(AutotuneError) as caught:
+        prepare(str(path), str(TEMPLATES))
+    return caught.value
+
+
+def test_valid_sample_config_loads(tmp_path, sample_data):
+    config, plan, run_dir, storage = prepare(str(write_config(tmp_path)), str(TEMPLATES), runs_root=str(tmp_path))
+    assert config["target"]["goal"] == 0.8
+    assert plan["baseline"]["filters"] == 4 and plan["api"] == "template"
+    assert set(plan["space"]) == {"blocks", "filters", "kernel_size", "dense_units", "learning_rate", "epochs"}
+    assert run_dir == str(tmp_path / "catsdogs")
+    assert storage == f"sqlite:///{tmp_path / 'catsdogs' / 'study.db'}"
+
+
+def test_wrong_types_name_field_value_and_expectation(tmp_path, sample_data):
+    error = _error(tmp_path, budget={"max_trials": "ten"}, dataset={"image_size": "28x28"})
+    assert isinstance(error, ConfigError)
+    assert "budget.max_trials: 'ten' is invalid; expected an integer >= 1" in error.details
+    assert any(line.startswith("dataset.image_size: '28x28' is invalid; expected [height, width]") for line in error.details)
+    assert len(error.details) == 2
+
+
+@pytest.mark.parametrize("goal", [1.5, -0.1])
+def test_goal_outside_zero_one(tmp_path, sample_data, goal):
+    error = _error(tmp_path, target={"goal": goal})
+    assert error.details == [f"target.goal: {goal!r} is invalid; expected a number between 0 and 1"]
+
+
+def test_unknown_strategy_and_unknown_field(tmp_path, sample_data):
+    error = _error(tmp_path, search={"strategy": "genetic", "stratgy": "tpe"})
+    assert "search.strategy: 'genetic' is invalid; expected one of tpe, random, escalate" in error.details
+    assert any(line.startswith("search.stratgy: unknown field; expected one of strategy,") for line in error.details)
+
+
+def test_empty_search_space(tmp_path, sample_data):
+    error = _error(tmp_path, search={"space": {}})
+    assert any(line.startswith("search.space: {} is invalid; expected at least one hyperparameter") for line in error.details)
+
+
+def test_search_space_name_not_in_model_and_inverted_range(tmp_path, sample_data):
+    error = _error(tmp_path, search={"space": {"wings": {"type": "int", "low": 1, "high": 2},
+                                               "blocks": {"type": "int", "low": 3, "high": 1}}})
+    assert "search.space.blocks: low 3 > high 1; expected low <= high" in error.details
+
+
+def test_space_name_the_model_lacks(tmp_path, sample_data):
+    error = _error(tmp_path, search={"space": {"wings": {"type": "int", "low": 1, "high": 2}}})
+    assert str(error).startswith("search.space.wings: not a hyperparameter of the model; expected one of [")
+
+
+def test_missing_dataset(tmp_path, sample_data):
+    error = _error(tmp_path, dataset={"path": str(tmp_path / "nowhere")})
+    assert error.details == [f"dataset.path: '{tmp_path / 'nowhere'}' does not exist; expected a folder of class sub-folders of images"]
+
+
+def _image_folder(root, classes):
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (10, 12), color=i * 20).save(root / name / f"{i}.png")
+    return root
+
+
+def test_dataset_with_one_class(tmp_path, sample_data):
+    data = _image_folder(tmp_path / "data", {"cat": 3})
+    error = _error(tmp_path, dataset={"path": str(data)})
+    assert "has 1 class folder(s) ['cat']; expected at least 2 sub-folders, one per class" in str(error)
+
+
+def test_empty_class_folder(tmp_path, sample_data):
+    data = _image_folder(tmp_path / "data", {"cat": 3, "dog": 0})
+    error = _error(tmp_path, dataset={"path": str(data)})
+    assert "class folder(s) ['dog']" in str(error) and "hold no PNG/JPEG images" in str(error)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    data = _image_folder(tmp_path / "data", {"cat": 3, "dog": 3})
+    (data / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(AutotuneError) as caught:
+        tune_dataset.prepare({"path": str(data), "image_size": [8, 8], "color": "grayscale",
+                              "validation_split": 0.3, "seed": 1}, str(tmp_path / "cache"))
+    assert "broken.png" in str(caught.value) and "expected a valid PNG or JPEG" in str(caught.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_template_that_does_not_render(tmp_path, sample_data):
+    broken = tmp_path / "broken.py.j2"
+    broken.write_text("x = {{ hp.no_such_hyperparameter }}\n")
+    shutil.copy(TEMPLATES / "cnn.yml", tmp_path / "broken.yml")
+    error = _error(tmp_path, model={"template": str(broken), "baseline": {}})
+    assert "does not render" in str(error) and "no_such_hyperparameter" in str(error)
+
+
+def test_template_that_renders_invalid_python(tmp_path, sample_data):
+    broken = tmp_path / "bad.py.j2"
+    broken.write_text("def build_model(:\n    {{ hp.blocks }}\n")
+    shutil.copy(TEMPLATES / "cnn.yml", tmp_path / "bad.yml")
+    error = _error(tmp_path, model={"template": str(broken), "baseline": {}})
+    assert "renders invalid Python at line 1" in str(error)
+
+
+def test_baseline_outside_its_range(tmp_path, sample_data):
+    error = _error(tmp_path, model={"template": "cnn", "baseline": {"filters": 512}})
+    assert "search.space.filters: baseline value 512 is outside" in str(error)
+
+
+def test_template_and_file_are_exclusive(tmp_path, sample_data):
+    error = _error(tmp_path, model={"template": "cnn", "file": "model.py"})
+    assert "expected exactly one of 'template' or 'file'" in str(error)
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("dataset: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML at line"):
+        tune_config.load(str(bad))
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="holds list; expected a YAML mapping"):
+        tune_config.load(str(bad))

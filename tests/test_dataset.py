@@ -1,0 +1,58 @@
+"""The data contract: class folders of PNG/JPEG images of any size, grey or colour, split reproducibly."""
+import numpy as np
+from PIL import Image
+
+from ansible.module_utils.autotune import dataset as tune_dataset
+
+
+def _mixed_folder(root):
+    """Kaggle-like: JPEG and PNG, colour and grey, different sizes."""
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 30, 3), dtype=np.uint8)).save(root / "cats" / f"cat.{i}.jpg")
+        Image.fromarray(rng.integers(0, 255, (20, 25 + i), dtype=np.uint8)).save(root / "dogs" / f"dog.{i}.png")
+    (root / "dogs" / "notes.txt").write_text("not an image, ignored")
+    return root
+
+
+def _config(path, color="rgb", seed=1):
+    return {"path": str(path), "image_size": [16, 12], "color": color, "validation_split": 0.2, "seed": seed}
+
+
+def test_mixed_images_are_resized_and_split_stratified(tmp_path):
+    data = _mixed_folder(tmp_path / "data")
+    facts = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
+    assert facts["classes"] == ["cats", "dogs"] and facts["counts"] == {"cats": 10, "dogs": 10}
+    assert facts["input_shape"] == [16, 12, 3]
+    with np.load(facts["path"]) as packed:
+        assert packed["x_train"].shape == (16, 16, 12, 3) and packed["x_val"].shape == (4, 16, 12, 3)
+        assert sorted(np.bincount(packed["y_val"])) == [2, 2]  # stratified: two of each class
+
+
+def test_split_is_reproducible_and_depends_on_seed(tmp_path):
+    data = _mixed_folder(tmp_path / "data")
+    first = tune_dataset.prepare(_config(data, "grayscale"), str(tmp_path / "a"))
+    again = tune_dataset.prepare(_config(data, "grayscale"), str(tmp_path / "b"))
+    other = tune_dataset.prepare(_config(data, "grayscale", seed=2), str(tmp_path / "c"))
+    with np.load(first["path"]) as a, np.load(again["path"]) as b, np.load(other["path"]) as c:
+        assert np.array_equal(a["x_val"], b["x_val"]) and np.array_equal(a["y_train"], b["y_train"])
+        assert not np.array_equal(a["x_val"], c["x_val"])
+        assert a["x_train"].shape[-1] == 1
+
+
+def test_pack_is_cached_until_an_image_changes(tmp_path):
+    data = _mixed_folder(tmp_path / "data")
+    first = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
+    assert tune_dataset.prepare(_config(data), str(tmp_path / "cache"))["path"] == first["path"]
+    Image.new("RGB", (9, 9)).save(data / "cats" / "cat.new.png")
+    changed = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
+    assert changed["path"] != first["path"] and changed["counts"]["cats"] == 11
+
+
+def test_sample_data_is_cats_and_dogs(sample_data):
+    assert sorted(p.name for p in sample_data.iterdir()) == ["cat", "dog"]
+    assert len(list((sample_data / "cat").glob("*.png"))) == 1000
+    with Image.open(next((sample_data / "dog").glob("*.png"))) as image:
+        assert image.size == (28, 28) and image.mode == "L"

@@ -1,0 +1,96 @@
+"""Model code: template rendering and facts read from the syntax tree."""
+import pytest
+
+from ansible.module_utils.autotune import modelcode
+from ansible.module_utils.autotune import space as search_space
+from ansible.module_utils.autotune.errors import AutotuneError
+from conftest import TEMPLATES
+
+CNN = str(TEMPLATES / "cnn.py.j2")
+KERAS_TUNER_MODEL = '''
+import keras
+from keras import layers
+
+def build_model(hp):
+    model = keras.Sequential()
+    model.add(layers.Flatten())
+    model.add(layers.Dense(units=hp.Int("units", min_value=32, max_value=512, step=32), activation="relu"))
+    if hp.Boolean("dropout"):
+        model.add(layers.Dropout(rate=0.25))
+    model.add(layers.Dense(2, activation="softmax"))
+    lr = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+'''
+
+
+def _baseline(**changes):
+    meta = modelcode.template_meta(CNN)
+    return dict({n: s["default"] for n, s in meta["hyperparameters"].items()}, **changes)
+
+
+def test_template_renders_blocks_filters_and_kernel():
+    source = modelcode.render(CNN, _baseline(blocks=3, filters=8, kernel_size=5, pooling="avg"), trial_number=7)
+    facts = modelcode.facts(source, "cnn")
+    assert facts["kind"] == "cnn" and facts["framework"] == "keras"
+    convs = [layer for layer in facts["layers"] if layer.startswith("Conv2D")]
+    assert convs == ["Conv2D(8, kernel_size=5, padding='same')", "Conv2D(16, kernel_size=5, padding='same')",
+                     "Conv2D(32, kernel_size=5, padding='same')"]
+    assert sum(layer.startswith("AveragePooling2D") for layer in facts["layers"]) == 3
+    assert "Trial 7." in source and "'blocks': 3" in source
+
+
+def test_rendered_model_builds_and_compiles():
+    namespace = {}
+    exec(compile(modelcode.render(CNN, _baseline(blocks=2, augment=True, dropout=0.2)), "model.py", "exec"), namespace)  # noqa: S102
+    model = namespace["build_model"]((28, 28, 1), 2)
+    assert model.output_shape == (None, 2)
+    assert [l.__class__.__name__ for l in model.layers].count("Conv2D") == 2
+    assert namespace["TRAINING"] == {"epochs": 1, "batch_size": 64}
+
+
+def test_keras_tuner_file_facts_give_space_and_defaults():
+    facts = modelcode.facts(KERAS_TUNER_MODEL, "model.py")
+    assert facts["kind"] == "mlp" and facts["build_model_args"] == ["hp"]
+    assert facts["space"] == {"units": {"type": "int", "low": 32, "high": 512, "step": 32},
+                              "dropout": {"type": "bool"},
+                              "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    assert facts["hyperparameters"] == {"units": 32, "dropout": False, "lr": 1e-4}
+
+
+def test_pytorch_is_refused_with_what_is_supported():
+    with pytest.raises(AutotuneError, match=r"uses pytorch; supported: keras"):
+        modelcode.facts("import torch\n\ndef build_model(hp):\n    return torch.nn.Linear(2, 2)\n", "net.py")
+
+
+def test_file_without_build_model_is_refused():
+    with pytest.raises(AutotuneError, match=r"defines no build_model\(\)"):
+        modelcode.facts("import keras\nmodel = keras.Sequential()\n", "m.py")
+
+
+def test_facts_never_execute_the_code(tmp_path):
+    marker = tmp_path / "ran"
+    source = f"import keras\nopen({str(marker)!r}, 'w').write('x')\n\ndef build_model(hp):\n    pass\n"
+    modelcode.facts(source, "m.py")
+    assert not marker.exists()
+
+
+def test_escalate_ladder_walks_filters_kernel_blocks_epochs():
+    space = {"filters": {"type": "int", "low": 4, "high": 16, "log": True},
+             "kernel_size": {"type": "categorical", "choices": [3, 5]},
+             "blocks": {"type": "int", "low": 1, "high": 2},
+             "epochs": {"type": "int", "low": 1, "high": 3}}
+    ladder = ["filters", "kernel_size", "blocks", "epochs"]
+    best = {"filters": 4, "kernel_size": 3, "blocks": 1, "epochs": 1}
+    tried = {search_space.frozen(best)}
+    steps = []
+    for rung in range(4):
+        params, _, name = search_space.escalate(best, space, ladder, rung, tried)
+        tried.add(search_space.frozen(params))
+        steps.append((name, params[name]))
+    assert steps == [("filters", 8), ("kernel_size", 5), ("blocks", 2), ("epochs", 2)]
+    # Tried values are skipped along the rung; a rung at its limit hands over to the next.
+    assert search_space.escalate(best, space, ladder, 0, tried)[0]["filters"] == 16
+    top = {"filters": 16, "kernel_size": 5, "blocks": 2, "epochs": 3}
+    assert search_space.escalate(top, space, ladder, 0, {search_space.frozen(top)}) is None

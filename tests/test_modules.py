@@ -1,0 +1,91 @@
+"""Unit tests of the Ansible modules, run in-process the way NOTES.md §3 item 8 describes."""
+import json
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+import model_facts
+import tune_model
+import tune_report
+from conftest import TEMPLATES, write_config
+
+
+class ModuleExit(Exception):
+    def __init__(self, kwargs, failed):
+        super().__init__(kwargs)
+        self.result, self.failed = kwargs, failed
+
+
+@pytest.fixture(autouse=True)
+def _raise_on_exit(monkeypatch):
+    def exit_json(self, **kwargs):
+        raise ModuleExit(kwargs, failed=False)
+
+    def fail_json(self, msg, **kwargs):
+        raise ModuleExit(dict(kwargs, msg=msg), failed=True)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+
+
+def _run(module, args, check_mode=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args), pytest.raises(ModuleExit) as caught:
+        module.main()
+    return caught.value
+
+
+def test_model_facts_reports_the_sample_cnn(tmp_path, sample_data):
+    outcome = _run(model_facts, {"config": str(write_config(tmp_path)), "templates_dir": str(TEMPLATES)})
+    assert not outcome.failed and outcome.result["changed"] is False
+    assert outcome.result["framework"] == "keras" and outcome.result["kind"] == "cnn"
+    assert outcome.result["api"] == "template"
+    assert outcome.result["layers"][0] == "Conv2D(4, kernel_size=3, padding='same')"
+    assert outcome.result["hyperparameters"]["epochs"] == 1
+
+
+def test_model_facts_refuses_pytorch_with_supported_list(tmp_path, sample_data):
+    model = tmp_path / "net.py"
+    model.write_text("import torch\n\ndef build_model(hp):\n    return torch.nn.Linear(4, 2)\n")
+    config = write_config(tmp_path, model={"file": str(model)})
+    outcome = _run(model_facts, {"config": str(config), "templates_dir": str(TEMPLATES)})
+    assert outcome.failed
+    assert "uses pytorch; supported: keras" in outcome.result["msg"]
+    assert "\n" not in outcome.result["msg"]
+
+
+def test_model_facts_applies_overrides(tmp_path, sample_data):
+    outcome = _run(model_facts, {"config": str(write_config(tmp_path)), "templates_dir": str(TEMPLATES),
+                                 "overrides": {"target": {"goal": 2}}})
+    assert outcome.failed and outcome.result["errors"] == ["target.goal: 2 is invalid; expected a number between 0 and 1"]
+
+
+def test_tune_model_check_mode_validates_and_writes_nothing(tmp_path, sample_data):
+    outcome = _run(tune_model, {"config": str(write_config(tmp_path)), "templates_dir": str(TEMPLATES),
+                                "runs_root": str(tmp_path / "runs")}, check_mode=True)
+    assert not outcome.failed and outcome.result["run_dir"] == str(tmp_path / "runs" / "catsdogs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tune_model_fails_on_bad_config_with_every_field(tmp_path, sample_data):
+    config = write_config(tmp_path, budget={"max_trials": 0, "trial_timeout": "slow"})
+    outcome = _run(tune_model, {"config": str(config), "templates_dir": str(TEMPLATES)})
+    assert outcome.failed and len(outcome.result["errors"]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tune_report_needs_a_run_directory(tmp_path):
+    outcome = _run(tune_report, {"run_dir": str(tmp_path)})
+    assert outcome.failed and "expected a run directory written by tune_model" in outcome.result["msg"]
+
+
+def test_tune_report_check_mode_writes_nothing(tmp_path, tuned_run):
+    run_dir = tuned_run["run_dir"]
+    before = sorted(p.name for p in run_dir.iterdir())
+    outcome = _run(tune_report, {"run_dir": str(run_dir), "write_eml": True, "recipients": ["a@b.c"]}, check_mode=True)
+    assert not outcome.failed and outcome.result["changed"] is False
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"{summary['best_value']:.4f}" in outcome.result["subject"]

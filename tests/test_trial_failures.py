@@ -1,0 +1,58 @@
+"""One broken trial must not kill the search: crash, NaN and timeout are recorded with their reason."""
+import json
+
+import pytest
+
+from ansible.module_utils.autotune.tune import prepare, run
+from conftest import REPO, TEMPLATES, write_config
+
+MODEL = REPO / "tests" / "fixtures" / "misbehaving_model.py"
+
+
+def _tune(tmp_path, max_failures, max_trials=4):
+    config_path = write_config(
+        tmp_path, model={"file": str(MODEL)},
+        search={"strategy": "escalate", "ladder": ["behaviour"], "space": None, "pruner": "none"},
+        budget={"max_trials": max_trials, "trial_timeout": 20, "max_consecutive_failures": max_failures},
+        target={"goal": 0.99},
+    )
+    text = config_path.read_text().replace("  space: null\n", "")
+    config_path.write_text(text)
+    config, plan, run_dir, storage = prepare(str(config_path), str(TEMPLATES), runs_root=str(tmp_path / "runs"))
+    return run(config, plan, run_dir, storage, trainer_path=str(REPO / "trainer"))
+
+
+@pytest.fixture(scope="module")
+def failing_study(tmp_path_factory, sample_data):
+    return _tune(tmp_path_factory.mktemp("failures"), max_failures=4)
+
+
+def test_each_failure_is_recorded_with_its_reason(failing_study):
+    trials = {t["params"]["behaviour"]: t for t in failing_study["trials"]}
+    assert trials["crash"]["outcome"] == "failed"
+    assert "deliberate crash in build_model" in trials["crash"]["reason"]
+    assert trials["crash"]["log_tail"], "the last lines of the trainer log are kept"
+    assert trials["nan"]["outcome"] == "nan" and "NaN" in trials["nan"]["reason"]
+    assert trials["hang"]["outcome"] == "timed_out" and trials["hang"]["reason"] == "timed out after 20 s"
+    assert 19 <= trials["hang"]["seconds"] < 60
+
+
+def test_the_study_goes_on_after_failures(failing_study):
+    assert [t["params"]["behaviour"] for t in failing_study["trials"]] == ["crash", "nan", "hang", "ok"]
+    assert failing_study["trials"][-1]["outcome"] == "finished"
+    assert failing_study["best_trial"] == 3 and failing_study["n_failed"] == 3
+    assert failing_study["stop_reason"] == "trial budget spent (4 trials)"
+
+
+def test_no_trainer_process_outlives_its_timeout(failing_study):
+    import subprocess
+    out = subprocess.run(["pgrep", "-f", "autotune_trainer"], capture_output=True, text=True, check=False).stdout
+    assert out.strip() == ""
+
+
+def test_consecutive_failures_stop_the_study(tmp_path, sample_data):
+    summary = _tune(tmp_path, max_failures=2)
+    assert summary["n_trials"] == 2 and summary["n_completed"] == 0
+    assert summary["stop_reason"].startswith("2 consecutive trials failed (last: loss became NaN")
+    saved = json.loads((tmp_path / "runs" / "catsdogs" / "summary.json").read_text())
+    assert saved["reached"] is False and saved["best_value"] is None

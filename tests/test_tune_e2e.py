@@ -1,0 +1,88 @@
+"""End to end: playbooks/tune.yml on the sample data, real training, and resuming a study."""
+import email
+import email.policy
+import json
+import sqlite3
+
+import optuna
+
+from conftest import run_playbook, write_config
+
+
+def test_tune_playbook_reaches_the_goal(tuned_run):
+    process, run_dir = tuned_run["process"], tuned_run["run_dir"]
+    assert process.returncode == 0, process.stdout[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["reached"] is True and summary["best_value"] >= 0.80
+    assert summary["metric"] == "val_accuracy" and summary["goal"] == 0.8
+    assert summary["runner"] == "local" and summary["storage"].startswith("sqlite:///")
+    assert summary["stop_reason"] == "goal reached"
+    # Trial 0 is the committed baseline; the loop stopped at the first trial that reached the goal.
+    assert summary["trials"][0]["params"]["filters"] == 4 and summary["trials"][0]["params"]["epochs"] == 1
+    winners = [t for t in summary["trials"] if t["value"] is not None and t["value"] >= 0.8]
+    assert [t["number"] for t in winners] == [summary["n_trials"] - 1]
+    for trial in summary["trials"]:
+        if trial["outcome"] == "finished":
+            assert trial["epochs"] and trial["epochs"][-1]["val_accuracy"] == trial["value"]
+            assert (run_dir / "trials" / f"{trial['number']:04d}" / "model.py").is_file()
+    assert (run_dir / "best_model.keras").stat().st_size > 1000
+    assert (run_dir / "accuracy_per_trial.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_lines_stream_during_the_run(tuned_run):
+    process, run_dir = tuned_run["process"], tuned_run["run_dir"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    live = [line for line in process.stdout.splitlines() if line.startswith("autotune | ") and " trial " in line]
+    assert len(live) == summary["n_trials"]
+    # Live lines come before the task's own result is printed.
+    assert process.stdout.index("autotune | ") < process.stdout.index("TASK [Build the result report]")
+    logged = (run_dir / "progress.log").read_text()
+    assert "stopped: goal reached" in logged and f"best={summary['best_value']:.4f}" in logged
+
+
+def test_mail_is_written_as_eml_without_smtp(tuned_run):
+    run_dir = tuned_run["run_dir"]
+    message = email.message_from_bytes((run_dir / "result.eml").read_bytes(), policy=email.policy.default)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert message["To"] == "ml-team@example.com"
+    assert "goal 0.8 reached" in message["Subject"]
+    body = message.get_body(("plain",)).get_content()
+    assert f"{summary['best_value']:.4f}" in body and "+++ best/model.py" in body
+    attachments = [part for part in message.iter_attachments()]
+    assert [a.get_filename() for a in attachments] == ["accuracy_per_trial.png"]
+    assert attachments[0].get_content()[:4] == b"\x89PNG"
+
+
+def test_rerun_of_a_reached_study_trains_nothing(tuned_run, tmp_path):
+    before = json.loads((tuned_run["run_dir"] / "summary.json").read_text())["n_trials"]
+    again = run_playbook("tune.yml", {"autotune_config": str(tuned_run["config"]),
+                                      "autotune_runs_root": str(tuned_run["work"] / "runs")})
+    assert again.returncode == 0, again.stdout[-2000:]
+    summary = json.loads((tuned_run["run_dir"] / "summary.json").read_text())
+    assert summary["n_trials"] == before and summary["new_trials"] == 0
+
+
+def test_second_run_with_the_same_storage_resumes(tmp_path, sample_data):
+    storage = f"sqlite:///{tmp_path / 'shared-study.db'}"
+    config = write_config(tmp_path, target={"goal": 0.999},
+                          search={"space": {"filters": {"type": "int", "low": 4, "high": 8},
+                                            "epochs": {"type": "int", "low": 1, "high": 2}}},
+                          budget={"max_trials": 2})
+    common = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs"), "autotune_storage": storage}
+    first = run_playbook("tune.yml", common)
+    assert first.returncode != 0 and "Goal not reached: best val_accuracy" in first.stdout
+    assert (tmp_path / "runs" / "catsdogs" / "result.eml").exists(), "the report is written even when the goal is missed"
+    second = run_playbook("tune.yml", dict(common, autotune_overrides={"budget": {"max_trials": 4}}))
+    assert "Goal not reached" in second.stdout
+    study = optuna.load_study(study_name="catsdogs", storage=storage)
+    numbers = [t.number for t in study.trials]
+    assert numbers == [0, 1, 2, 3], "trial numbers continue across runs"
+    summary = json.loads((tmp_path / "runs" / "catsdogs" / "summary.json").read_text())
+    assert summary["new_trials"] == 2
+    trained = [json.dumps(t.user_attrs["params"], sort_keys=True) for t in study.trials
+               if t.user_attrs.get("outcome") != "duplicate"]
+    assert len(trained) == len(set(trained)), "no parameter set was trained twice"
+    baselines = [t for t in study.trials if t.user_attrs.get("baseline")]
+    assert len(baselines) == 1, "the baseline is queued once, not again on resume"
+    with sqlite3.connect(tmp_path / "shared-study.db") as db:
+        assert db.execute("select count(*) from trials").fetchone()[0] == 4
