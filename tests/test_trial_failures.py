@@ -9,10 +9,10 @@ from conftest import REPO, TEMPLATES, write_config
 MODEL = REPO / "tests" / "fixtures" / "misbehaving_model.py"
 
 
-def _tune(tmp_path, max_failures, max_trials=4):
+def _tune(tmp_path, max_failures, max_trials=4, baseline=None, pruner="none"):
     config_path = write_config(
-        tmp_path, model={"file": str(MODEL)},
-        search={"strategy": "escalate", "ladder": ["behaviour"], "space": None, "pruner": "none"},
+        tmp_path, model={"file": str(MODEL), "baseline": baseline or {}},
+        search={"strategy": "escalate", "ladder": ["behaviour"], "space": None, "pruner": pruner, "startup_trials": 1},
         budget={"max_trials": max_trials, "trial_timeout": 20, "max_consecutive_failures": max_failures},
         target={"goal": 0.99},
     )
@@ -56,3 +56,12 @@ def test_consecutive_failures_stop_the_study(tmp_path, sample_data):
     assert summary["stop_reason"].startswith("2 consecutive trials failed (last: loss became NaN")
     saved = json.loads((tmp_path / "runs" / "catsdogs" / "summary.json").read_text())
     assert saved["reached"] is False and saved["best_value"] is None
+
+
+def test_a_hopeless_trial_is_pruned_after_its_warm_up_epoch(tmp_path, sample_data):
+    summary = _tune(tmp_path, max_failures=3, max_trials=2, baseline={"behaviour": "ok", "epochs": 4}, pruner="median")
+    ok, stuck = summary["trials"]
+    assert ok["outcome"] == "finished" and len(ok["epochs"]) == 4
+    assert stuck["params"]["behaviour"] == "stuck"
+    assert stuck["outcome"] == "pruned" and stuck["state"] == "PRUNED"
+    assert len(stuck["epochs"]) < 4 and stuck["reason"].startswith("pruned at epoch 2")
