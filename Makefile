@@ -32,7 +32,7 @@ lint: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production
 
 bench: venv data/catsdogs
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/tune_bench.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/tune_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs
