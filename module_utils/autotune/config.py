@@ -122,6 +122,18 @@ SCHEMA = _object(
         "runner": _object(
             {
                 "kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)},
+                "image": _string("a trainer image name:tag (overrides the images mapping)"),
+                "images": {
+                    "type": "object", "description": "a mapping framework -> {cpu: image, gpu: image}",
+                    "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"},
+                                             "description": "a mapping {cpu: image, gpu: image}"},
+                },
+                "cpus": _number("a positive number of CPUs", exclusiveMinimum=0),
+                "memory": _string("a memory limit such as 2g or 512m", pattern=r"^[0-9]+[bkmgBKMG]?$"),
+                "network": {"type": "boolean", "description": "true or false"},
+                "gpu_ids": {"type": "array", "items": {"type": ["integer", "string"]},
+                            "description": "a list of GPU ids; one is given to each trial in turn"},
+                "docker_host": _string("a Docker engine URL, e.g. unix:///var/run/docker.sock"),
             },
         ),
         "run_dir": _string("a folder for the run's results"),
@@ -137,7 +149,10 @@ DEFAULTS = {
     "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost"},
-    "runner": {"kind": "local"},
+    "runner": {
+        "kind": "local", "network": False, "gpu_ids": [],
+        "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
+    },
 }
 
 

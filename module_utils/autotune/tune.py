@@ -45,11 +45,27 @@ class RunDirLock:
         self.handle.close()
 
 
-def make_runner(kind, trainer_path=None, runner_options=None):
-    if kind == "local":
+def trainer_image(runner_config, framework):
+    """The image for this model: runner.image, else images[framework][gpu or cpu flavour]."""
+    if runner_config.get("image"):
+        return runner_config["image"]
+    images = runner_config.get("images") or {}
+    if framework not in images:
+        raise AutotuneError(f"runner.images: no trainer image for framework {framework!r}; "
+                            f"images exist for: {', '.join(sorted(images)) or 'none'}")
+    flavour = "gpu" if runner_config.get("gpu_ids") else "cpu"
+    if flavour not in images[framework]:
+        raise AutotuneError(f"runner.images.{framework}: no {flavour} image; expected a {flavour!r} entry")
+    return images[framework][flavour]
+
+
+def make_runner(runner_config, framework, trainer_path=None):
+    if runner_config["kind"] == "local":
         return LocalRunner(trainer_path=trainer_path)
     from ansible.module_utils.autotune.runner_docker import DockerRunner  # pylint: disable=import-outside-toplevel
-    return DockerRunner(**(runner_options or {}))
+    return DockerRunner(trainer_image(runner_config, framework), cpus=runner_config.get("cpus"),
+                        memory=runner_config.get("memory"), network=runner_config.get("network", False),
+                        gpu_ids=runner_config.get("gpu_ids"), base_url=runner_config.get("docker_host"))
 
 
 def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None):
@@ -57,6 +73,8 @@ def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storag
     config = tune_config.load(config_path, overrides)
     plan = model_plan(config, templates_dir)
     tune_dataset.scan(config["dataset"]["path"])
+    if config["runner"]["kind"] == "docker":
+        trainer_image(config["runner"], plan["facts"]["framework"])  # fail before anything starts
     run_dir = resolve_run_dir(config, runs_root)
     return config, plan, run_dir, storage or config.get("storage") or default_storage(run_dir)
 
@@ -66,13 +84,13 @@ def _mean(values):
     return round(sum(values) / len(values), 3) if values else None
 
 
-def run(config, plan, run_dir, storage, trainer_path=None, runner_options=None):
+def run(config, plan, run_dir, storage, trainer_path=None):
     """Train until the goal or the budget; write summary.json, the plot and the best model. Return the summary."""
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
     with RunDirLock(run_dir):
         dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
-        runner = make_runner(config["runner"]["kind"], trainer_path, runner_options)
+        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path)
         log_path = os.path.join(run_dir, "progress.log")
         lines = []
 
