@@ -71,54 +71,67 @@ def main(argv=None):
     params = spec["params"]
     defaults = spec.get("defaults", {})
 
-    if spec.get("model_api") == "keras_tuner":
-        hp = FixedHyperParameters(params)
-        model = module.build_model(hp)
-        epochs = int(hp.values.get("epochs", defaults.get("epochs", 3)))
-        batch_size = int(hp.values.get("batch_size", defaults.get("batch_size", 64)))
-    else:
-        model = module.build_model(input_shape=x_train.shape[1:], num_classes=len(class_names))
-        epochs = int(module.TRAINING["epochs"])
-        batch_size = int(module.TRAINING["batch_size"])
+    def build():
+        if spec.get("model_api") == "keras_tuner":
+            hp = FixedHyperParameters(params)
+            built = module.build_model(hp)
+            return (built, int(hp.values.get("epochs", defaults.get("epochs", 3))),
+                    int(hp.values.get("batch_size", defaults.get("batch_size", 64))))
+        built = module.build_model(input_shape=x_train.shape[1:], num_classes=len(class_names))
+        return built, int(module.TRAINING["epochs"]), int(module.TRAINING["batch_size"])
 
     metric = spec.get("metric", "val_accuracy")
     metrics_path = trial_dir / "metrics.jsonl"
     checkpoint_dir = trial_dir / "checkpoint"
     done_before = _completed_epochs(metrics_path) if checkpoint_dir.exists() else []
     if not done_before:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
-    writer = MetricsWriter(metrics_path, launched)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(checkpoint_dir), delete_checkpoint=False),
-        writer,
-        keras.callbacks.TerminateOnNaN(),
-    ]
     goal = spec.get("goal")
-    if goal is not None and spec.get("stop_at_goal", True):
-        callbacks.append(GoalStop(metric, float(goal)))
+    result = {"status": "ok", "metric": metric}
+
+    def fit():
+        model, epochs, batch_size = build()
+        writer = MetricsWriter(metrics_path, launched)
+        callbacks = [
+            # First, so a checkpoint exists for every epoch line the writer appends after it.
+            keras.callbacks.BackupAndRestore(str(checkpoint_dir), delete_checkpoint=False),
+            writer,
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        if goal is not None and spec.get("stop_at_goal", True):
+            callbacks.append(GoalStop(metric, float(goal)))
+        history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
+                            batch_size=batch_size, callbacks=callbacks, verbose=2)
+        return model, epochs, batch_size, writer, history
 
     fit_started = time.time()
-    history = model.fit(
-        x_train, y_train,
-        validation_data=(x_val, y_val),
-        epochs=epochs,
-        batch_size=batch_size,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    try:
+        model, epochs, batch_size, writer, history = fit()
+    except Exception as exc:  # pylint: disable=broad-except
+        if not done_before or len(_completed_epochs(metrics_path)) > len(done_before):
+            raise
+        # The checkpoint could not be restored: start this trial again from epoch 0, never crash on it.
+        print(f"autotune_trainer: WARNING: checkpoint unreadable ({type(exc).__name__}: {exc}); "
+              "restarting the trial from epoch 0", file=sys.stderr, flush=True)
+        result["checkpoint_discarded"] = f"{type(exc).__name__}: {exc}"[:300]
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
+        done_before = []
+        keras.utils.set_random_seed(int(spec.get("seed", 1)))
+        fit_started = time.time()
+        model, epochs, batch_size, writer, history = fit()
     fit_seconds = time.time() - fit_started
     epochs_seen = _completed_epochs(metrics_path)
     losses = history.history.get("loss", []) + history.history.get("val_loss", [])
-    result = {
-        "status": "ok",
-        "metric": metric,
+    result.update({
         "epochs_planned": epochs,
         "epochs_run": len(epochs_seen),
         "resumed_from_epoch": len(done_before) or None,
         "fit_seconds": round(fit_seconds, 3),
         "startup_seconds": round((writer.train_begin or fit_started) - launched, 3),
         "batch_size": batch_size,
-    }
+    })
     if any(not math.isfinite(v) for v in losses) or not epochs_seen:
         result.update(status="nan", reason="loss became NaN or infinite; training stopped")
         _write_json(trial_dir / "result.json", result)
