@@ -3,6 +3,7 @@ import email
 import email.policy
 import json
 import sqlite3
+from pathlib import Path
 
 import optuna
 
@@ -86,3 +87,64 @@ def test_second_run_with_the_same_storage_resumes(tmp_path, sample_data):
     assert len(baselines) == 1, "the baseline is queued once, not again on resume"
     with sqlite3.connect(tmp_path / "shared-study.db") as db:
         assert db.execute("select count(*) from trials").fetchone()[0] == 4
+
+
+def _descendants(pid):
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_path, sample_data):
+    """Kill ansible-playbook mid-trial (SIGKILL to its whole process group), run it again."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN, REPO
+    config = write_config(tmp_path, target={"goal": 0.999}, budget={"max_trials": 3},
+                          model={"template": "cnn", "baseline": {"epochs": 12, "batch_size": 32, "filters": 8}},
+                          search={"space": {"epochs": {"type": "int", "low": 12, "high": 14}}})
+    extra = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")}
+    command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e", json.dumps(extra)]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
+    controller = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    metrics = tmp_path / "runs" / "catsdogs" / "trials" / "0001" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.1)
+    # Ansible's workers and modules run in sessions of their own: kill every process of the tree
+    # except the trainer, which must go down by itself with its controller.
+    for pid in _descendants(controller.pid) + [controller.pid]:
+        if b"autotune_trainer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    controller.wait()
+    epochs_before = len(metrics.read_text().splitlines())
+    assert 2 <= epochs_before < 14
+    time.sleep(1.5)
+    assert subprocess.run(["pgrep", "-f", "autotune_trainer"], capture_output=True, check=False).stdout == b"", \
+        "the trainer dies with its controller"
+
+    again = run_playbook("tune.yml", extra)
+    assert "resuming: the controller stopped while it ran" in again.stdout
+    summary = json.loads((tmp_path / "runs" / "catsdogs" / "summary.json").read_text())
+    assert [t["number"] for t in summary["trials"]] == [0, 1, 2]
+    resumed = summary["trials"][1]
+    assert resumed["resumed"] is True and resumed["outcome"] == "finished"
+    assert resumed["resumed_from_epoch"] >= epochs_before - 1
+    assert [e["epoch"] for e in resumed["epochs"]][-1] == resumed["params"]["epochs"] - 1
+    epochs_logged = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs_logged == sorted(set(epochs_logged)), "no epoch trained twice"
+    assert summary["trials"][0]["outcome"] == "finished" and summary["trials"][0]["params"]["epochs"] == 12

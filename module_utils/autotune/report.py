@@ -29,6 +29,9 @@ def trial_records(study):
             "startup_seconds": attrs.get("startup_seconds"),
             "reason": attrs.get("reason"),
             "duplicate_of": attrs.get("duplicate_of"),
+            "resumed": attrs.get("resumed", False),
+            "resumed_from_epoch": attrs.get("resumed_from_epoch"),
+            "checkpoint_discarded": attrs.get("checkpoint_discarded"),
             "code": attrs.get("code"),
             "log_tail": attrs.get("log_tail"),
         })

@@ -5,6 +5,7 @@ memory carried from one trial to the next); the docker runner (runner_docker.py)
 runs the same command in a container. Both hand back a TrialProcess the study
 loop polls, so timeouts, pruning and exit classification live in one place.
 """
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +21,15 @@ def tail(path, lines=12):
             return [line.rstrip("\n") for line in handle.readlines()[-lines:]]
     except OSError:
         return []
+
+
+def _die_with_parent():
+    """Runs in the child before exec: SIGTERM it when the controller dies (Linux prctl PR_SET_PDEATHSIG),
+    so a killed controller leaves no trainer running on; the resumed study continues from the checkpoint."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class LocalProcess:
@@ -78,6 +88,6 @@ class LocalRunner:
             popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [self.python, "-m", "autotune_trainer", trial_dir, "--data", data_path],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=trial_dir, env=env, start_new_session=True,
+                cwd=trial_dir, env=env, start_new_session=True, preexec_fn=_die_with_parent,
             )
         return LocalProcess(popen, log_path)

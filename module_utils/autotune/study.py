@@ -111,9 +111,15 @@ class StudyLoop:
             json.dump(spec, handle, indent=2, sort_keys=True)
         return trial_dir
 
-    def _run_trial(self, trial, params):
-        """Train one trial; return (state, value, attrs) without telling the study."""
-        trial_dir = self._prepare_trial(trial.number, params)
+    def _run_trial(self, trial, params, resume=False):
+        """Train one trial (or resume it from its checkpoint); return (state, value, attrs) without telling the study."""
+        if resume:
+            trial_dir = self._trial_dir(trial.number)
+        else:
+            trial_dir = self._prepare_trial(trial.number, params)
+            # Recorded before training, so a controller that dies mid-trial can be followed by one that resumes it.
+            trial.set_user_attr("run_dir", self.run_dir)
+            trial.set_user_attr("params", params)
         timeout = min(self.budget["trial_timeout"], max(1.0, self.budget["max_seconds"] - (time.time() - self.started)))
         labels = {"trial": str(trial.number), "study": self.config["study"], "run_dir": self.run_dir}
         started = time.time()
@@ -148,7 +154,8 @@ class StudyLoop:
         if os.path.exists(result_path):
             with open(result_path, encoding="utf-8") as handle:
                 result = json.load(handle)
-            attrs.update({k: result[k] for k in ("fit_seconds", "startup_seconds", "resumed_from_epoch") if k in result})
+            attrs.update({k: result[k] for k in ("fit_seconds", "startup_seconds", "resumed_from_epoch",
+                                                 "checkpoint_discarded") if k in result})
         if pruned:
             attrs["outcome"] = "pruned"
             attrs["reason"] = f"pruned at epoch {len(epochs)}: {self.metric} below the median of earlier trials"
@@ -209,7 +216,7 @@ class StudyLoop:
     def run(self):
         probe = open_study(self.config, self.storage)
         study = open_study(self.config, self.storage, n_hint=len(probe.trials))
-        self._fail_stale(study)
+        self._resume_interrupted(study)
         tried = {search_space.frozen(t.user_attrs["params"]): t for t in study.trials
                  if t.state.is_finished() and "params" in t.user_attrs and not t.user_attrs.get("duplicate_of")}
         new_trials = 0
@@ -230,26 +237,39 @@ class StudyLoop:
                 study.tell(trial, earlier.value)
                 self._announce(study, trial.number)
                 continue
-            state, value, attrs = self._run_trial(trial, params)
-            for name, item in attrs.items():
-                trial.set_user_attr(name, item)
-            if state == optuna.trial.TrialState.COMPLETE:
-                study.tell(trial, value)
-            else:
-                study.tell(trial, state=state)
-            tried[key] = study.trials[trial.number]
-            self._announce(study, trial.number)
+            tried[key] = self._finish(study, trial, params)
         return study, reason, new_trials
 
-    def _fail_stale(self, study):
-        """Trials left RUNNING by a controller that died are closed as failed, with the reason."""
-        storage = optuna.storages.get_storage(self.storage)
-        study_id = storage.get_study_id_from_name(study.study_name)
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_user_attr(trial_id, "outcome", "interrupted")
-            storage.set_trial_user_attr(trial_id, "reason", "the controller stopped while this trial ran")
-            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    def _resume_interrupted(self, study):
+        """Trials left RUNNING by a controller of this run directory that died are resumed from their checkpoints.
+
+        The run-directory lock guarantees no live controller owns them; RUNNING trials of other run
+        directories (other hosts sharing the storage) are left alone.
+        """
+        for frozen_trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen_trial.user_attrs.get("run_dir") != self.run_dir:
+                continue
+            trial = optuna.trial.Trial(study, frozen_trial._trial_id)  # noqa: SLF001 - ask/tell handle for a stored trial
+            params = frozen_trial.user_attrs.get("params")
+            if not params or not os.path.exists(os.path.join(self._trial_dir(trial.number), "trial.json")):
+                trial.set_user_attr("outcome", "interrupted")
+                trial.set_user_attr("reason", "the controller stopped before this trial started")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            self.progress(f"trial {trial.number:3d}  resuming: the controller stopped while it ran")
+            self._finish(study, trial, params, resume=True)
+
+    def _finish(self, study, trial, params, resume=False):
+        state, value, attrs = self._run_trial(trial, params, resume=resume)
+        attrs["resumed"] = resume
+        for name, item in attrs.items():
+            trial.set_user_attr(name, item)
+        if state == optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+        self._announce(study, trial.number)
+        return study.trials[trial.number]
 
     def _announce(self, study, number):
         trial = study.trials[number]
