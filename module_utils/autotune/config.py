@@ -215,6 +215,8 @@ def validate(document, base_dir, overrides=None, source="configuration"):
     if lines:
         raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
     config = _merge(DEFAULTS, document)
+    if "images" in document.get("runner", {}):
+        config["runner"]["images"] = copy.deepcopy(document["runner"]["images"])  # replaces, not merges
     config["base_dir"] = base_dir
     config["source"] = os.path.abspath(source) if source != "configuration" else None
     lines = _semantic_lines(config)
