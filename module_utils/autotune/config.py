@@ -134,6 +134,7 @@ SCHEMA = _object(
                 "gpu_ids": {"type": "array", "items": {"type": ["integer", "string"]},
                             "description": "a list of GPU ids; one is given to each trial in turn"},
                 "docker_host": _string("a Docker engine URL, e.g. unix:///var/run/docker.sock"),
+                "relaunch_grace": _integer("seconds >= 1 to wait for the health check to relaunch a dead container"),
             },
         ),
         "run_dir": _string("a folder for the run's results"),
@@ -150,7 +151,7 @@ DEFAULTS = {
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost"},
     "runner": {
-        "kind": "local", "network": False, "gpu_ids": [],
+        "kind": "local", "network": False, "gpu_ids": [], "relaunch_grace": 180,
         "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
     },
 }

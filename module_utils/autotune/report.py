@@ -30,6 +30,7 @@ def trial_records(study):
             "reason": attrs.get("reason"),
             "duplicate_of": attrs.get("duplicate_of"),
             "resumed": attrs.get("resumed", False),
+            "relaunches": attrs.get("relaunches", 0),
             "resumed_from_epoch": attrs.get("resumed_from_epoch"),
             "checkpoint_discarded": attrs.get("checkpoint_discarded"),
             "code": attrs.get("code"),

@@ -76,6 +76,25 @@ def _read_metrics(path, seen):
     return fresh
 
 
+class _Finished:
+    """Stands in for the process of a trial that already ended with a result."""
+
+    def __init__(self, trial_dir):
+        self.log_path = os.path.join(trial_dir, "trainer.log")
+
+    def exit_code(self):
+        return 0
+
+    def stop(self):
+        """Nothing runs."""
+
+    def outcome(self):
+        return "finished", None
+
+    def cleanup(self):
+        """Nothing to remove."""
+
+
 def _format_params(params, names):
     return " ".join(f"{n}={params[n]:.4g}" if isinstance(params[n], float) else f"{n}={params[n]}" for n in names)
 
@@ -123,10 +142,20 @@ class StudyLoop:
         timeout = min(self.budget["trial_timeout"], max(1.0, self.budget["max_seconds"] - (time.time() - self.started)))
         labels = {"trial": str(trial.number), "study": self.config["study"], "run_dir": self.run_dir}
         started = time.time()
-        process = self.runner.start(trial_dir, self.dataset["path"], labels)
-        epochs, pruned, timed_out = [], False, False
         metrics_path = os.path.join(trial_dir, "metrics.jsonl")
-        while True:
+        result_path = os.path.join(trial_dir, "result.json")
+        epochs, pruned, timed_out = [], False, False
+        if resume and os.path.exists(result_path):
+            # It finished while no controller watched it: take its result, train nothing again.
+            process, code = _Finished(trial_dir), 0
+            epochs = _read_metrics(metrics_path, 0)
+            for step, record in enumerate(epochs):
+                if record.get(self.metric) is not None:
+                    trial.report(float(record[self.metric]), step=step)
+        else:
+            process = self.runner.start(trial_dir, self.dataset["path"], labels)
+            code = None
+        while code is None:
             code = process.exit_code()
             for record in _read_metrics(metrics_path, len(epochs)):
                 epochs.append(record)
@@ -150,7 +179,10 @@ class StudyLoop:
         attrs = {"seconds": seconds, "epochs": epochs, "trial_dir": relative,
                  "code": os.path.join(relative, "model.py"), "params": params}
         result = {}
-        result_path = os.path.join(trial_dir, "result.json")
+        health = os.path.join(trial_dir, "health.json")
+        if os.path.exists(health):
+            with open(health, encoding="utf-8") as handle:
+                attrs["relaunches"] = json.load(handle).get("relaunches", 0)
         if os.path.exists(result_path):
             with open(result_path, encoding="utf-8") as handle:
                 result = json.load(handle)

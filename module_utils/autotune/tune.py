@@ -65,7 +65,8 @@ def make_runner(runner_config, framework, trainer_path=None):
     from ansible.module_utils.autotune.runner_docker import DockerRunner  # pylint: disable=import-outside-toplevel
     return DockerRunner(trainer_image(runner_config, framework), cpus=runner_config.get("cpus"),
                         memory=runner_config.get("memory"), network=runner_config.get("network", False),
-                        gpu_ids=runner_config.get("gpu_ids"), base_url=runner_config.get("docker_host"))
+                        gpu_ids=runner_config.get("gpu_ids"), base_url=runner_config.get("docker_host"),
+                        relaunch_grace=runner_config["relaunch_grace"])
 
 
 def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None):

@@ -1,0 +1,104 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: relaunch autotune trial containers that died from outside while their study runs."""
+
+DOCUMENTATION = r"""
+---
+module: trial_health
+short_description: Relaunch autotune trial containers that died while their study still runs
+description:
+  - Finds the containers labelled C(io.autotune.project=autotune). One that stopped abnormally (killed,
+    engine stopped, host rebooted) while its study's controller is alive is started again; the trial
+    resumes from its last epoch checkpoint.
+  - Never touches containers that finished or failed by themselves, that the controller stopped, of
+    finished studies, or that are not labelled as ours.
+  - A trial relaunched I(relaunch_limit) times is given up and its controller records the reason.
+  - Overlapping runs are safe; one holds I(lock_path) and acts, the others return at once unchanged.
+options:
+  relaunch_limit:
+    description: Relaunches allowed per trial before it is given up.
+    type: int
+    default: 3
+  lock_path:
+    description: File that serialises overlapping health runs.
+    type: path
+    default: /tmp/autotune-health.lock
+  docker_host:
+    description: Docker engine URL; the environment's by default.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description: Reports what it would relaunch; starts nothing.
+  diff_mode:
+    support: none
+author:
+  - autotune maintainers
+"""
+
+EXAMPLES = r"""
+- name: Relaunch dead trial containers
+  trial_health:
+    relaunch_limit: 3
+  register: health
+"""
+
+RETURN = r"""
+actions:
+  description: One entry per container looked at (action relaunched, gave_up or left, and why).
+  returned: success
+  type: list
+  elements: dict
+relaunched:
+  description: Number of containers started again.
+  returned: success
+  type: int
+skipped_overlap:
+  description: True when another health run held the lock and this one did nothing.
+  returned: success
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.health import HealthLock, heal
+
+try:
+    import docker
+    HAS_DOCKER = True
+except ImportError:
+    HAS_DOCKER = False
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            relaunch_limit=dict(type="int", default=3),
+            lock_path=dict(type="path", default="/tmp/autotune-health.lock"),
+            docker_host=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_DOCKER:
+        module.fail_json(msg="trial_health needs the Python 'docker' package; expected it installed")
+    if module.params["relaunch_limit"] < 0:
+        module.fail_json(msg=f"relaunch_limit: {module.params['relaunch_limit']} is invalid; expected an integer >= 0")
+    with HealthLock(module.params["lock_path"]) as lock:
+        if not lock.acquired:
+            module.exit_json(changed=False, actions=[], relaunched=0, skipped_overlap=True,
+                             msg="another health run holds the lock; nothing done")
+        try:
+            client = docker.DockerClient(base_url=module.params["docker_host"]) if module.params["docker_host"] \
+                else docker.from_env()
+            actions = heal(client, module.params["relaunch_limit"], module.check_mode)
+        except (AutotuneError, docker.errors.DockerException) as exc:
+            module.fail_json(msg=f"health check could not run: {exc}")
+    relaunched = sum(a["action"] == "relaunched" for a in actions)
+    gave_up = sum(a["action"] == "gave_up" for a in actions)
+    module.exit_json(changed=bool(relaunched or gave_up), actions=actions, relaunched=relaunched,
+                     skipped_overlap=False)
+
+
+if __name__ == "__main__":
+    main()

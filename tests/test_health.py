@@ -1,0 +1,195 @@
+"""Self-healing with a real Docker engine and real kills: playbooks/health.yml relaunches dead trials."""
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, REPO, run_playbook, write_config
+
+docker = pytest.importorskip("docker")
+IMAGE = "autotune-trainer-keras:cpu-latest"
+OURS = "io.autotune.project=autotune"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(IMAGE)
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"needs a Docker engine with {IMAGE} (playbooks/trainer_host.yml): {exc}")
+    return client
+
+
+def _health(**extra):
+    result = run_playbook("health.yml", dict({"autotune_health_lock": "/tmp/autotune-health-test.lock"}, **extra))
+    result.stdout = " ".join(result.stdout.split())  # the YAML callback folds long lines
+    return result
+
+
+def _start_controller(tmp_path, study, epochs=14):
+    config = write_config(tmp_path, study=study, target={"goal": 0.999}, budget={"max_trials": 1},
+                          model={"template": "cnn", "baseline": {"epochs": epochs, "batch_size": 32, "filters": 8}},
+                          search={"space": {"epochs": {"type": "int", "low": epochs, "high": epochs + 2}}},
+                          runner={"kind": "docker", "cpus": 2, "memory": "2g", "relaunch_grace": 240})
+    extra = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")}
+    command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e", json.dumps(extra)]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
+    log = open(tmp_path / "controller.log", "w")  # noqa: SIM115 - lives as long as the controller
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return process, tmp_path / "runs" / study
+
+
+def _epochs(run_dir):
+    path = run_dir / "trials" / "0000" / "metrics.jsonl"
+    return [json.loads(l)["epoch"] for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+def _wait(predicate, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trial_container(client, study):
+    found = client.containers.list(all=True, filters={"label": [OURS, f"io.autotune.study={study}"]})
+    return found[0] if found else None
+
+
+def _finish(process, run_dir, tmp_path):
+    assert process.wait(timeout=600) != 0, "goal 0.999 is not reached: the playbook fails after the report"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_trials"] == 1, (tmp_path / "controller.log").read_text()[-3000:]
+    return summary["trials"][0]
+
+
+def test_killed_container_is_relaunched_and_resumes(engine, tmp_path, sample_data):
+    process, run_dir = _start_controller(tmp_path, "healkill")
+    _wait(lambda: len(_epochs(run_dir)) >= 3, 300, "three epochs")
+    container = _trial_container(engine, "healkill")
+    container.kill()
+    done = len(_epochs(run_dir))
+    _wait(lambda: (container.reload() or container.status) == "exited", 30, "the container to die")
+    healed = _health()
+    assert healed.returncode == 0, healed.stdout[-2000:]
+    assert "relaunched autotune-healkill-0000" in healed.stdout and "(study healkill, trial 0): it died (exit 137" in healed.stdout
+    trial = _finish(process, run_dir, tmp_path)
+    assert trial["outcome"] == "finished" and trial["relaunches"] == 1
+    assert trial["resumed_from_epoch"] >= done - 1
+    epochs = _epochs(run_dir)
+    assert epochs == list(range(len(epochs))) and epochs[-1] == trial["params"]["epochs"] - 1, "no epoch trained twice"
+    assert _trial_container(engine, "healkill") is None, "the finished trial's container is removed"
+
+
+def _daemon_ctl(action):
+    ctl = shutil.which("dockerd-ctl") or "/usr/local/sbin/dockerd-ctl"
+    if os.path.exists(ctl):
+        return subprocess.run([ctl, action], capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(["systemctl", action, "docker"], capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sample_data):
+    process, run_dir = _start_controller(tmp_path, "healdaemon")
+    _wait(lambda: len(_epochs(run_dir)) >= 2, 300, "two epochs")
+    stopped = _daemon_ctl("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(docker.errors.DockerException):
+        docker.from_env().ping()
+    healed = _health()
+    assert healed.returncode == 0, healed.stdout[-3000:]
+    assert "TASK [Start the Docker daemon again]" in healed.stdout
+    assert docker.from_env().ping()
+    assert "relaunched autotune-healdaemon-0000" in healed.stdout
+    trial = _finish(process, run_dir, tmp_path)
+    assert trial["outcome"] == "finished" and trial["relaunches"] == 1 and trial["resumed_from_epoch"] >= 1
+    epochs = _epochs(run_dir)
+    assert epochs == list(range(len(epochs)))
+
+
+@pytest.fixture()
+def live_study(tmp_path):
+    """A run directory whose controller looks alive: the test holds its lock, as tune.yml does."""
+    run_dir = tmp_path / "runs" / "loop"
+    (run_dir / "trials" / "0000").mkdir(parents=True)
+    os.chown(run_dir / "trials" / "0000", 10001, 10001)
+    with open(run_dir / ".tune.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield run_dir
+
+
+def _dying(client, name, labels):
+    # Exit 137 as a SIGKILL gives (the trainer is PID 1 in its container, which SIGKILL from inside cannot reach).
+    container = client.containers.run(IMAGE, ["python", "-c", "import os; os._exit(137)"], name=name,
+                                      labels=labels, detach=True, network_mode="none")
+    container.wait(timeout=60)
+    container.reload()
+    return container
+
+
+def test_crash_loop_is_given_up_and_strangers_are_left_alone(engine, live_study):
+    labels = {"io.autotune.project": "autotune", "io.autotune.study": "loop", "io.autotune.trial": "0",
+              "io.autotune.run_dir": str(live_study)}
+    ours = _dying(engine, f"autotune-loop-0000-{os.getpid()}", labels)
+    stranger = _dying(engine, f"autotune-loop-0000-{os.getpid()}x", {"io.autotune.study": "loop"})
+    other_project = _dying(engine, f"autotune-loop-other-{os.getpid()}", dict(labels, **{"io.autotune.project": "other"}))
+    strangers = {c.id: c.attrs["State"]["StartedAt"] for c in (stranger, other_project)}
+    try:
+        for attempt in range(1, 4):
+            healed = _health()
+            assert healed.returncode == 0 and f"relaunched {ours.name} (study loop, trial 0)" in healed.stdout
+            _wait(lambda: (ours.reload() or ours.status) == "exited", 60, "the relaunched container to die again")
+            assert json.loads((live_study / "trials" / "0000" / "health.json").read_text())["relaunches"] == attempt
+        final = _health()
+        assert final.returncode == 0 and f"gave_up {ours.name}" in final.stdout
+        assert "relaunch limit 3 reached" in json.loads((live_study / "trials" / "0000" / "health.json").read_text())["gave_up"]
+        assert "gave_up" not in _health().stdout.split("PLAY RECAP")[0].split("Log one line")[1], "given up once"
+        for container in (stranger, other_project):
+            container.reload()
+            assert container.attrs["State"]["StartedAt"] == strangers[container.id], "never started again"
+    finally:
+        for container in (ours, stranger, other_project):
+            container.remove(force=True)
+
+
+def test_overlapping_health_runs_act_once(engine, live_study):
+    labels = {"io.autotune.project": "autotune", "io.autotune.study": "loop", "io.autotune.trial": "0",
+              "io.autotune.run_dir": str(live_study)}
+    ours = _dying(engine, f"autotune-overlap-0000-{os.getpid()}", labels)
+    try:
+        with open("/tmp/autotune-health-test.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            held = _health()
+        assert held.returncode == 0 and "this one did nothing" in held.stdout and "changed=0" in held.stdout
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
+        command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "health.yml"),
+                   "-e", "autotune_health_lock=/tmp/autotune-health-test.lock"]
+        runs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for _ in range(2)]
+        outputs = [" ".join(run.communicate(timeout=120)[0].split()) for run in runs]
+        assert all(run.returncode == 0 for run in runs), outputs
+        assert sum(out.count(f"relaunched {ours.name}") for out in outputs) == 1
+    finally:
+        ours.remove(force=True)
+
+
+def test_controller_not_running_means_hands_off(engine, tmp_path):
+    run_dir = tmp_path / "runs" / "orphan"
+    (run_dir / "trials" / "0000").mkdir(parents=True)
+    labels = {"io.autotune.project": "autotune", "io.autotune.study": "orphan", "io.autotune.trial": "0",
+              "io.autotune.run_dir": str(run_dir)}
+    ours = _dying(engine, f"autotune-orphan-0000-{os.getpid()}", labels)
+    try:
+        healed = _health()
+        assert healed.returncode == 0 and "relaunched" not in healed.stdout
+        assert not (run_dir / "trials" / "0000" / "health.json").exists()
+    finally:
+        ours.remove(force=True)
