@@ -47,7 +47,8 @@ def write_config(folder, **sections):
 
 def run_playbook(playbook, extra_vars, env=None, check=False, verbosity=0):
     """ansible-playbook as a user runs it; returns the CompletedProcess (stdout+stderr in .stdout)."""
-    command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / playbook), "-e", json.dumps(extra_vars)]
+    path = REPO / playbook if "/" in playbook else REPO / "playbooks" / playbook
+    command = [str(BIN / "ansible-playbook"), str(path), "-e", json.dumps(extra_vars)]
     if check:
         command.append("--check")
     if verbosity:
