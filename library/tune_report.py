@@ -31,6 +31,11 @@ options:
     description: Write C(result.eml) into the run directory.
     type: bool
     default: false
+  diff:
+    description:
+      - The code diff the mail shows; by default the diff from the baseline model code to the winning code.
+      - playbooks/pipeline.yml passes the git diff of the result commit against the pushed commit.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -95,6 +100,7 @@ def main():
             sender=dict(type="str", default="autotune@localhost"),
             recipients=dict(type="list", elements="str", default=[]),
             write_eml=dict(type="bool", default=False),
+            diff=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -105,7 +111,9 @@ def main():
             summary = json.load(handle)
     except (OSError, ValueError) as exc:
         module.fail_json(msg=f"run_dir: cannot read {summary_path} ({exc}); expected a run directory written by tune_model")
-    diff = report.code_diff(summary.get("baseline_code"), summary.get("best_code"))
+    diff = module.params["diff"]
+    if diff is None:
+        diff = report.code_diff(summary.get("baseline_code"), summary.get("best_code"))
     subject, body = report.message(summary, summary["trials"], diff)
     attachments = [summary["plot"]] if summary.get("plot") and os.path.exists(summary["plot"]) else []
     result = dict(changed=False, subject=subject, body=body, attachments=attachments, reached=summary["reached"])
