@@ -26,6 +26,7 @@ class MetricsWriter(keras.callbacks.Callback):
         record = {k: float(v) for k, v in (logs or {}).items()}
         record["epoch"] = epoch
         record["seconds"] = round(time.time() - self._epoch_started, 3)
+        record["time"] = round(time.time(), 3)  # wall clock at the epoch's end (and its checkpoint)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
