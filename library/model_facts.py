@@ -83,24 +83,12 @@ study:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.autotune.errors import AutotuneError
-from ansible.module_utils.autotune.tune import prepare
+from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            config=dict(type="path", required=True),
-            templates_dir=dict(type="path", required=True),
-            overrides=dict(type="dict", default={}),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        config, plan, _run_dir, _storage = prepare(module.params["config"], module.params["templates_dir"],
-                                                  module.params["overrides"])
-    except AutotuneError as exc:
-        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
+    module = AnsibleModule(argument_spec=dict(CONFIG_ARGUMENTS), supports_check_mode=True)
+    config, plan, _run_dir, _storage = prepare_or_fail(module)
     found = plan["facts"]
     module.exit_json(
         changed=False,

@@ -114,15 +114,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.report import SUMMARY_NAME
-from ansible.module_utils.autotune.tune import prepare, run
+from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
+from ansible.module_utils.autotune.tune import run
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config=dict(type="path", required=True),
-            templates_dir=dict(type="path", required=True),
-            overrides=dict(type="dict", default={}),
+            CONFIG_ARGUMENTS,
             runs_root=dict(type="path", default="runs"),
             storage=dict(type="str", no_log=True),
             trainer_path=dict(type="path"),
@@ -131,11 +130,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        config, plan, run_dir, storage = prepare(params["config"], params["templates_dir"], params["overrides"],
-                                                 params["runs_root"], params["storage"])
-    except AutotuneError as exc:
-        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
+    config, plan, run_dir, storage = prepare_or_fail(module, params["runs_root"], params["storage"])
     if module.check_mode:
         module.exit_json(changed=True, run_dir=run_dir, study=config["study"], msg="configuration, model and data set are valid")
     try:

@@ -73,3 +73,19 @@ def tuned_run(tmp_path_factory, sample_data):
 def copy_run(run_dir, target):
     shutil.copytree(run_dir, target)
     return Path(target)
+
+
+TRAINER_IMAGE = "autotune-trainer-keras:cpu-latest"
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The real Docker engine with the trainer image (CI provisions both through playbooks/trainer_host.yml)."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(TRAINER_IMAGE)
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"needs a Docker engine with {TRAINER_IMAGE} (playbooks/trainer_host.yml): {exc}")
+    return client

@@ -8,22 +8,16 @@ import pytest
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import modelcode
 from ansible.module_utils.autotune.tune import prepare, run
-from conftest import REPO, TEMPLATES, run_playbook, write_config
+from conftest import TRAINER_IMAGE as IMAGE, REPO, TEMPLATES, run_playbook, write_config
 
 docker = pytest.importorskip("docker")
-IMAGE = "autotune-trainer-keras:cpu-latest"
+
 LABEL = "io.autotune.project=autotune"
 
 
 @pytest.fixture(scope="module")
-def engine():
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as exc:  # CI provisions both through playbooks/trainer_host.yml
-        pytest.skip(f"needs a Docker engine with {IMAGE} (make docker-host): {exc}")
-    return client
+def engine(docker_engine):
+    return docker_engine
 
 
 def _leftovers(client, study):

@@ -9,22 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, run_playbook, write_config
+from conftest import TRAINER_IMAGE as IMAGE, BIN, REPO, run_playbook, write_config
 
 docker = pytest.importorskip("docker")
-IMAGE = "autotune-trainer-keras:cpu-latest"
+
 OURS = "io.autotune.project=autotune"
 
 
 @pytest.fixture(scope="module")
-def engine():
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(IMAGE)
-    except docker.errors.DockerException as exc:
-        pytest.skip(f"needs a Docker engine with {IMAGE} (playbooks/trainer_host.yml): {exc}")
-    return client
+def engine(docker_engine):
+    return docker_engine
 
 
 def _health(**extra):

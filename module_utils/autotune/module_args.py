@@ -1,0 +1,19 @@
+"""What the modules that read a tune configuration share: their arguments and the validation step."""
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.tune import prepare
+
+CONFIG_ARGUMENTS = dict(
+    config=dict(type="path", required=True),
+    templates_dir=dict(type="path", required=True),
+    overrides=dict(type="dict", default={}),
+)
+
+
+def prepare_or_fail(module, runs_root="runs", storage=None):
+    """Validate configuration, model and data set; on bad input fail the module with one line per problem."""
+    try:
+        return prepare(module.params["config"], module.params["templates_dir"], module.params["overrides"],
+                       runs_root, storage)
+    except AutotuneError as exc:
+        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
+        raise  # fail_json exits; this keeps the control flow explicit for readers and linters
