@@ -25,6 +25,10 @@ options:
     description: Configuration values that replace those of the file (same structure, merged deeply).
     type: dict
     default: {}
+  runs_root:
+    description: Parent of the run directory when the configuration sets no C(run_dir).
+    type: path
+    default: runs
 attributes:
   check_mode:
     support: full
@@ -80,21 +84,35 @@ study:
   description: The study name.
   returned: success
   type: str
+run_dir:
+  description: Where the study's results land (with I(runs_root)).
+  returned: success
+  type: str
+runner:
+  description: How trials will run; for C(docker), the trainer image the model's framework picks.
+  returned: success
+  type: dict
+  sample: {kind: docker, image: "autotune-trainer-keras:cpu-latest"}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
+from ansible.module_utils.autotune.tune import trainer_image
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(CONFIG_ARGUMENTS), supports_check_mode=True)
-    config, plan, _run_dir, _storage = prepare_or_fail(module)
+    module = AnsibleModule(argument_spec=dict(CONFIG_ARGUMENTS, runs_root=dict(type="path", default="runs")),
+                           supports_check_mode=True)
+    config, plan, run_dir, _storage = prepare_or_fail(module, module.params["runs_root"])
     found = plan["facts"]
+    runner = {"kind": config["runner"]["kind"]}
+    if runner["kind"] == "docker":
+        runner["image"] = trainer_image(config["runner"], found["framework"])
     module.exit_json(
         changed=False,
         framework=found["framework"], kind=found["kind"], layers=found["layers"],
         hyperparameters=plan["baseline"], space=plan["space"], ladder=plan["ladder"], api=plan["api"],
-        environment=found["environment"], study=config["study"],
+        environment=found["environment"], study=config["study"], run_dir=run_dir, runner=runner,
     )
 
 

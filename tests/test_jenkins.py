@@ -249,8 +249,6 @@ def test_plugins_cover_what_the_configuration_jobs_and_jenkinsfile_use(defaults)
     assert needed <= plugins
 
 
-@pytest.mark.xfail(strict=True, reason="playbooks/pipeline.yml has no stage tags yet (docs/jenkins.md, 'Stages'): "
-                                       "remove this marker when it has them")
 def test_pipeline_playbook_has_a_tag_for_every_stage():
     text, stages = jenkinsfile_steps()
     used = {tag for stage in stages for script in stage["scripts"]
