@@ -92,7 +92,7 @@ def _daemon_ctl(action):
 
 
 def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sample_data):
-    process, run_dir = _start_controller(tmp_path, "healdaemon")
+    process, run_dir = _start_controller(tmp_path, "healdaemon", epochs=40)
     _wait(lambda: len(_epochs(run_dir)) >= 2, 300, "two epochs")
     stopped = _daemon_ctl("stop")
     assert stopped.returncode == 0, stopped.stderr
@@ -102,7 +102,7 @@ def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sa
     assert healed.returncode == 0, healed.stdout[-3000:]
     assert "TASK [Start the Docker daemon again]" in healed.stdout
     assert docker.from_env().ping()
-    assert "relaunched autotune-healdaemon-0000" in healed.stdout
+    assert "relaunched autotune-healdaemon-0000" in healed.stdout, healed.stdout[-4000:]
     trial = _finish(process, run_dir, tmp_path)
     assert trial["outcome"] == "finished" and trial["relaunches"] == 1 and trial["resumed_from_epoch"] >= 1
     epochs = _epochs(run_dir)

@@ -36,7 +36,7 @@ def test_progress_lines_stream_during_the_run(tuned_run):
     live = [line for line in process.stdout.splitlines() if line.startswith("autotune | ") and " trial " in line]
     assert len(live) == summary["n_trials"]
     # Live lines come before the task's own result is printed.
-    assert process.stdout.index("autotune | ") < process.stdout.index("TASK [Build the result report]")
+    assert process.stdout.index("autotune | ") < process.stdout.index("Build the result report]")
     logged = (run_dir / "progress.log").read_text()
     assert "stopped: goal reached" in logged and f"best={summary['best_value']:.4f}" in logged
 

@@ -177,6 +177,7 @@ class DockerRunner:
         options = {
             "command": ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT],
             "detach": True,
+            "init": True,  # docker-init as PID 1 forwards signals: a stop ends the trainer at once
             "name": f"autotune-{labels.get('study', 'study')}-{trial:04d}-{uuid.uuid4().hex[:6]}",
             "labels": labels_for(labels.get("study", ""), trial, labels.get("run_dir", "")),
             "user": user,
