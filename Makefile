@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/catsdogs/autotune.yml
 ANSIBLE_ARGS ?=
 
-.PHONY: run test venv lint sample-data bench clean
+.PHONY: run test test-molecule venv lint sample-data bench clean
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: venv data/catsdogs
 
 test: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+# The roles' molecule scenarios in a local systemd image (about 5 minutes; not part of `make test`).
+test-molecule: venv
+	AUTOTUNE_MOLECULE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/test_molecule.py $(PYTEST_ARGS)
 
 lint: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production
