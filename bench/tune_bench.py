@@ -22,6 +22,7 @@ ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 import yaml  # noqa: E402
 
+from ansible.module_utils.autotune.study import reaches  # noqa: E402
 from ansible.module_utils.autotune.tune import prepare, run  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def first_reaching(trials, threshold):
     spent = 0.0
     for index, trial in enumerate(trials, start=1):
         spent += trial["seconds"] or 0.0
-        if trial["value"] is not None and trial["value"] >= threshold:
+        if reaches(trial["value"], threshold):
             return index, round(spent, 1)
     return None, None
 

@@ -21,6 +21,13 @@ from ansible.module_utils.autotune.modelcode import code_for
 from ansible.module_utils.autotune.runner import tail
 
 POLL_SECONDS = 0.2
+# Keras reports metrics as float32: 380/400 = 0.95 arrives as 0.9499999881. A goal counts as reached
+# within this tolerance, here and in the trainer's GoalStop, so both agree on the same trial.
+GOAL_TOLERANCE = 1e-6
+
+
+def reaches(value, goal):
+    return value is not None and value >= goal - GOAL_TOLERANCE
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -211,7 +218,7 @@ class StudyLoop:
     def _stop_reason(self, study):
         trials = study.trials
         completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if completed and max(t.value for t in completed) >= self.goal:
+        if completed and reaches(max(t.value for t in completed), self.goal):
             return "goal reached"
         if len(trials) >= self.budget["max_trials"]:
             return f"trial budget spent ({self.budget['max_trials']} trials)"

@@ -10,7 +10,7 @@ from ansible.module_utils.autotune import report
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
 from ansible.module_utils.autotune.runner import LocalRunner
-from ansible.module_utils.autotune.study import StudyLoop, default_storage, masked_storage
+from ansible.module_utils.autotune.study import StudyLoop, default_storage, masked_storage, reaches
 
 
 def resolve_run_dir(config, runs_root):
@@ -139,7 +139,7 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, sea
         "study": config["study"],
         "metric": metric,
         "goal": goal,
-        "reached": bool(best and best["value"] >= goal),
+        "reached": bool(best and reaches(best["value"], goal)),
         "best_value": best["value"] if best else None,
         "best_params": best["params"] if best else None,
         "best_trial": best["number"] if best else None,

@@ -33,6 +33,10 @@ class MetricsWriter(keras.callbacks.Callback):
             os.fsync(handle.fileno())
 
 
+# Metrics arrive as float32 (0.95 is 0.9499999881): the controller uses the same tolerance (study.reaches).
+GOAL_TOLERANCE = 1e-6
+
+
 class GoalStop(keras.callbacks.Callback):
     """Ends training at the first epoch whose metric reaches the goal: no epoch is spent past it."""
 
@@ -43,5 +47,5 @@ class GoalStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
-        if value is not None and float(value) >= self.goal:
+        if value is not None and float(value) >= self.goal - GOAL_TOLERANCE:
             self.model.stop_training = True
