@@ -71,12 +71,12 @@ def main():
                 time.sleep(0.1)
             time.sleep(rng.uniform(0.05, 0.9))  # a random moment inside an epoch
             container = client.containers.list(filters={"label": ["io.autotune.study=healbench"]})[0]
-            done = epochs(metrics)
             container.kill()
             killed_at = time.time()
             container.wait()
+            done = epochs(metrics)  # read after the death: every epoch that completed (and checkpointed)
             relaunch_at = time.time()
-            actions = [a for a in heal(client) if a["action"] == "relaunched"]
+            actions = [a for a in heal(client, relaunch_limit=args.kills) if a["action"] == "relaunched"]
             assert len(actions) == 1, actions
             while len(epochs(metrics)) <= len(done):
                 time.sleep(0.05)
