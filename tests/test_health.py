@@ -120,9 +120,15 @@ def live_study(tmp_path):
         yield run_dir
 
 
-def _dying(client, name, labels):
+DIE_EVERY_TIME = "import os; os._exit(137)"
+# Dies on its first start only, then keeps running: a container that one relaunch heals.
+DIE_ONCE = ("import os, time\nif not os.path.exists('/tmp/started'):\n    open('/tmp/started', 'w').close()\n"
+            "    os._exit(137)\ntime.sleep(120)")
+
+
+def _dying(client, name, labels, program=DIE_EVERY_TIME):
     # Exit 137 as a SIGKILL gives (the trainer is PID 1 in its container, which SIGKILL from inside cannot reach).
-    container = client.containers.run(IMAGE, ["python", "-c", "import os; os._exit(137)"], name=name,
+    container = client.containers.run(IMAGE, ["python", "-c", program], name=name,
                                       labels=labels, detach=True, network_mode="none")
     container.wait(timeout=60)
     container.reload()
@@ -157,7 +163,7 @@ def test_crash_loop_is_given_up_and_strangers_are_left_alone(engine, live_study)
 def test_overlapping_health_runs_act_once(engine, live_study):
     labels = {"io.autotune.project": "autotune", "io.autotune.study": "loop", "io.autotune.trial": "0",
               "io.autotune.run_dir": str(live_study)}
-    ours = _dying(engine, f"autotune-overlap-0000-{os.getpid()}", labels)
+    ours = _dying(engine, f"autotune-overlap-0000-{os.getpid()}", labels, program=DIE_ONCE)
     try:
         with open("/tmp/autotune-health-test.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
