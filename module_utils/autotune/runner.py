@@ -38,7 +38,6 @@ class LocalProcess:
     def __init__(self, popen, log_path):
         self.popen = popen
         self.log_path = log_path
-        self.trial_dir = os.path.dirname(log_path)
 
     def exit_code(self):
         """None while running, else the exit status (negative: killed by that signal)."""
