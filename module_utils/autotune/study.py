@@ -253,6 +253,7 @@ class StudyLoop:
         return None
 
     def run(self):
+        # Opened twice: the sampler's seed depends on how many trials the storage already holds.
         probe = open_study(self.config, self.storage)
         study = open_study(self.config, self.storage, n_hint=len(probe.trials))
         self._resume_interrupted(study)
