@@ -2,18 +2,7 @@
 
 The controller (the Ansible tuning module) prepares a trial directory and
 starts ``python -m autotune_trainer TRIAL_DIR --data DATASET.npz`` in a fresh
-process or container.  The contract between the two is files only:
-
-  in   trial.json     number, params, model file and API, metric, goal, seed
-       model.py       the rendered (or user-supplied) Keras model code
-  out  metrics.jsonl  one JSON line per finished epoch (read live for pruning)
-       result.json    final status and value
-       model.keras    the trained model
-       checkpoint/    Keras BackupAndRestore state, so a relaunch resumes
+process or container. The contract between the two is files only; it lives in
+``trialdir.py``, an exact copy of module_utils/autotune/trialdir.py.
 """
-
-# Exit codes the controller classifies (module_utils/autotune/runner.py).
-EXIT_OK = 0
-EXIT_CRASH = 1
-EXIT_BAD_INPUT = 2
-EXIT_NAN = 3
+from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK  # noqa: F401 - re-exported

@@ -9,14 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from autotune_trainer import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK
-
-
-def _write_json(path, payload):
-    """Write atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+from autotune_trainer import trialdir
+from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK
 
 
 def _launch_time():
@@ -34,11 +28,107 @@ def _load_model_module(path):
     return module
 
 
-def _completed_epochs(metrics_path):
-    if not metrics_path.exists():
-        return []
-    lines = [line for line in metrics_path.read_text().splitlines() if line.strip()]
-    return [json.loads(line) for line in lines]
+class Trial:
+    """One trial's folder, spec and data, and how to build and fit its model."""
+
+    def __init__(self, trial_dir, spec, data):
+        self.dir, self.spec = trial_dir, spec
+        self.x_train, self.y_train, self.x_val, self.y_val, self.class_names = data
+        self.metric = spec.get("metric", "val_accuracy")
+        self.metrics_path = trial_dir / trialdir.METRICS
+        self.checkpoint_dir = trial_dir / trialdir.CHECKPOINT
+        self.module = _load_model_module(trial_dir / spec.get("model_file", trialdir.MODEL))
+
+    def completed_epochs(self):
+        return trialdir.read_metrics(str(self.metrics_path))
+
+    def forget_progress(self):
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        self.metrics_path.unlink(missing_ok=True)
+
+    def build(self):
+        """(compiled model, epochs, batch size) for this trial's parameters."""
+        params, defaults = self.spec["params"], self.spec.get("defaults", {})
+        if self.spec.get("model_api") == "keras_tuner":
+            from autotune_trainer.hp import FixedHyperParameters  # pylint: disable=import-outside-toplevel
+            hp = FixedHyperParameters(params)
+            built = self.module.build_model(hp)
+            return (built, int(hp.values.get("epochs", defaults.get("epochs", 3))),
+                    int(hp.values.get("batch_size", defaults.get("batch_size", 64))))
+        built = self.module.build_model(input_shape=self.x_train.shape[1:], num_classes=len(self.class_names))
+        return built, int(self.module.TRAINING["epochs"]), int(self.module.TRAINING["batch_size"])
+
+    def fit(self, launched):
+        """Train (resuming from the checkpoint when there is one); returns (model, epochs, batch size, writer, history)."""
+        import keras  # pylint: disable=import-outside-toplevel
+
+        from autotune_trainer.callbacks import GoalStop, MetricsWriter  # pylint: disable=import-outside-toplevel
+
+        model, epochs, batch_size = self.build()
+        writer = MetricsWriter(self.metrics_path, launched)
+        callbacks = [
+            # First, so a checkpoint exists for every epoch line the writer appends after it.
+            keras.callbacks.BackupAndRestore(str(self.checkpoint_dir), delete_checkpoint=False),
+            writer,
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        goal = self.spec.get("goal")
+        if goal is not None and self.spec.get("stop_at_goal", True):
+            callbacks.append(GoalStop(self.metric, float(goal)))
+        history = model.fit(self.x_train, self.y_train, validation_data=(self.x_val, self.y_val), epochs=epochs,
+                            batch_size=batch_size, callbacks=callbacks, verbose=2)
+        return model, epochs, batch_size, writer, history
+
+
+def _fit_resuming(trial, launched, result):
+    """Fit, resuming earlier epochs; a checkpoint that cannot be restored restarts the trial from epoch 0."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    done_before = trial.completed_epochs() if trial.checkpoint_dir.exists() else []
+    if not done_before:
+        trial.forget_progress()
+    started = time.time()
+    try:
+        return trial.fit(launched), done_before, started
+    except Exception as exc:  # pylint: disable=broad-except
+        if not done_before or len(trial.completed_epochs()) > len(done_before):
+            raise
+        print(f"autotune_trainer: WARNING: checkpoint unreadable ({type(exc).__name__}: {exc}); "
+              "restarting the trial from epoch 0", file=sys.stderr, flush=True)
+        result["checkpoint_discarded"] = f"{type(exc).__name__}: {exc}"[:300]
+        trial.forget_progress()
+        keras.utils.set_random_seed(int(trial.spec.get("seed", 1)))
+        started = time.time()
+        return trial.fit(launched), [], started
+
+
+def _finish(trial, fitted, done_before, fit_started, launched, result):
+    """Write result.json (and the trained model); return the exit code."""
+    model, epochs, batch_size, writer, history = fitted
+    epochs_seen = trial.completed_epochs()
+    losses = history.history.get("loss", []) + history.history.get("val_loss", [])
+    result.update({
+        "epochs_planned": epochs,
+        "epochs_run": len(epochs_seen),
+        "resumed_from_epoch": len(done_before) or None,
+        "fit_seconds": round(time.time() - fit_started, 3),
+        "startup_seconds": round((writer.train_begin or fit_started) - launched, 3),
+        "batch_size": batch_size,
+    })
+    result_path = str(trial.dir / trialdir.RESULT)
+    if any(not math.isfinite(v) for v in losses) or not epochs_seen:
+        result.update(status="nan", reason="loss became NaN or infinite; training stopped")
+        trialdir.write_json(result_path, result)
+        return EXIT_NAN
+    result["value"] = epochs_seen[-1].get(trial.metric)
+    if result["value"] is None:
+        result.update(status="failed", reason=f"the model reports no '{trial.metric}'; compile it with metrics=['accuracy']")
+        trialdir.write_json(result_path, result)
+        return EXIT_BAD_INPUT
+    model.save(trial.dir / trialdir.SAVED_MODEL)
+    shutil.rmtree(trial.checkpoint_dir, ignore_errors=True)
+    trialdir.write_json(result_path, result)
+    return EXIT_OK
 
 
 def main(argv=None):
@@ -47,12 +137,10 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, required=True, help="packed data set (.npz)")
     args = parser.parse_args(argv)
     launched = _launch_time()
-
-    trial_dir = args.trial_dir
     try:
-        spec = json.loads((trial_dir / "trial.json").read_text())
+        spec = json.loads((args.trial_dir / trialdir.SPEC).read_text())
     except (OSError, ValueError) as exc:
-        print(f"autotune_trainer: cannot read {trial_dir / 'trial.json'}: {exc}", file=sys.stderr)
+        print(f"autotune_trainer: cannot read {args.trial_dir / trialdir.SPEC}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not args.data.is_file():
         print(f"autotune_trainer: data set {args.data} not found; expected a packed .npz", file=sys.stderr)
@@ -61,90 +149,13 @@ def main(argv=None):
     # Heavy imports only after the cheap checks: a bad trial fails in milliseconds.
     import keras  # noqa: E402  pylint: disable=import-outside-toplevel
 
-    from autotune_trainer.callbacks import GoalStop, MetricsWriter  # pylint: disable=import-outside-toplevel
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
-    from autotune_trainer.hp import FixedHyperParameters  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(int(spec.get("seed", 1)))
-    x_train, y_train, x_val, y_val, class_names = load_dataset(args.data)
-    module = _load_model_module(trial_dir / spec.get("model_file", "model.py"))
-    params = spec["params"]
-    defaults = spec.get("defaults", {})
-
-    def build():
-        if spec.get("model_api") == "keras_tuner":
-            hp = FixedHyperParameters(params)
-            built = module.build_model(hp)
-            return (built, int(hp.values.get("epochs", defaults.get("epochs", 3))),
-                    int(hp.values.get("batch_size", defaults.get("batch_size", 64))))
-        built = module.build_model(input_shape=x_train.shape[1:], num_classes=len(class_names))
-        return built, int(module.TRAINING["epochs"]), int(module.TRAINING["batch_size"])
-
-    metric = spec.get("metric", "val_accuracy")
-    metrics_path = trial_dir / "metrics.jsonl"
-    checkpoint_dir = trial_dir / "checkpoint"
-    done_before = _completed_epochs(metrics_path) if checkpoint_dir.exists() else []
-    if not done_before:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-    goal = spec.get("goal")
-    result = {"status": "ok", "metric": metric}
-
-    def fit():
-        model, epochs, batch_size = build()
-        writer = MetricsWriter(metrics_path, launched)
-        callbacks = [
-            # First, so a checkpoint exists for every epoch line the writer appends after it.
-            keras.callbacks.BackupAndRestore(str(checkpoint_dir), delete_checkpoint=False),
-            writer,
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        if goal is not None and spec.get("stop_at_goal", True):
-            callbacks.append(GoalStop(metric, float(goal)))
-        history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
-                            batch_size=batch_size, callbacks=callbacks, verbose=2)
-        return model, epochs, batch_size, writer, history
-
-    fit_started = time.time()
-    try:
-        model, epochs, batch_size, writer, history = fit()
-    except Exception as exc:  # pylint: disable=broad-except
-        if not done_before or len(_completed_epochs(metrics_path)) > len(done_before):
-            raise
-        # The checkpoint could not be restored: start this trial again from epoch 0, never crash on it.
-        print(f"autotune_trainer: WARNING: checkpoint unreadable ({type(exc).__name__}: {exc}); "
-              "restarting the trial from epoch 0", file=sys.stderr, flush=True)
-        result["checkpoint_discarded"] = f"{type(exc).__name__}: {exc}"[:300]
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-        done_before = []
-        keras.utils.set_random_seed(int(spec.get("seed", 1)))
-        fit_started = time.time()
-        model, epochs, batch_size, writer, history = fit()
-    fit_seconds = time.time() - fit_started
-    epochs_seen = _completed_epochs(metrics_path)
-    losses = history.history.get("loss", []) + history.history.get("val_loss", [])
-    result.update({
-        "epochs_planned": epochs,
-        "epochs_run": len(epochs_seen),
-        "resumed_from_epoch": len(done_before) or None,
-        "fit_seconds": round(fit_seconds, 3),
-        "startup_seconds": round((writer.train_begin or fit_started) - launched, 3),
-        "batch_size": batch_size,
-    })
-    if any(not math.isfinite(v) for v in losses) or not epochs_seen:
-        result.update(status="nan", reason="loss became NaN or infinite; training stopped")
-        _write_json(trial_dir / "result.json", result)
-        return EXIT_NAN
-    result["value"] = epochs_seen[-1].get(metric)
-    if result["value"] is None:
-        result.update(status="failed", reason=f"the model reports no '{metric}'; compile it with metrics=['accuracy']")
-        _write_json(trial_dir / "result.json", result)
-        return EXIT_BAD_INPUT
-    model.save(trial_dir / "model.keras")
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    _write_json(trial_dir / "result.json", result)
-    return EXIT_OK
+    trial = Trial(args.trial_dir, spec, load_dataset(args.data))
+    result = {"status": "ok", "metric": trial.metric}
+    fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
+    return _finish(trial, fitted, done_before, fit_started, launched, result)
 
 
 def run():

@@ -5,6 +5,8 @@ import time
 
 import keras
 
+from autotune_trainer import trialdir
+
 
 class MetricsWriter(keras.callbacks.Callback):
     """Appends one JSON line per finished epoch; the controller tails the file to report and prune."""
@@ -33,10 +35,6 @@ class MetricsWriter(keras.callbacks.Callback):
             os.fsync(handle.fileno())
 
 
-# Metrics arrive as float32 (0.95 is 0.9499999881): the controller uses the same tolerance (study.reaches).
-GOAL_TOLERANCE = 1e-6
-
-
 class GoalStop(keras.callbacks.Callback):
     """Ends training at the first epoch whose metric reaches the goal: no epoch is spent past it."""
 
@@ -47,5 +45,6 @@ class GoalStop(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
-        if value is not None and float(value) >= self.goal - GOAL_TOLERANCE:
+        # The controller decides with the same rule (trialdir.reaches), so both agree on the same epoch.
+        if value is not None and trialdir.reaches(float(value), self.goal):
             self.model.stop_training = True

@@ -1,0 +1,73 @@
+"""An in-memory runner for unit tests of the study loop: no process, no container, no training.
+
+A script maps a trial's parameters to what its trainer "does": a list of per-epoch
+metric values (one is revealed per poll, like a trainer writing metrics.jsonl), or
+'crash' / 'hang'. Real runners are tested with real training in tests/integration/.
+"""
+from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
+
+
+class FakeProcess(TrialProcess):
+    def __init__(self, trial_dir, values, log):
+        super().__init__(trial_dir)
+        self.values, self.log = values, log
+        self.shown, self.stopped = 0, False
+
+    def exit_code(self):
+        if self.stopped:
+            return -15
+        if self.values == "crash":
+            return 1
+        if self.values == "hang" or self.shown < len(self.values):
+            return None
+        return 0
+
+    def new_epochs(self):
+        if self.values in ("crash", "hang") or self.shown >= len(self.values):
+            return []
+        self.shown += 1
+        return [{"epoch": self.shown - 1, "val_accuracy": self.values[self.shown - 1]}]
+
+    def stop(self, grace=5.0):
+        self.stopped = True
+        self.log.append(("stopped", self.trial_dir))
+
+    def outcome(self):
+        if self.stopped or self.values == "crash":
+            return "failed", f"exit status {self.exit_code()}"
+        return "finished", None
+
+    def result(self):
+        if self.values in ("crash", "hang") or self.stopped:
+            return {}
+        return {"status": "ok", "value": self.values[-1], "fit_seconds": 0.0, "startup_seconds": 0.0}
+
+    def health(self):
+        return {}
+
+    def log_tail(self, lines=12):
+        return ["Traceback (most recent call last):", "RuntimeError: scripted crash"] if self.values == "crash" else []
+
+
+class FakeRunner(Runner):
+    name = "fake"
+    CONFIG_SCHEMA = {"script": {"type": "string", "description": "unused; the script is given in Python"}}
+
+    def __init__(self, script):
+        self.script = script
+        self.started = []  # (trial folder, labels) per start, in order
+        self.log = []
+
+    @classmethod
+    def from_config(cls, block, framework, trainer_path=None):
+        return cls(lambda params: [0.5])
+
+    def start(self, trial_dir, data_path, labels):
+        self.started.append((trial_dir, dict(labels)))
+        return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log)
+
+    @staticmethod
+    def params_of(trial_dir):
+        import json  # pylint: disable=import-outside-toplevel
+        with open(f"{trial_dir}/trial.json", encoding="utf-8") as handle:
+            return json.load(handle)["params"]

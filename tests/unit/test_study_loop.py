@@ -1,0 +1,151 @@
+"""The study loop against the in-memory runner (tests/fakes.py): stop rules, pruning, timeouts, repeats, resume.
+
+No training and no engine: each test takes well under a second. The same loop with real
+training, processes and containers is tested in tests/integration/.
+"""
+import json
+
+import optuna
+import pytest
+
+from ansible.module_utils.autotune import config as tune_config
+from ansible.module_utils.autotune import modelcode, report, strategies
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.storage import default_storage, open_study
+from ansible.module_utils.autotune.study import StudyLoop
+from conftest import TEMPLATES
+from fakes import FakeRunner
+
+
+def _setup(tmp_path, **sections):
+    data = tmp_path / "data"
+    for name in ("cat", "dog"):
+        (data / name).mkdir(parents=True, exist_ok=True)
+    document = {"dataset": {"path": str(data)}, "model": {"template": "cnn"}, "study": "unit",
+                "search": {"strategy": "escalate", "ladder": ["filters"], "startup_trials": 1, "pruner": "none",
+                           "space": {"filters": {"type": "int", "low": 4, "high": 32, "log": True}}}}
+    for key, value in sections.items():
+        document[key] = dict(document.get(key, {}), **value)
+    config = tune_config.validate(document, base_dir=str(tmp_path))
+    plan = modelcode.plan(config, str(TEMPLATES))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    return config, plan, str(run_dir)
+
+
+def _loop(tmp_path, script, **sections):
+    config, plan, run_dir = _setup(tmp_path, **sections)
+    runner = FakeRunner(script)
+    lines = []
+    loop = StudyLoop(config, plan, {"path": "unused.npz"}, runner, run_dir, default_storage(run_dir), lines.append)
+    study, reason, new_trials = loop.run()
+    return study, reason, new_trials, runner, lines
+
+
+def by_filters(table):
+    return lambda params: table.get(params["filters"], [0.5])
+
+
+def test_goal_reached_stops_at_once(tmp_path):
+    study, reason, new, runner, lines = _loop(tmp_path, by_filters({4: [0.6], 8: [0.7, 0.85]}))
+    assert reason == "goal reached" and new == 2
+    assert [t.params["filters"] for t in study.trials] == [4, 8]
+    assert [labels["trial"] for _, labels in runner.started] == ["0000", "0001"]
+    assert lines[-1].startswith("trial   1  filters=8  val_accuracy=0.8500")
+
+
+def test_trial_budget_and_ladder_exhaustion(tmp_path):
+    _, reason, new, _, _ = _loop(tmp_path, by_filters({}), budget={"max_trials": 3}, target={"goal": 0.99})
+    assert (reason, new) == ("trial budget spent (3 trials)", 3)
+    # filters 4 -> 8 -> 16 -> 32, then the only rung is at its limit.
+    _, reason, new, _, _ = _loop(tmp_path / "b", by_filters({}), target={"goal": 0.99})
+    assert (reason, new) == ("search space exhausted: every ladder rung is at its limit", 4)
+
+
+def test_consecutive_failures_stop_with_the_last_reason(tmp_path):
+    study, reason, _, _, _ = _loop(tmp_path, lambda params: "crash", budget={"max_consecutive_failures": 2})
+    assert reason.startswith("2 consecutive trials failed (last: exit status 1: RuntimeError: scripted crash)")
+    assert [t.user_attrs["outcome"] for t in study.trials] == ["failed", "failed"]
+    assert study.trials[0].user_attrs["log_tail"][-1] == "RuntimeError: scripted crash"
+
+
+def test_hopeless_trial_is_pruned_and_its_process_stopped(tmp_path):
+    script = by_filters({4: [0.7, 0.7, 0.7, 0.7], 8: [0.1, 0.1, 0.1, 0.1]})
+    study, _, _, runner, _ = _loop(tmp_path, script, budget={"max_trials": 2}, target={"goal": 0.99},
+                                   search={"pruner": "median"})
+    pruned = study.trials[1]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.user_attrs["reason"].startswith("pruned at epoch 2")
+    assert runner.log == [("stopped", runner.started[1][0])]
+
+
+def test_a_hanging_trial_times_out_and_the_study_goes_on(tmp_path):
+    script = by_filters({4: "hang", 8: [0.9]})
+    study, reason, _, _, _ = _loop(tmp_path, script, budget={"trial_timeout": 1})
+    assert study.trials[0].user_attrs["outcome"] == "timed_out" and reason == "goal reached"
+
+
+def test_repeated_draws_are_answered_without_training(tmp_path):
+    space = {"augment": {"type": "bool"}}
+    study, _, new, runner, _ = _loop(tmp_path, lambda params: [0.6], target={"goal": 0.99}, budget={"max_trials": 6},
+                                     search={"strategy": "random", "space": space, "ladder": ["augment"]})
+    duplicates = [t for t in study.trials if t.user_attrs.get("outcome") == "duplicate"]
+    assert new == 6 and len(runner.started) == 6 - len(duplicates) <= 2
+    assert all(t.value == study.trials[t.user_attrs["duplicate_of"]].value for t in duplicates)
+
+
+def _left_running(config, plan, run_dir, with_result):
+    """What a controller killed mid-trial leaves: a RUNNING trial and its prepared folder."""
+    study = open_study(config, plan, default_storage(run_dir))
+    study.enqueue_trial({"filters": 4})
+    trial = study.ask()
+    params = dict(plan["baseline"], filters=trial.suggest_int("filters", 4, 32, log=True))
+    for name, value in {"run_dir": run_dir, "params": params, "trial_dir": "trials/0000"}.items():
+        trial.set_user_attr(name, value)
+    folder = f"{run_dir}/trials/0000"
+    __import__("os").makedirs(folder)
+    with open(f"{folder}/trial.json", "w", encoding="utf-8") as handle:
+        json.dump({"number": 0, "params": params}, handle)
+    if with_result:
+        with open(f"{folder}/metrics.jsonl", "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"epoch": 0, "val_accuracy": 0.9}) + "\n")
+        with open(f"{folder}/result.json", "w", encoding="utf-8") as handle:
+            json.dump({"status": "ok", "value": 0.9}, handle)
+
+
+@pytest.mark.parametrize("with_result", [False, True])
+def test_interrupted_trial_is_retried_in_its_own_folder_through_public_optuna(tmp_path, with_result):
+    config, plan, run_dir = _setup(tmp_path)
+    _left_running(config, plan, run_dir, with_result)
+    runner = FakeRunner(by_filters({4: [0.9]}))
+    lines = []
+    study, reason, _ = StudyLoop(config, plan, {"path": "x.npz"}, runner, run_dir, default_storage(run_dir),
+                                 lines.append).run()
+    assert reason == "goal reached"
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    resumed = study.trials[1].user_attrs
+    assert resumed["resumes_trial"] == 0 and resumed["trial_dir"] == "trials/0000" and resumed["resumed"] is True
+    # A trial that finished while no controller watched is taken as it is: nothing trains again.
+    assert [folder for folder, _ in runner.started] == ([] if with_result else [f"{run_dir}/trials/0000"])
+    records = report.trial_records(study)
+    assert records[0]["outcome"] == "interrupted" and "resumed as trial 1" in records[0]["reason"]
+    assert "resuming trial 0" in lines[0]
+
+
+def test_running_trials_of_another_run_directory_are_left_alone(tmp_path):
+    config, plan, run_dir = _setup(tmp_path)
+    _left_running(config, plan, run_dir, with_result=False)
+    other = str(tmp_path / "elsewhere")
+    __import__("os").makedirs(other)
+    study = StudyLoop(config, plan, {"path": "x.npz"}, FakeRunner(by_filters({8: [0.9]})), other,
+                      default_storage(run_dir)).run()[0]
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def test_unknown_strategy_or_pruner_is_an_error_never_a_fallback(tmp_path):
+    config, plan, _ = _setup(tmp_path)
+    config["search"]["strategy"] = "genetic"
+    with pytest.raises(AutotuneError, match="search.strategy: 'genetic' is unknown; expected one of tpe, random, escalate"):
+        strategies.make_sampler(config, plan)
+    config["search"]["pruner"] = "asha"
+    with pytest.raises(AutotuneError, match="search.pruner: 'asha' is unknown"):
+        strategies.make_pruner(config)
