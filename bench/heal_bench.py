@@ -58,7 +58,7 @@ def main():
         config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
         config["model"]["baseline"].update(epochs=args.epochs, filters=8)
         config["search"]["space"] = {"epochs": {"type": "int", "low": args.epochs, "high": args.epochs + 1}}
-        config["runner"] = {"kind": "docker", "cpus": 2, "memory": "2g", "relaunch_grace": 600}
+        config["runner"] = {"kind": "docker", "docker": {"cpus": 2, "memory": "2g", "relaunch_grace": 600}}
         (work / "autotune.yml").write_text(yaml.safe_dump(config))
         extra = {"autotune_config": str(work / "autotune.yml"), "autotune_runs_root": str(work / "runs")}
         controller = subprocess.Popen([str(bin_dir / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"),

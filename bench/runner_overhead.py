@@ -23,8 +23,8 @@ ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 from ansible.module_utils.autotune import dataset as tune_dataset  # noqa: E402
 from ansible.module_utils.autotune import modelcode  # noqa: E402
-from ansible.module_utils.autotune.runner import LocalRunner  # noqa: E402
-from ansible.module_utils.autotune.runner_docker import DockerRunner  # noqa: E402
+from ansible.module_utils.autotune.runners.local import LocalRunner  # noqa: E402
+from ansible.module_utils.autotune.runners.docker import DockerRunner  # noqa: E402
 
 
 def one_trial(runner, work, number, packed, params):

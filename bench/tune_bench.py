@@ -22,7 +22,7 @@ ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 import yaml  # noqa: E402
 
-from ansible.module_utils.autotune.study import reaches  # noqa: E402
+from ansible.module_utils.autotune.trialdir import reaches  # noqa: E402
 from ansible.module_utils.autotune.tune import prepare, run  # noqa: E402
 
 

@@ -12,23 +12,8 @@ description:
     with its baseline hyperparameters or a user file defining C(build_model(hp)) in Keras Tuner's style.
   - The code is parsed into a syntax tree, never imported or executed.
   - Fails with one line per problem when the configuration is invalid or the framework is unsupported.
-options:
-  config:
-    description: Path of the tune configuration (YAML).
-    type: path
-    required: true
-  templates_dir:
-    description: Folder of model templates (C(<name>.py.j2) with C(<name>.yml) metadata).
-    type: path
-    required: true
-  overrides:
-    description: Configuration values that replace those of the file (same structure, merged deeply).
-    type: dict
-    default: {}
-  runs_root:
-    description: Parent of the run directory when the configuration sets no C(run_dir).
-    type: path
-    default: runs
+extends_documentation_fragment:
+  - autotune_config
 attributes:
   check_mode:
     support: full
@@ -97,17 +82,15 @@ runner:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
-from ansible.module_utils.autotune.tune import trainer_image
+from ansible.module_utils.autotune.runners import runner_facts
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(CONFIG_ARGUMENTS, runs_root=dict(type="path", default="runs")),
+    module = AnsibleModule(argument_spec=CONFIG_ARGUMENTS,
                            supports_check_mode=True)
     config, plan, run_dir, _storage = prepare_or_fail(module, module.params["runs_root"])
     found = plan["facts"]
-    runner = {"kind": config["runner"]["kind"]}
-    if runner["kind"] == "docker":
-        runner["image"] = trainer_image(config["runner"], found["framework"])
+    runner = runner_facts(config["runner"], found["framework"])  # checked already by prepare_or_fail
     module.exit_json(
         changed=False,
         framework=found["framework"], kind=found["kind"], layers=found["layers"],

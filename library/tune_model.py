@@ -18,23 +18,9 @@ description:
   - Writes C(summary.json), the accuracy plot, C(best_model.keras) and one directory per trial into the
     run directory, and one line per finished trial into its C(progress.log).
   - A missed goal is reported (C(reached) false), not failed; the playbooks fail after the report and mail.
+extends_documentation_fragment:
+  - autotune_config
 options:
-  config:
-    description: Path of the tune configuration (YAML).
-    type: path
-    required: true
-  templates_dir:
-    description: Folder of model templates.
-    type: path
-    required: true
-  overrides:
-    description: Configuration values that replace those of the file (same structure, merged deeply).
-    type: dict
-    default: {}
-  runs_root:
-    description: Parent of the run directory when the configuration sets no C(run_dir).
-    type: path
-    default: runs
   storage:
     description:
       - Optuna storage URL; defaults to the configuration's C(storage), else SQLite in the run directory.
@@ -118,7 +104,6 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             CONFIG_ARGUMENTS,
-            runs_root=dict(type="path", default="runs"),
             storage=dict(type="str", no_log=True),
             trainer_path=dict(type="path"),
         ),

@@ -12,10 +12,9 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from ansible.module_utils.autotune.errors import ConfigError
+from ansible.module_utils.autotune.runners import RUNNERS
+from ansible.module_utils.autotune.strategies import PRUNERS, STRATEGIES
 
-STRATEGIES = ("tpe", "random", "escalate")
-PRUNERS = ("median", "none")
-RUNNERS = ("local", "docker")
 METRICS = ("val_accuracy",)
 
 
@@ -120,22 +119,10 @@ SCHEMA = _object(
             },
         ),
         "runner": _object(
-            {
-                "kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)},
-                "image": _string("a trainer image name:tag (overrides the images mapping)"),
-                "images": {
-                    "type": "object", "description": "a mapping framework -> {cpu: image, gpu: image}",
-                    "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"},
-                                             "description": "a mapping {cpu: image, gpu: image}"},
-                },
-                "cpus": _number("a positive number of CPUs", exclusiveMinimum=0),
-                "memory": _string("a memory limit such as 2g or 512m", pattern=r"^[0-9]+[bkmgBKMG]?$"),
-                "network": {"type": "boolean", "description": "true or false"},
-                "gpu_ids": {"type": "array", "items": {"type": ["integer", "string"]},
-                            "description": "a list of GPU ids; one is given to each trial in turn"},
-                "docker_host": _string("a Docker engine URL, e.g. unix:///var/run/docker.sock"),
-                "relaunch_grace": _integer("seconds >= 1 to wait for the health check to relaunch a dead container"),
-            },
+            dict({"kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)}},
+                 **{name: _object(runner.CONFIG_SCHEMA, description=f"the {name} runner's settings")
+                    for name, runner in RUNNERS.items()}),
+            description="a mapping with 'kind' and that runner's own block",
         ),
         "run_dir": _string("a folder for the run's results"),
         "storage": _string("an Optuna storage URL, e.g. sqlite:///study.db or postgresql://host/db"),
@@ -150,10 +137,7 @@ DEFAULTS = {
     "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost"},
-    "runner": {
-        "kind": "local", "network": False, "gpu_ids": [], "relaunch_grace": 180,
-        "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
-    },
+    "runner": dict({"kind": "local"}, **{name: runner.CONFIG_DEFAULTS for name, runner in RUNNERS.items()}),
 }
 
 
@@ -171,11 +155,12 @@ def _field(path):
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def _schema_lines(document):
+def schema_lines(schema, document, prefix=()):
+    """One line per place where ``document`` breaks ``schema``: the field, the value, what was expected."""
     lines = []
-    validator = Draft202012Validator(SCHEMA)
+    validator = Draft202012Validator(schema)
     for error in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
-        path = list(error.absolute_path)
+        path = list(prefix) + list(error.absolute_path)
         if error.validator == "required":
             missing = error.message.split("'")[1]
             lines.append(f"{_field(path + [missing])}: missing; expected "
@@ -212,12 +197,12 @@ def load(path, overrides=None):
 
 def validate(document, base_dir, overrides=None, source="configuration"):
     document = _merge(document, overrides or {})
-    lines = _schema_lines(document)
+    lines = schema_lines(SCHEMA, document)
     if lines:
         raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
     config = _merge(DEFAULTS, document)
-    if "images" in document.get("runner", {}):
-        config["runner"]["images"] = copy.deepcopy(document["runner"]["images"])  # replaces, not merges
+    if "images" in document.get("runner", {}).get("docker", {}):
+        config["runner"]["docker"]["images"] = copy.deepcopy(document["runner"]["docker"]["images"])  # replaces
     config["base_dir"] = base_dir
     config["source"] = os.path.abspath(source) if source != "configuration" else None
     lines = _semantic_lines(config)
@@ -242,6 +227,8 @@ def _semantic_lines(config):
     dataset_path = _resolve(config["base_dir"], config["dataset"]["path"])
     if not os.path.isdir(dataset_path):
         lines.append(f"dataset.path: {dataset_path!r} does not exist; expected a folder of class sub-folders of images")
+    kind = config["runner"]["kind"]
+    lines.extend(RUNNERS[kind].config_lines(config["runner"].get(kind, {}), f"runner.{kind}"))
     for name, spec in (config["search"].get("space") or {}).items():
         lines.extend(param_lines(f"search.space.{name}", spec))
     if "space" in config["search"] and not config["search"]["space"]:

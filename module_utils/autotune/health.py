@@ -10,13 +10,15 @@ studies or are not ours are never touched. A trial relaunched too often is
 given up, with the reason written where its controller reads it.
 """
 import fcntl
-import json
 import os
+import re
 import time
 
+from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
-from ansible.module_utils.autotune.runner_docker import (
-    HEALTH_FILE, LABEL_PREFIX, PROJECT, PROJECT_LABEL, STOPPED_MARKER, abnormal_end, read_health)
+from ansible.module_utils.autotune.runners.docker import LABEL_PREFIX, NAME_PREFIX, PROJECT, PROJECT_LABEL, abnormal_end
+
+_TRIAL_LABEL = re.compile(r"^[0-9]{1,6}$")  # ASCII digits only: str.isdigit() admits '²', which int() refuses
 
 
 class HealthLock:
@@ -45,10 +47,11 @@ class HealthLock:
 
 def controller_alive(run_dir):
     """The study's controller holds run_dir/.tune.lock while it runs (tune.RunDirLock)."""
-    path = os.path.join(run_dir, ".tune.lock")
-    if not os.path.exists(path):
+    try:
+        handle = trialdir.open_regular(os.path.join(run_dir, trialdir.RUN_LOCK))
+    except OSError:
         return False
-    with open(path, encoding="utf-8") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -57,29 +60,34 @@ def controller_alive(run_dir):
         return False
 
 
-def _write_health(trial_dir, health):
-    path = os.path.join(trial_dir, HEALTH_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(health, handle, indent=2)
-    os.replace(tmp, path)
+def trial_folder(labels):
+    """The trial folder a container's labels name, or '' when they name none properly."""
+    run_dir, trial = labels.get(f"{LABEL_PREFIX}.run_dir", ""), labels.get(f"{LABEL_PREFIX}.trial", "")
+    if not os.path.isabs(run_dir) or not _TRIAL_LABEL.match(trial):
+        return ""
+    return trialdir.trial_path(run_dir, int(trial))
+
+
+def read_health(trial_dir):
+    return trialdir.read_json(os.path.join(trial_dir, trialdir.HEALTH)) or {"relaunches": 0, "history": []}
 
 
 def examine(container):
     """(decision, why) for one of our containers: 'relaunch', or 'leave' with the reason."""
     labels = container.labels
     state = container.attrs.get("State", {})
-    run_dir, trial = labels.get(f"{LABEL_PREFIX}.run_dir", ""), labels.get(f"{LABEL_PREFIX}.trial", "")
-    trial_dir = os.path.join(run_dir, "trials", f"{int(trial):04d}") if trial.isdigit() else ""
+    run_dir, trial_dir = labels.get(f"{LABEL_PREFIX}.run_dir", ""), trial_folder(labels)
+    if not container.name.startswith(NAME_PREFIX):
+        return "leave", "its name is not one the docker runner gives"
     if state.get("Status") not in ("exited", "dead"):
         return "leave", f"it is {state.get('Status')}"
     if not abnormal_end(state):
         return "leave", "it ended by itself (OOM)" if state.get("OOMKilled") else f"it ended by itself (exit {state.get('ExitCode')})"
-    if not trial_dir or not os.path.isdir(trial_dir):
+    if not trial_dir or os.path.islink(trial_dir) or not os.path.isdir(trial_dir):
         return "leave", "its trial directory is gone"
-    if os.path.exists(os.path.join(trial_dir, "result.json")):
+    if os.path.lexists(os.path.join(trial_dir, trialdir.RESULT)):
         return "leave", "its trial has a result"
-    if os.path.exists(os.path.join(trial_dir, STOPPED_MARKER)):
+    if os.path.lexists(os.path.join(trial_dir, trialdir.STOPPED_MARKER)):
         return "leave", "its controller stopped it"
     if not controller_alive(run_dir):
         return "leave", "its study's controller is not running (tune.yml resumes the trial when run again)"
@@ -101,8 +109,7 @@ def heal(client, relaunch_limit=3, check_mode=False):
         if decision == "leave":
             actions.append(dict(entry, action="left", why=why))
             continue
-        run_dir = labels[f"{LABEL_PREFIX}.run_dir"]
-        trial_dir = os.path.join(run_dir, "trials", f"{int(entry['trial']):04d}")
+        trial_dir = trial_folder(labels)
         health = read_health(trial_dir)
         if health.get("gave_up"):
             actions.append(dict(entry, action="left", why="given up earlier"))
@@ -110,13 +117,13 @@ def heal(client, relaunch_limit=3, check_mode=False):
         if health["relaunches"] >= relaunch_limit:
             health["gave_up"] = f"the container died {health['relaunches'] + 1} times; relaunch limit {relaunch_limit} reached"
             if not check_mode:
-                _write_health(trial_dir, health)
+                trialdir.write_json(os.path.join(trial_dir, trialdir.HEALTH), health)
             actions.append(dict(entry, action="gave_up", why=health["gave_up"]))
             continue
         if not check_mode:
             container.start()
             health["relaunches"] += 1
             health["history"].append({"at": time.time(), "why": why})
-            _write_health(trial_dir, health)
+            trialdir.write_json(os.path.join(trial_dir, trialdir.HEALTH), health)
         actions.append(dict(entry, action="relaunched", why=why, relaunches=health["relaunches"]))
     return actions

@@ -2,10 +2,12 @@
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.tune import prepare
 
+# Documented once, in doc_fragments/autotune_config.py.
 CONFIG_ARGUMENTS = dict(
     config=dict(type="path", required=True),
     templates_dir=dict(type="path", required=True),
     overrides=dict(type="dict", default={}),
+    runs_root=dict(type="path", default="runs"),
 )
 
 

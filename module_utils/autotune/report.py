@@ -2,10 +2,11 @@
 import difflib
 import email.message
 import email.utils
-import json
 import os
 
 import optuna
+
+from ansible.module_utils.autotune import trialdir
 
 PLOT_NAME = "accuracy_per_trial.png"
 SUMMARY_NAME = "summary.json"
@@ -14,20 +15,25 @@ SUMMARY_NAME = "summary.json"
 def trial_records(study):
     """One record per trial, from the study storage (the single source of truth)."""
     records = []
-    for t in study.trials:
+    trials = study.trials
+    resumed_as = {attrs.get("resumes_trial"): t.number for t in trials for attrs in [t.user_attrs]
+                  if attrs.get("resumes_trial") is not None}
+    for t in trials:
         attrs = t.user_attrs
         epochs = attrs.get("epochs", [])
+        interrupted = t.number in resumed_as
         records.append({
             "number": t.number,
             "state": t.state.name,
-            "outcome": attrs.get("outcome", t.state.name.lower()),
+            "outcome": "interrupted" if interrupted else attrs.get("outcome", t.state.name.lower()),
             "value": t.value,
             "params": attrs.get("params", t.params),
             "epochs": epochs,
             "seconds": attrs.get("seconds"),
             "fit_seconds": attrs.get("fit_seconds"),
             "startup_seconds": attrs.get("startup_seconds"),
-            "reason": attrs.get("reason"),
+            "reason": (f"its controller stopped while it ran; resumed as trial {resumed_as[t.number]}"
+                       if interrupted else attrs.get("reason")),
             "duplicate_of": attrs.get("duplicate_of"),
             "resumed": attrs.get("resumed", False),
             "relaunches": attrs.get("relaunches", 0),
@@ -40,10 +46,7 @@ def trial_records(study):
 
 
 def write_json(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    trialdir.write_json(path, payload, default=str)
 
 
 def plot(study, goal, metric, path):
@@ -65,8 +68,8 @@ def plot(study, goal, metric, path):
 
 def code_diff(baseline_path, best_path):
     def read(path):
-        try:
-            with open(path, encoding="utf-8") as handle:
+        try:  # trial folders are writable by the code under test: a link there is never followed
+            with trialdir.open_regular(path) as handle:
                 return handle.read().splitlines(keepends=True)
         except (OSError, TypeError):
             return []

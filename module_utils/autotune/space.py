@@ -1,6 +1,8 @@
 """Search spaces: how a trial's hyperparameters are drawn, and the escalate rule ladder."""
 import json
 
+import optuna
+
 from ansible.module_utils.autotune.errors import AutotuneError
 
 
@@ -25,6 +27,24 @@ def suggest(trial, space, baseline):
         else:
             params[name] = trial.suggest_categorical(name, [False, True])
     return params
+
+
+def distributions(space):
+    """The Optuna distributions ``suggest`` asks for, by name (a sampler that proposes whole sets needs them)."""
+    found = {}
+    for name, spec in space.items():
+        kind = spec["type"]
+        if kind == "int":
+            found[name] = optuna.distributions.IntDistribution(
+                int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)), step=int(spec.get("step", 1)))
+        elif kind == "float":
+            found[name] = optuna.distributions.FloatDistribution(
+                float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step"))
+        elif kind == "categorical":
+            found[name] = optuna.distributions.CategoricalDistribution(list(spec["choices"]))
+        else:
+            found[name] = optuna.distributions.CategoricalDistribution([False, True])
+    return found
 
 
 def check(space, baseline, field="search.space"):

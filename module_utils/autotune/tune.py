@@ -6,11 +6,14 @@ import time
 
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import report
+from ansible.module_utils.autotune import report, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
-from ansible.module_utils.autotune.runner import LocalRunner
-from ansible.module_utils.autotune.study import StudyLoop, default_storage, masked_storage, reaches
+from ansible.module_utils.autotune.progress import ProgressLog
+from ansible.module_utils.autotune.runners import make_runner, runner_facts
+from ansible.module_utils.autotune.storage import default_storage, masked_storage
+from ansible.module_utils.autotune.study import StudyLoop
+from ansible.module_utils.autotune.trialdir import reaches
 
 
 def resolve_run_dir(config, runs_root):
@@ -21,7 +24,7 @@ class RunDirLock:
     """One controller per run directory: a second one fails at once instead of corrupting the first."""
 
     def __init__(self, run_dir):
-        self.path = os.path.join(run_dir, ".tune.lock")
+        self.path = os.path.join(run_dir, trialdir.RUN_LOCK)
         self.handle = None
 
     def __enter__(self):
@@ -45,37 +48,12 @@ class RunDirLock:
         self.handle.close()
 
 
-def trainer_image(runner_config, framework):
-    """The image for this model: runner.image, else images[framework][gpu or cpu flavour]."""
-    if runner_config.get("image"):
-        return runner_config["image"]
-    images = runner_config.get("images") or {}
-    if framework not in images:
-        raise AutotuneError(f"runner.images: no trainer image for framework {framework!r}; "
-                            f"images exist for: {', '.join(sorted(images)) or 'none'}")
-    flavour = "gpu" if runner_config.get("gpu_ids") else "cpu"
-    if flavour not in images[framework]:
-        raise AutotuneError(f"runner.images.{framework}: no {flavour} image; expected a {flavour!r} entry")
-    return images[framework][flavour]
-
-
-def make_runner(runner_config, framework, trainer_path=None):
-    if runner_config["kind"] == "local":
-        return LocalRunner(trainer_path=trainer_path)
-    from ansible.module_utils.autotune.runner_docker import DockerRunner  # pylint: disable=import-outside-toplevel
-    return DockerRunner(trainer_image(runner_config, framework), cpus=runner_config.get("cpus"),
-                        memory=runner_config.get("memory"), network=runner_config.get("network", False),
-                        gpu_ids=runner_config.get("gpu_ids"), base_url=runner_config.get("docker_host"),
-                        relaunch_grace=runner_config["relaunch_grace"])
-
-
 def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None):
     """Validate everything that can be validated before training; nothing is written."""
     config = tune_config.load(config_path, overrides)
     plan = model_plan(config, templates_dir)
     tune_dataset.scan(config["dataset"]["path"])
-    if config["runner"]["kind"] == "docker":
-        trainer_image(config["runner"], plan["facts"]["framework"])  # fail before anything starts
+    runner_facts(config["runner"], plan["facts"]["framework"])  # fail before anything starts
     run_dir = resolve_run_dir(config, runs_root)
     return config, plan, run_dir, storage or config.get("storage") or default_storage(run_dir)
 
@@ -92,18 +70,7 @@ def run(config, plan, run_dir, storage, trainer_path=None):
     with RunDirLock(run_dir):
         dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path)
-        log_path = os.path.join(run_dir, "progress.log")
-        lines = []
-
-        live = os.environ.get("AUTOTUNE_PROGRESS_FILE")  # set by callback_plugins/autotune_progress.py
-
-        def progress(line):
-            lines.append(line)
-            stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
-            for path in filter(None, (log_path, live)):
-                with open(path, "a", encoding="utf-8") as handle:
-                    handle.write(stamped)
-
+        progress = ProgressLog(run_dir)
         progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
                  f"strategy {config['search']['strategy']}, runner {runner.name}, "
                  f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}")
@@ -111,9 +78,16 @@ def run(config, plan, run_dir, storage, trainer_path=None):
         study, stop_reason, new_trials = loop.run()
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
-        summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=lines)
+        summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
         return summary
+
+
+def _copy_regular(source, target):
+    """Copy a file the trial wrote, refusing links: the trial folder is writable by the code under test."""
+    with trialdir.open_regular(source, "rb") as src, open(target + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(target + ".tmp", target)
 
 
 def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, searched=()):
@@ -126,10 +100,10 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, sea
         record["code"] = os.path.join(run_dir, record["code"]) if record["code"] else None
     if best:
         trial_dir = os.path.dirname(best["code"])
-        if os.path.exists(os.path.join(trial_dir, "model.keras")):
+        if os.path.isfile(os.path.join(trial_dir, trialdir.SAVED_MODEL)):
             best_model = os.path.join(run_dir, "best_model.keras")
-            shutil.copyfile(os.path.join(trial_dir, "model.keras"), best_model)
-            shutil.copyfile(best["code"], os.path.join(run_dir, "best_model.py"))
+            _copy_regular(os.path.join(trial_dir, trialdir.SAVED_MODEL), best_model)
+            _copy_regular(best["code"], os.path.join(run_dir, "best_model.py"))
     plot_path = None
     if completed:
         plot_path = report.plot(study, goal, metric, os.path.join(run_dir, report.PLOT_NAME))

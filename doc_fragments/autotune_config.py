@@ -1,0 +1,25 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Options of every module that reads a tune configuration (module_utils/autotune/module_args.py)."""
+
+
+class ModuleDocFragment:  # pylint: disable=too-few-public-methods
+    DOCUMENTATION = r"""
+options:
+  config:
+    description: Path of the tune configuration (YAML); docs/configuration.md is its reference.
+    type: path
+    required: true
+  templates_dir:
+    description: Folder of model templates (C(<name>.py.j2) with C(<name>.yml) metadata).
+    type: path
+    required: true
+  overrides:
+    description: Configuration values that replace those of the file (same structure, merged deeply).
+    type: dict
+    default: {}
+  runs_root:
+    description: Parent of the run directory when the configuration sets no C(run_dir).
+    type: path
+    default: runs
+"""

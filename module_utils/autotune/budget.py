@@ -1,0 +1,38 @@
+"""When a study stops: the goal reached, or a budget (trials, seconds, consecutive failures) spent."""
+import optuna
+
+from ansible.module_utils.autotune.trialdir import reaches
+
+COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+
+
+def superseded(trials):
+    """Numbers of trials an interrupted controller left behind and a later trial resumed (they count once)."""
+    retried = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials)
+    return {number for number in retried if number is not None}
+
+
+def counted(trials):
+    gone = superseded(trials)
+    return [t for t in trials if t.number not in gone]
+
+
+def stop_reason(trials, goal, budget, elapsed):
+    """Why the study stops now, or None while it goes on."""
+    trials = counted(trials)
+    completed = [t for t in trials if t.state == COMPLETE]
+    if completed and reaches(max(t.value for t in completed), goal):
+        return "goal reached"
+    if len(trials) >= budget["max_trials"]:
+        return f"trial budget spent ({budget['max_trials']} trials)"
+    if elapsed >= budget["max_seconds"]:
+        return f"time budget spent ({budget['max_seconds']} s)"
+    failures = 0
+    for trial in reversed(trials):
+        if trial.state != FAIL:
+            break
+        failures += 1
+    if failures >= budget["max_consecutive_failures"]:
+        return (f"{failures} consecutive trials failed (last: {trials[-1].user_attrs.get('reason', 'unknown')}); "
+                "fix the model or raise budget.max_consecutive_failures")
+    return None

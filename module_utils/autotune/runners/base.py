@@ -1,0 +1,102 @@
+"""The trial boundary: what a runner is and what the study loop may ask of a running trial.
+
+Modelled on community.docker's EngineDriver: a small base class per side, one
+subclass per engine, chosen from a registry (runners/__init__.py). The study
+loop (study.py, trialrun.py) talks to nothing else.
+
+A runner kind is one file with a ``Runner`` subclass that declares its ``name``,
+the JSON Schema of its own configuration block (``runner.<name>``) with defaults,
+and ``start``; and a ``TrialProcess`` subclass for the engine-side operations.
+The folder-side operations (epoch records, result, health record, log tail) read
+the trial folder through trialdir; a runner whose trials live on another host
+overrides them.
+"""
+from ansible.module_utils.autotune import trialdir
+
+
+class TrialProcess:
+    """One trial's trainer, started by a runner; polled by the study loop until it ends."""
+
+    def __init__(self, trial_dir):
+        self.trial_dir = trial_dir
+        self._epochs_read = 0
+
+    # --- engine side: each runner implements these ------------------------------------
+    def exit_code(self):
+        """None while the trainer runs, else its exit status."""
+        raise NotImplementedError
+
+    def stop(self, grace=5.0):
+        """End the trainer on purpose (timeout, pruning); it must not be relaunched."""
+        raise NotImplementedError
+
+    def outcome(self):
+        """(status, detail) once ended: status is 'finished', 'failed' or 'killed'."""
+        raise NotImplementedError
+
+    def cleanup(self):
+        """Release what the trial held (a container); the trial folder stays."""
+
+    # --- folder side: the trial folder contract -----------------------------------------
+    def _path(self, name):
+        return f"{self.trial_dir}/{name}"
+
+    def new_epochs(self):
+        """Epoch records written since the last call."""
+        fresh = trialdir.read_metrics(self._path(trialdir.METRICS), self._epochs_read)
+        self._epochs_read += len(fresh)
+        return fresh
+
+    def result(self):
+        """The trainer's result.json, or {} when it wrote none."""
+        return trialdir.read_json(self._path(trialdir.RESULT), {}) or {}
+
+    def health(self):
+        """The health check's record for this trial, or {}."""
+        return trialdir.read_json(self._path(trialdir.HEALTH), {}) or {}
+
+    def log_tail(self, lines=12):
+        return trialdir.tail(self._path(trialdir.LOG), lines)
+
+
+class FinishedTrial(TrialProcess):
+    """A trial that ended with a result while no controller watched it: nothing runs, nothing to train again."""
+
+    def exit_code(self):
+        return trialdir.EXIT_OK
+
+    def stop(self, grace=5.0):
+        """Nothing runs."""
+
+    def outcome(self):
+        return "finished", None
+
+
+class Runner:
+    """Starts trials. Subclasses set ``name``, ``CONFIG_SCHEMA`` (properties of ``runner.<name>``) and
+    ``CONFIG_DEFAULTS``, and implement ``from_config``, ``start`` and ``describe``."""
+
+    name = None
+    CONFIG_SCHEMA = {}
+    CONFIG_DEFAULTS = {}
+
+    @classmethod
+    def config_lines(cls, block, field):
+        """Cross-field checks of this runner's configuration block: one line per problem."""
+        return []
+
+    @classmethod
+    def facts(cls, block, framework):
+        """What model_facts shows about where trials will run; raises AutotuneError for what cannot work."""
+        return {}
+
+    @classmethod
+    def from_config(cls, block, framework, trainer_path=None):
+        raise NotImplementedError
+
+    def describe(self):
+        return {"runner": self.name}
+
+    def start(self, trial_dir, data_path, labels):
+        """Start the trainer on a prepared trial folder; labels name study, trial folder number and run_dir."""
+        raise NotImplementedError

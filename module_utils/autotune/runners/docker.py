@@ -1,0 +1,272 @@
+"""The docker runner: one container per trial, through the Docker SDK.
+
+Each container gets labels naming the project, study, trial folder and run
+directory (the health check finds containers by them), the packed data set
+mounted read-only, its trial folder read-write and nothing else of the host, no
+network unless asked, CPU, memory and process limits, no capabilities, a
+read-only root file system, and on GPU hosts one GPU. Its end is classified
+(finished, failed, timed out, killed for memory); its log is kept in the trial
+folder and the container removed.
+"""
+import os
+import time
+import uuid
+
+from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
+
+try:
+    import docker
+    from docker.errors import DockerException, ImageNotFound, NotFound
+    from docker.types import DeviceRequest
+    from requests.exceptions import RequestException
+    HAS_DOCKER = True
+    ENGINE_ERRORS = (DockerException, RequestException)
+except ImportError:  # reported as a clear error when the docker runner is asked for
+    HAS_DOCKER = False
+    ENGINE_ERRORS = (OSError,)
+
+# --- the container contract, shared with the health check (health.py) ---------------------
+LABEL_PREFIX = "io.autotune"
+PROJECT_LABEL = f"{LABEL_PREFIX}.project"
+PROJECT = "autotune"
+NAME_PREFIX = "autotune-"
+TRIAL_MOUNT, DATA_MOUNT = "/trial", "/data/dataset.npz"
+IMAGE_UID = 10001  # the trainer image's non-root user (roles/trainer_image)
+PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a few per core
+
+
+def labels_for(study, trial, run_dir):
+    return {PROJECT_LABEL: PROJECT, f"{LABEL_PREFIX}.study": study, f"{LABEL_PREFIX}.trial": str(trial),
+            f"{LABEL_PREFIX}.run_dir": run_dir}
+
+
+def abnormal_end(state):
+    """A trainer container that died from outside (kill, daemon stop, reboot) rather than ending itself."""
+    return (state.get("Status") in ("exited", "dead") and not state.get("OOMKilled")
+            and state.get("ExitCode") not in trialdir.TRAINER_EXITS)
+
+
+def _host_memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+class DockerProcess(TrialProcess):
+    """A trial container as the study loop sees it.
+
+    A container that dies from outside is not final at once: the health check
+    (playbooks/health.yml, every minute from cron) relaunches it and the trial
+    continues from its checkpoint, so the loop waits ``relaunch_grace`` seconds
+    for that. While the engine does not answer, the loop waits as well.
+    """
+
+    def __init__(self, container, trial_dir, relaunch_grace):
+        super().__init__(trial_dir)
+        self.container = container
+        self.relaunch_grace = relaunch_grace
+        self.state = {}
+        self.dead_since = None
+        self.reason = None
+
+    def exit_code(self):
+        try:
+            self.container.reload()
+        except NotFound:
+            self.state = {"Status": "removed", "ExitCode": -1}
+            self.reason = "the trial container was removed from outside"
+            return -1
+        except ENGINE_ERRORS:
+            return None  # the engine is down or restarting: the health check brings it back
+        self.state = self.container.attrs.get("State", {})
+        if self.state.get("Status") not in ("exited", "dead"):
+            self.dead_since = None
+            return None
+        if abnormal_end(self.state) and not os.path.lexists(self._path(trialdir.STOPPED_MARKER)):
+            return self._dead_from_outside()
+        return self.state.get("ExitCode")
+
+    def _dead_from_outside(self):
+        """None while the health check may still relaunch it, else its exit code with the reason set."""
+        gave_up = self.health().get("gave_up")
+        if gave_up:
+            self.reason = gave_up
+            return self.state.get("ExitCode")
+        self.dead_since = self.dead_since or time.time()
+        if time.time() - self.dead_since < self.relaunch_grace:
+            return None
+        self.reason = (f"the container died (exit {self.state.get('ExitCode')}) and was not relaunched "
+                       f"within {self.relaunch_grace} s; is the health check scheduled?")
+        return self.state.get("ExitCode")
+
+    def stop(self, grace=5.0):
+        # Marked first, so the health check never relaunches a trial the controller ended on purpose.
+        marker = self._path(trialdir.STOPPED_MARKER)
+        if os.path.lexists(marker):
+            os.unlink(marker)  # whatever the container put there, links included, is replaced
+        with trialdir.open_regular(marker, "w") as handle:
+            handle.write(str(time.time()))
+        try:
+            self.container.stop(timeout=int(grace))
+            self.exit_code()
+        except ENGINE_ERRORS:
+            pass
+
+    def outcome(self):
+        if self.reason:
+            return "killed", self.reason
+        if self.state.get("OOMKilled"):
+            return "killed", "killed for memory (OOM): raise runner.docker.memory or shrink the model"
+        code = self.state.get("ExitCode")
+        if code == trialdir.EXIT_OK:
+            return "finished", None
+        if code == 137:
+            return "killed", "killed by SIGKILL (exit 137)"
+        return "failed", f"exit status {code}"
+
+    def cleanup(self):
+        """Keep the log in the trial folder, then remove the container."""
+        try:
+            logs = self.container.logs(stdout=True, stderr=True)
+            log_path = self._path(trialdir.LOG)
+            if os.path.islink(log_path):
+                os.unlink(log_path)
+            with trialdir.open_regular(log_path, "ab") as handle:
+                handle.write(logs)
+            self.container.remove(force=True)
+        except ENGINE_ERRORS:
+            pass
+
+
+def _hand_over(trial_dir):
+    """A root controller gives the trial folder to the image's user (never root); links are not followed."""
+    for root, dirs, files in os.walk(trial_dir):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, IMAGE_UID, IMAGE_UID)
+
+
+class DockerRunner(Runner):
+    name = "docker"
+    CONFIG_SCHEMA = {
+        "image": {"type": "string", "minLength": 1, "description": "a trainer image name:tag (overrides images)"},
+        "images": {
+            "type": "object", "description": "a mapping framework -> {cpu: image, gpu: image}",
+            "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"},
+                                     "description": "a mapping {cpu: image, gpu: image}"},
+        },
+        "cpus": {"type": "number", "exclusiveMinimum": 0, "description": "a positive number of CPUs"},
+        "memory": {"type": "string", "pattern": r"^[0-9]+[bkmgBKMG]?$", "description": "a memory limit such as 2g or 512m"},
+        "network": {"type": "boolean", "description": "true or false"},
+        "gpu_ids": {"type": "array", "items": {"type": ["integer", "string"]},
+                    "description": "a list of GPU ids; one is given to each trial in turn"},
+        "docker_host": {"type": "string", "minLength": 1, "description": "a Docker engine URL, e.g. unix:///var/run/docker.sock"},
+        "relaunch_grace": {"type": "integer", "minimum": 1,
+                           "description": "seconds >= 1 to wait for the health check to relaunch a dead container"},
+    }
+    CONFIG_DEFAULTS = {
+        "network": False, "gpu_ids": [], "relaunch_grace": 180,
+        "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
+    }
+
+    @classmethod
+    def facts(cls, block, framework):
+        return {"image": cls.image_for(block, framework)}
+
+    @staticmethod
+    def image_for(block, framework):
+        """The image for this model: image, else images[framework][gpu or cpu flavour]."""
+        if block.get("image"):
+            return block["image"]
+        images = block.get("images") or {}
+        if framework not in images:
+            raise AutotuneError(f"runner.docker.images: no trainer image for framework {framework!r}; "
+                                f"images exist for: {', '.join(sorted(images)) or 'none'}")
+        flavour = "gpu" if block.get("gpu_ids") else "cpu"
+        if flavour not in images[framework]:
+            raise AutotuneError(f"runner.docker.images.{framework}: no {flavour} image; expected a {flavour!r} entry")
+        return images[framework][flavour]
+
+    @classmethod
+    def from_config(cls, block, framework, trainer_path=None):
+        return cls(cls.image_for(block, framework), cpus=block.get("cpus"), memory=block.get("memory"),
+                   network=block.get("network", False), gpu_ids=block.get("gpu_ids"),
+                   base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180))
+
+    def __init__(self, image, cpus=None, memory=None, network=False, gpu_ids=None, base_url=None, relaunch_grace=180):
+        if not HAS_DOCKER:
+            raise AutotuneError("runner.kind: docker needs the Python 'docker' package on the controller; expected it installed")
+        try:
+            self.client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+            self.client.ping()
+            self.image = self.client.images.get(image)
+        except ImageNotFound:
+            raise AutotuneError(f"runner.docker.image: {image!r} is not on the Docker host; expected an image built by "
+                                "roles/trainer_image (playbooks/trainer_host.yml)")
+        except DockerException as exc:
+            raise AutotuneError(f"runner.kind: docker: the Docker engine does not answer ({exc}); expected a running engine")
+        self.image_name = image
+        # Unset limits default to the host's size: a runaway trial cannot take more than the host has.
+        self.cpus = cpus or os.cpu_count()
+        self.memory = memory or _host_memory_bytes()
+        self.network = network
+        self.gpu_ids = list(gpu_ids or [])
+        self.relaunch_grace = relaunch_grace
+
+    def describe(self):
+        return {"runner": self.name, "image": self.image_name, "image_id": self.image.id,
+                "cpus": self.cpus, "memory": self.memory, "network": self.network, "gpu_ids": self.gpu_ids}
+
+    def _existing(self, run_dir, trial):
+        return self.client.containers.list(all=True, filters={"label": [
+            f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{LABEL_PREFIX}.trial={trial}"]})
+
+    def start(self, trial_dir, data_path, labels):
+        trial = int(labels["trial"])
+        for container in self._existing(labels["run_dir"], trial):
+            if container.status in ("running", "created", "restarting"):
+                # A controller resuming its study adopts the container still training the trial.
+                return DockerProcess(container, trial_dir, self.relaunch_grace)
+            container.remove(force=True)
+        if os.geteuid() == 0:
+            _hand_over(trial_dir)
+            user = f"{IMAGE_UID}:{IMAGE_UID}"
+        else:
+            user = f"{os.getuid()}:{os.getgid()}"
+        try:
+            container = self.client.containers.run(self.image_name, **self._options(trial_dir, data_path, labels, user))
+        except DockerException as exc:
+            raise AutotuneError(f"runner: cannot start a trial container from {self.image_name!r} ({exc})")
+        return DockerProcess(container, trial_dir, self.relaunch_grace)
+
+    def _options(self, trial_dir, data_path, labels, user):
+        trial = int(labels["trial"])
+        options = {
+            "command": ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT],
+            "detach": True,
+            "init": True,  # docker-init as PID 1 forwards signals: a stop ends the trainer at once
+            "name": f"{NAME_PREFIX}{labels['study']}-{trial:04d}-{uuid.uuid4().hex[:6]}",
+            "labels": labels_for(labels["study"], trial, labels["run_dir"]),
+            "user": user,
+            "working_dir": TRIAL_MOUNT,
+            "volumes": {os.path.abspath(trial_dir): {"bind": TRIAL_MOUNT, "mode": "rw"},
+                        os.path.abspath(data_path): {"bind": DATA_MOUNT, "mode": "ro"}},
+            "environment": {"AUTOTUNE_LAUNCH_TIME": repr(time.time()), "PYTHONUNBUFFERED": "1",
+                            "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp"},
+            "network_mode": "bridge" if self.network else "none",
+            # Pushed model code runs here: no capabilities, no privilege gain, nothing writable but the trial folder.
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=1g"},
+            "pids_limit": PIDS_LIMIT,
+            "nano_cpus": int(float(self.cpus) * 1e9),
+            "mem_limit": self.memory,
+            "memswap_limit": self.memory,  # no swap: over the limit means OOM, not a crawl
+        }
+        if self.gpu_ids:
+            gpu = self.gpu_ids[trial % len(self.gpu_ids)]  # one GPU per trial
+            options["device_requests"] = [DeviceRequest(driver="nvidia", device_ids=[str(gpu)], capabilities=[["gpu"]])]
+        return options

@@ -1,0 +1,48 @@
+"""Where a study lives: its Optuna storage, opened with the strategy's sampler and the pruner."""
+import os
+import re
+import warnings
+
+import optuna
+
+from ansible.module_utils.autotune import strategies
+from ansible.module_utils.autotune.errors import AutotuneError
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+_SECRET_QUERY = re.compile(r"((?:password|passwd|pwd|secret|token|key)=)[^&;]*", re.IGNORECASE)
+
+
+def masked_storage(url):
+    """A storage URL fit for reports: the password (user-info or query parameter) replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url  # pylint: disable=import-outside-toplevel
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # pylint: disable=broad-except  # not an RDB URL (journal file, redis...): mask by hand
+        shown = re.sub(r"(//[^/@]*?:)[^/]*@", r"\1***@", url)
+    return _SECRET_QUERY.sub(r"\1***", shown)
+
+
+def default_storage(run_dir):
+    return f"sqlite:///{os.path.join(os.path.abspath(run_dir), 'study.db')}"
+
+
+def stored_trials(name, storage):
+    """How many trials the storage already holds for this study (0 when it has none yet)."""
+    try:
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    except Exception:  # pylint: disable=broad-except  # reported by open_study with the full reason
+        return 0
+    return next((s.n_trials for s in summaries if s.study_name == name), 0)
+
+
+def open_study(config, plan, storage):
+    """The study, created or resumed; the sampler's seed is offset by the trials stored, so a resume draws anew."""
+    try:
+        sampler = strategies.make_sampler(config, plan, stored_trials(config["study"], storage))
+        return optuna.create_study(study_name=config["study"], storage=storage, direction="maximize",
+                                   load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config))
+    except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
+        raise AutotuneError(f"storage: cannot open study {config['study']!r} at {masked_storage(storage)} "
+                            f"({type(exc).__name__}: {masked_storage(str(exc))}); expected a reachable Optuna storage URL")

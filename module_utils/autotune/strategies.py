@@ -1,0 +1,93 @@
+"""Search strategies as Optuna samplers, and the pruners; one registry each.
+
+``tpe`` and ``random`` are Optuna's own samplers. ``escalate`` is the original
+pipeline's rule ladder (more filters, the next kernel size, one more block, more
+epochs, applied to the best trial so far) written as a BaseSampler subclass, so
+the study loop treats every strategy alike. An unknown name is an error.
+"""
+import optuna
+
+from ansible.module_utils.autotune import space as search_space
+from ansible.module_utils.autotune.errors import AutotuneError
+
+
+class EscalateSampler(optuna.samplers.BaseSampler):
+    """Each trial is the best trial's parameters moved one rung up the ladder, never a set tried before.
+
+    Rungs are taken in turn (trial N starts at rung N-1), each walking its
+    hyperparameter up until it meets an untried set. When every rung is at its
+    limit the search is exhausted (``exhausted``), and the study loop stops.
+    """
+
+    def __init__(self, space, ladder, baseline, seed=None):
+        self._space, self._ladder, self._baseline = space, ladder, baseline
+        self._distributions = search_space.distributions(space)
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    def next_params(self, study, number):
+        """The parameters trial ``number`` should train, or None when the ladder is exhausted."""
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number and "params" in t.user_attrs]
+        if not earlier:
+            return dict(self._baseline)
+        completed = [t for t in earlier if t.state == optuna.trial.TrialState.COMPLETE]
+        best = max(completed, key=lambda t: t.value) if completed else earlier[0]
+        tried = {search_space.frozen(t.user_attrs["params"]) for t in earlier}
+        step = search_space.escalate(best.user_attrs["params"], self._space, self._ladder, number - 1, tried)
+        return step[0] if step else None
+
+    def exhausted(self, study):
+        return self.next_params(study, len(study.get_trials(deepcopy=False))) is None
+
+    def infer_relative_search_space(self, study, trial):
+        return dict(self._distributions)
+
+    def sample_relative(self, study, trial, search_space):
+        params = self.next_params(study, trial.number)
+        return {name: params[name] for name in search_space} if params else {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        # Reached only for a parameter outside the ladder's space: keep it random rather than fail.
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+
+def _tpe(config, plan, seed):
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config["search"]["startup_trials"])
+
+
+def _random(config, plan, seed):
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _escalate(config, plan, seed):
+    return EscalateSampler(plan["space"], plan["ladder"], plan["baseline"], seed=seed)
+
+
+STRATEGIES = {"tpe": _tpe, "random": _random, "escalate": _escalate}
+
+PRUNERS = {
+    "median": lambda config: optuna.pruners.MedianPruner(
+        n_startup_trials=config["search"]["startup_trials"], n_warmup_steps=1),
+    "none": lambda config: optuna.pruners.NopPruner(),
+}
+
+
+def make_sampler(config, plan, n_existing=0):
+    """The strategy's sampler; its seed is offset by the trials already stored, so a resumed study draws anew."""
+    name = config["search"]["strategy"]
+    if name not in STRATEGIES:
+        raise AutotuneError(f"search.strategy: {name!r} is unknown; expected one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](config, plan, config["search"]["seed"] + n_existing)
+
+
+def make_pruner(config):
+    name = config["search"]["pruner"]
+    if name not in PRUNERS:
+        raise AutotuneError(f"search.pruner: {name!r} is unknown; expected one of {', '.join(PRUNERS)}")
+    return PRUNERS[name](config)
+
+
+def exhausted(sampler, study):
+    """Why the search cannot go on, when the strategy knows it has nothing left to try; else None."""
+    if getattr(sampler, "exhausted", None) and sampler.exhausted(study):
+        return "search space exhausted: every ladder rung is at its limit"
+    return None
