@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/catsdogs/autotune.yml
 ANSIBLE_ARGS ?=
 
-.PHONY: run test test-molecule venv lint sample-data bench clean
+.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench clean
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,17 @@ run: venv data/catsdogs
 test: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
+# Our own logic against an in-memory runner: no training, no engine; under a minute.
+test-unit: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# Real training, Docker, SMTP, git and the roles (CI=true turns a missing engine into a failure).
+test-integration: venv data/catsdogs
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
 # The roles' molecule scenarios in a local systemd image (about 5 minutes; not part of `make test`).
 test-molecule: venv
-	AUTOTUNE_MOLECULE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/test_molecule.py $(PYTEST_ARGS)
+	AUTOTUNE_MOLECULE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/integration/test_molecule.py $(PYTEST_ARGS)
 
 lint: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production

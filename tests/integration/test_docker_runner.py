@@ -3,6 +3,7 @@ import json
 import os
 import time
 
+import docker
 import pytest
 
 from ansible.module_utils.autotune import dataset as tune_dataset
@@ -10,7 +11,6 @@ from ansible.module_utils.autotune import modelcode
 from ansible.module_utils.autotune.tune import prepare, run
 from conftest import TRAINER_IMAGE as IMAGE, REPO, TEMPLATES, run_playbook, write_config
 
-docker = pytest.importorskip("docker")
 
 LABEL = "io.autotune.project=autotune"
 
@@ -25,7 +25,7 @@ def _leftovers(client, study):
 
 
 def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, sample_data):
-    from ansible.module_utils.autotune.runner_docker import DockerRunner
+    from ansible.module_utils.autotune.runners.docker import DockerRunner
     packed = tune_dataset.prepare({"path": str(sample_data), "image_size": [28, 28], "color": "grayscale",
                                    "validation_split": 0.2, "seed": 1}, str(tmp_path / "cache"))["path"]
     trial_dir = tmp_path / "trial"
@@ -55,6 +55,10 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
                     "io.autotune.trial": "0", "io.autotune.run_dir": str(tmp_path)}
     assert attrs["HostConfig"]["NetworkMode"] == "none"
     assert attrs["HostConfig"]["Memory"] == 2 * 1024**3 and attrs["HostConfig"]["NanoCpus"] == 10**9
+    # Hardened: pushed model code gets no capabilities, no privilege gain, a read-only root and a process cap.
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and attrs["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]
+    assert attrs["HostConfig"]["ReadonlyRootfs"] is True and attrs["HostConfig"]["PidsLimit"] == 4096
+    assert "/tmp" in attrs["HostConfig"]["Tmpfs"]
     binds = sorted(attrs["HostConfig"]["Binds"])
     assert binds == sorted([f"{trial_dir}:/trial:rw", f"{packed}:/data/dataset.npz:ro"])
     deadline = time.time() + 180
@@ -77,7 +81,7 @@ def test_timeout_and_oom_are_recorded_and_the_study_goes_on(engine, tmp_path, sa
         search={"strategy": "escalate", "ladder": ["behaviour"], "pruner": "none",
                 "space": {"behaviour": {"type": "categorical", "choices": ["hog", "hang", "ok"]}}},
         budget={"max_trials": 3, "trial_timeout": 25, "max_consecutive_failures": 3},
-        runner={"kind": "docker", "memory": "1g", "cpus": 2}, target={"goal": 0.99}, study="limits",
+        runner={"kind": "docker", "docker": {"memory": "1g", "cpus": 2}}, target={"goal": 0.99}, study="limits",
     )
     config, plan, run_dir, storage = prepare(str(config_path), str(TEMPLATES), runs_root=str(tmp_path / "runs"))
     summary = run(config, plan, run_dir, storage)
@@ -93,7 +97,7 @@ def test_timeout_and_oom_are_recorded_and_the_study_goes_on(engine, tmp_path, sa
 
 
 def test_tune_playbook_with_docker_runner_reaches_the_goal(engine, tmp_path, sample_data):
-    config = write_config(tmp_path, runner={"kind": "docker", "cpus": 2, "memory": "2g"}, study="dockere2e",
+    config = write_config(tmp_path, runner={"kind": "docker", "docker": {"cpus": 2, "memory": "2g"}}, study="dockere2e",
                           budget={"max_trials": 8})
     result = run_playbook("tune.yml", {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")})
     assert result.returncode == 0, result.stdout[-3000:]
@@ -103,7 +107,7 @@ def test_tune_playbook_with_docker_runner_reaches_the_goal(engine, tmp_path, sam
 
 
 def test_framework_without_an_image_fails_before_any_container(engine, tmp_path, sample_data):
-    config = write_config(tmp_path, runner={"kind": "docker", "images": {"pytorch": {"cpu": "x"}}}, study="noimage")
+    config = write_config(tmp_path, runner={"kind": "docker", "docker": {"images": {"pytorch": {"cpu": "x"}}}}, study="noimage")
     result = run_playbook("tune.yml", {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")})
     assert result.returncode != 0
     assert "no trainer image for framework 'keras'; images exist for: pytorch" in result.stdout

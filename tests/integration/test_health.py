@@ -7,11 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from conftest import TRAINER_IMAGE as IMAGE, BIN, REPO, run_playbook, write_config
 
-docker = pytest.importorskip("docker")
 
 OURS = "io.autotune.project=autotune"
 
@@ -31,7 +31,7 @@ def _start_controller(tmp_path, study, epochs=14):
     config = write_config(tmp_path, study=study, target={"goal": 0.999}, budget={"max_trials": 1},
                           model={"template": "cnn", "baseline": {"epochs": epochs, "batch_size": 32, "filters": 8}},
                           search={"space": {"epochs": {"type": "int", "low": epochs, "high": epochs + 2}}},
-                          runner={"kind": "docker", "cpus": 2, "memory": "2g", "relaunch_grace": 240})
+                          runner={"kind": "docker", "docker": {"cpus": 2, "memory": "2g", "relaunch_grace": 240}})
     extra = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")}
     command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e", json.dumps(extra)]
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")

@@ -1,9 +1,8 @@
 """Molecule scenarios of the roles (roles/*/molecule/default), offline in a local systemd image.
 
-Opt-in: runs when AUTOTUNE_MOLECULE=1 (`make test-molecule`; it builds the image with
-tests/molecule/build_image.sh when it is missing). The four scenarios take about 5 minutes on 2
-cores, which the 20-minute budget of `make test` cannot hold beside the training tests, so the
-default run skips them and says so (docs/testing.md).
+Opt-in on a developer's machine: runs when AUTOTUNE_MOLECULE=1 (`make test-molecule`; it builds the
+image with tests/molecule/build_image.sh when it is missing). The four scenarios take about 5 minutes
+on 2 cores; `.ci/run` turns them on, so CI runs them inside `make test` (docs/testing.md).
 """
 import os
 import subprocess

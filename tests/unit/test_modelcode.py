@@ -94,3 +94,47 @@ def test_escalate_ladder_walks_filters_kernel_blocks_epochs():
     assert search_space.escalate(best, space, ladder, 0, tried)[0]["filters"] == 16
     top = {"filters": 16, "kernel_size": 5, "blocks": 2, "epochs": 3}
     assert search_space.escalate(top, space, ladder, 0, {search_space.frozen(top)}) is None
+
+
+def _template(folder, meta, body="import keras\n\ndef build_model(input_shape, num_classes):\n    return {{ hp.units | py }}\n"):
+    (folder / "net.py.j2").write_text(body)
+    (folder / "net.yml").write_text(meta)
+    return str(folder / "net.py.j2")
+
+
+def test_template_metadata_is_validated_one_line_per_problem(tmp_path):
+    path = _template(tmp_path, "framework: keras\nhyperparameters:\n  units: {type: int, low: 8, high: 4}\n")
+    with pytest.raises(AutotuneError) as error:
+        modelcode.template_meta(path)
+    assert error.value.details == ["hyperparameters.units.default: missing; expected the baseline value"]
+    path = _template(tmp_path, "framework: pytorch\nhyperparameters:\n  units: {default: 8, type: int, low: 16, high: 4}\n")
+    with pytest.raises(AutotuneError) as error:
+        modelcode.template_meta(path)
+    assert error.value.details == ["framework: 'pytorch' is invalid; expected one of keras"]
+
+
+def test_template_framework_is_the_metadata_one(tmp_path):
+    config = {"model": {"template": str(TEMPLATES / "cnn.py.j2")}, "search": {"strategy": "tpe"}, "base_dir": str(tmp_path)}
+    assert modelcode.plan(config, str(TEMPLATES))["facts"]["framework"] == "keras"
+
+
+def test_a_template_outside_the_allowed_folders_is_refused(tmp_path):
+    with pytest.raises(AutotuneError, match="outside the templates folder and the model's folder"):
+        modelcode.template_path(str(TEMPLATES), "../../etc/evil.py.j2", str(tmp_path))
+    inside = tmp_path / "mine.py.j2"
+    assert modelcode.template_path(str(TEMPLATES), "mine.py.j2", str(tmp_path)) == str(inside)
+
+
+def test_a_template_cannot_reach_the_controllers_python(tmp_path):
+    marker = tmp_path / "pwned"
+    body = "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n"
+    path = _template(tmp_path, "framework: keras\nhyperparameters:\n  units: {default: 8, type: int}\n", body)
+    with pytest.raises(AutotuneError, match="tried an unsafe operation|does not render"):
+        modelcode.render(path, {"units": 8})
+    assert not marker.exists()
+
+
+def test_a_configuration_value_never_becomes_code():
+    injected = "0.001) or __import__('os').system('id') or (1"
+    with pytest.raises(AutotuneError, match="model.baseline.learning_rate: .* expected a number, true/false or a plain word"):
+        modelcode.render(CNN, _baseline(learning_rate=injected))

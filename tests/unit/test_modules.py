@@ -89,3 +89,36 @@ def test_tune_report_check_mode_writes_nothing(tmp_path, tuned_run):
     assert sorted(p.name for p in run_dir.iterdir()) == before
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"{summary['best_value']:.4f}" in outcome.result["subject"]
+
+
+def test_documented_options_match_each_modules_argument_spec():
+    """DOCUMENTATION (with its doc fragment) and argument_spec say the same, as ansible-test's validate-modules asks."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+
+    from conftest import BIN, REPO  # pylint: disable=import-outside-toplevel
+    names = ["model_facts", "tune_model", "tune_report", "trial_health"]
+    shown = subprocess.run([str(BIN / "ansible-doc"), "--json", "-t", "module", *names], cwd=REPO, check=True,
+                           capture_output=True, text=True, env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+                                                                "PATH": f"{BIN}:/usr/bin:/bin"})
+    docs = json.loads(shown.stdout)
+    captured = {}
+    for name in names:
+        module = __import__(name)
+        original = basic.AnsibleModule.__init__
+
+        def spy(self, argument_spec, *args, _name=name, **kwargs):
+            captured[_name] = argument_spec
+            raise ModuleExit({}, failed=False)
+
+        basic.AnsibleModule.__init__ = spy
+        try:
+            with patch_module_args({}), pytest.raises(ModuleExit):
+                module.main()
+        finally:
+            basic.AnsibleModule.__init__ = original
+        documented = docs[name]["doc"]["options"]
+        assert set(documented) == set(captured[name]), name
+        for option, spec in captured[name].items():
+            assert documented[option].get("type", "str") == spec.get("type", "str"), (name, option)
+            assert documented[option].get("default") == spec.get("default"), (name, option)
+    assert docs["model_facts"]["doc"]["options"]["config"]["required"] is True

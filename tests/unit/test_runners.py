@@ -1,0 +1,53 @@
+"""The runner registry and each runner's own configuration block."""
+import pytest
+
+from ansible.module_utils.autotune import config as tune_config
+from ansible.module_utils.autotune.errors import AutotuneError, ConfigError
+from ansible.module_utils.autotune.runners import RUNNERS, make_runner, runner_facts
+from ansible.module_utils.autotune.runners.base import Runner
+from ansible.module_utils.autotune.runners.local import LocalRunner, trainer_environment
+
+
+def _validate(tmp_path, runner):
+    (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
+    return tune_config.validate({"dataset": {"path": "data"}, "model": {"template": "cnn"}, "runner": runner},
+                                base_dir=str(tmp_path))
+
+
+def test_every_registered_runner_has_its_own_validated_block(tmp_path):
+    runner_schema = tune_config.SCHEMA["properties"]["runner"]["properties"]
+    assert set(runner_schema) == {"kind"} | set(RUNNERS)
+    assert all(issubclass(cls, Runner) and cls.name == name for name, cls in RUNNERS.items())
+    config = _validate(tmp_path, {"kind": "docker", "docker": {"cpus": 2, "memory": "2g"}})
+    assert config["runner"]["docker"]["cpus"] == 2 and config["runner"]["docker"]["relaunch_grace"] == 180
+
+
+def test_runner_settings_outside_their_block_are_named_one_line_each(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        _validate(tmp_path, {"kind": "docker", "cpus": 2, "docker": {"memory": "lots"}})
+    assert error.value.details == [
+        "runner.cpus: unknown field; expected one of kind, local, docker",
+        "runner.docker.memory: 'lots' is invalid; expected a memory limit such as 2g or 512m",
+    ]
+
+
+def test_docker_facts_pick_the_image_for_the_framework_or_say_why_not(tmp_path):
+    config = _validate(tmp_path, {"kind": "docker"})
+    assert runner_facts(config["runner"], "keras") == {"kind": "docker", "image": "autotune-trainer-keras:cpu-latest"}
+    with pytest.raises(AutotuneError, match="runner.docker.images: no trainer image for framework 'pytorch'"):
+        runner_facts(config["runner"], "pytorch")
+
+
+def test_local_runner_from_its_block(tmp_path):
+    config = _validate(tmp_path, {"kind": "local", "local": {"python": "/usr/bin/python3"}})
+    runner = make_runner(config["runner"], "keras")
+    assert isinstance(runner, LocalRunner) and runner.describe() == {"runner": "local", "python": "/usr/bin/python3"}
+
+
+def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):
+    monkeypatch.setenv("AUTOTUNE_SMTP_PASSWORD", "s3cret")
+    monkeypatch.setenv("PGPASSWORD", "s3cret")
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env = trainer_environment("/opt/trainer")
+    assert "s3cret" not in env.values() and env["PATH"] == "/usr/bin"
+    assert env["PYTHONPATH"].startswith("/opt/trainer")
