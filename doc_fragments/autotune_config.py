@@ -22,4 +22,16 @@ options:
     description: Parent of the run directory when the configuration sets no C(run_dir).
     type: path
     default: runs
+  pushed:
+    description:
+      - The configuration comes from a pushed model repository, not from the operator (docs/security.md).
+      - Its C(run_dir), C(storage) and C(runner) are ignored (give them through I(overrides)), its C(model.file)
+        must be in its own folder, and its C(dataset.path) in that folder or one of I(data_roots).
+    type: bool
+    default: false
+  data_roots:
+    description: Folders a pushed configuration may take its data set from (the operator's data).
+    type: list
+    elements: path
+    default: []
 """

@@ -73,6 +73,12 @@ run_dir:
   description: Where the study's results land (with I(runs_root)).
   returned: success
   type: str
+ignored:
+  description: Fields of a I(pushed) configuration that were ignored because only the operator sets them.
+  returned: success
+  type: list
+  elements: str
+  sample: [runner, storage]
 runner:
   description: How trials will run; for C(docker), the trainer image the model's framework picks.
   returned: success
@@ -96,6 +102,7 @@ def main():
         framework=found["framework"], kind=found["kind"], layers=found["layers"],
         hyperparameters=plan["baseline"], space=plan["space"], ladder=plan["ladder"], api=plan["api"],
         environment=found["environment"], study=config["study"], run_dir=run_dir, runner=runner,
+        ignored=config["ignored_fields"],
     )
 
 

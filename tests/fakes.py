@@ -4,6 +4,7 @@ A script maps a trial's parameters to what its trainer "does": a list of per-epo
 metric values (one is revealed per poll, like a trainer writing metrics.jsonl), or
 'crash' / 'hang'. Real runners are tested with real training in tests/integration/.
 """
+from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
 
 
@@ -49,12 +50,36 @@ class FakeProcess(TrialProcess):
         return ["Traceback (most recent call last):", "RuntimeError: scripted crash"] if self.values == "crash" else []
 
 
+class FakeScorer(TrialProcess):
+    """The verifier's run: it 'measures' the score the script says the saved model really has."""
+
+    def __init__(self, out_dir, measured):
+        super().__init__(out_dir)
+        self.measured = measured
+
+    def exit_code(self):
+        if self.measured is not None:
+            trialdir.write_json(f"{self.trial_dir}/verified.json", {"val_accuracy": self.measured})
+        return 0 if self.measured is not None else 1
+
+    def stop(self, grace=5.0):
+        """Ends at once."""
+
+    def outcome(self):
+        return "finished", None
+
+    def log_tail(self, lines=12):
+        return [] if self.measured is not None else ["ValueError: unsafe model file"]
+
+
 class FakeRunner(Runner):
     name = "fake"
     CONFIG_SCHEMA = {"script": {"type": "string", "description": "unused; the script is given in Python"}}
 
-    def __init__(self, script):
+    def __init__(self, script, measure=None):
         self.script = script
+        self.measure = measure or (lambda params, reported: reported)  # the saved model scores what was reported
+        self.verified = []  # trial folders scored apart
         self.started = []  # (trial folder, labels) per start, in order
         self.log = []
 
@@ -65,6 +90,13 @@ class FakeRunner(Runner):
     def start(self, trial_dir, data_path, labels):
         self.started.append((trial_dir, dict(labels)))
         return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log)
+
+    def verify(self, trial_dir, data_path, out_dir, labels):
+        import os  # pylint: disable=import-outside-toplevel
+        os.makedirs(out_dir, exist_ok=True)
+        self.verified.append(trial_dir)
+        values = self.script(self.params_of(trial_dir))
+        return FakeScorer(out_dir, self.measure(self.params_of(trial_dir), values[-1]))
 
     @staticmethod
     def params_of(trial_dir):

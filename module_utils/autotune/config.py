@@ -179,7 +179,12 @@ def _resolve(base_dir, value):
     return value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
 
 
-def load(path, overrides=None):
+# What only the operator chooses (inventory, vault, playbook variables): from a pushed configuration these
+# are ignored, so pushed code never picks where results land, which database it reaches or how it runs.
+OPERATOR_ONLY = ("run_dir", "storage", "runner")
+
+
+def load(path, overrides=None, pushed=False, data_roots=()):
     """Read, merge defaults and overrides, validate. Returns the config dict or raises ConfigError."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -192,10 +197,15 @@ def load(path, overrides=None):
         raise ConfigError(f"tune configuration {path} is not valid YAML{where}; expected a YAML mapping")
     if not isinstance(document, dict):
         raise ConfigError(f"tune configuration {path} holds {type(document).__name__}; expected a YAML mapping")
-    return validate(document, base_dir=os.path.dirname(os.path.abspath(path)), overrides=overrides, source=path)
+    return validate(document, base_dir=os.path.dirname(os.path.abspath(path)), overrides=overrides, source=path,
+                    pushed=pushed, data_roots=data_roots)
 
 
-def validate(document, base_dir, overrides=None, source="configuration"):
+def validate(document, base_dir, overrides=None, source="configuration", pushed=False, data_roots=()):
+    """Merge defaults and overrides into the document and check it. A ``pushed`` document (from a model
+    repository) loses its operator-only fields first and must keep its files in the checkout or ``data_roots``."""
+    ignored = sorted(key for key in OPERATOR_ONLY if key in document) if pushed else []
+    document = {k: v for k, v in document.items() if k not in ignored}
     document = _merge(document, overrides or {})
     lines = schema_lines(SCHEMA, document)
     if lines:
@@ -205,9 +215,10 @@ def validate(document, base_dir, overrides=None, source="configuration"):
         config["runner"]["docker"]["images"] = copy.deepcopy(document["runner"]["docker"]["images"])  # replaces
     config["base_dir"] = base_dir
     config["source"] = os.path.abspath(source) if source != "configuration" else None
-    lines = _semantic_lines(config)
+    lines = _semantic_lines(config) + (_confinement_lines(config, data_roots) if pushed else [])
     if lines:
         raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
+    config["ignored_fields"] = ignored
     config["dataset"]["path"] = _resolve(base_dir, config["dataset"]["path"])
     if config["model"].get("file"):
         config["model"]["file"] = _resolve(base_dir, config["model"]["file"])
@@ -215,6 +226,25 @@ def validate(document, base_dir, overrides=None, source="configuration"):
         config["run_dir"] = _resolve(base_dir, config["run_dir"])
     config.setdefault("study", os.path.splitext(os.path.basename(source))[0] if config["source"] else "autotune")
     return config
+
+
+def _within(path, roots):
+    real = os.path.realpath(path)
+    return any(real == os.path.realpath(root) or real.startswith(os.path.realpath(root) + os.sep) for root in roots)
+
+
+def _confinement_lines(config, data_roots):
+    """A pushed configuration reads its model from its own checkout and its data from the operator's data roots."""
+    lines = []
+    base = config["base_dir"]
+    model_file = config["model"].get("file")
+    if model_file and not _within(_resolve(base, model_file), [base]):
+        lines.append(f"model.file: {model_file!r} is outside the pushed repository; expected a file of the checkout")
+    dataset = _resolve(base, config["dataset"]["path"])
+    if not _within(dataset, [base, *data_roots]):
+        lines.append(f"dataset.path: {config['dataset']['path']!r} is outside the checkout and the operator's data "
+                     f"roots ({', '.join(data_roots) or 'none set'}); expected a data set the operator allows")
+    return lines
 
 
 def _semantic_lines(config):

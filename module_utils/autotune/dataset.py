@@ -18,25 +18,39 @@ from ansible.module_utils.autotune.errors import AutotuneError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def _inside(path, root):
+    return os.path.realpath(path).startswith(os.path.realpath(root) + os.sep)
+
+
 def scan(path):
-    """Return {class name: [image paths]} or raise AutotuneError naming what is wrong."""
+    """Return {class name: [image paths]} or raise AutotuneError naming what is wrong.
+
+    A link that leads out of the data set is refused: a pushed configuration must not turn
+    another folder of the host into training data. Error messages give counts, never the
+    names found in a folder that may not be a data set at all.
+    """
     if not os.path.isdir(path):
         raise AutotuneError(f"dataset.path: {path!r} does not exist; expected a folder of class sub-folders of images")
     classes = {}
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith("."):
-            classes[entry.name] = sorted(
-                os.path.join(entry.path, f.name) for f in os.scandir(entry.path)
-                if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)
-            )
+            if not _inside(entry.path, path):
+                raise AutotuneError(f"dataset.path: class folder {entry.name!r} is a link out of {path!r}; "
+                                    "expected the data set's own folders")
+            files = [os.path.join(entry.path, f.name) for f in os.scandir(entry.path)
+                     if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)]
+            outside = [f for f in files if not _inside(f, path)]
+            if outside:
+                raise AutotuneError(f"dataset.path: {len(outside)} image(s) of class {entry.name!r} link out of "
+                                    f"{path!r}; expected the data set's own files")
+            classes[entry.name] = sorted(files)
     if len(classes) < 2:
-        raise AutotuneError(
-            f"dataset.path: {path!r} has {len(classes)} class folder(s) {sorted(classes)}; "
-            "expected at least 2 sub-folders, one per class"
-        )
-    empty = [name for name, files in classes.items() if not files]
+        raise AutotuneError(f"dataset.path: {path!r} has {len(classes)} class folder(s); "
+                            "expected at least 2 sub-folders, one per class")
+    empty = sum(1 for files in classes.values() if not files)
     if empty:
-        raise AutotuneError(f"dataset.path: class folder(s) {empty} in {path!r} hold no PNG/JPEG images; expected at least one each")
+        raise AutotuneError(f"dataset.path: {empty} of {len(classes)} class folders in {path!r} hold no PNG/JPEG "
+                            "images; expected at least one image in each")
     return classes
 
 
@@ -54,6 +68,9 @@ def _load_image(file_path, image_size, mode):
         with Image.open(file_path) as image:
             image = image.convert(mode).resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise AutotuneError(f"dataset.path: image {file_path!r} decodes to more than {Image.MAX_IMAGE_PIXELS} pixels "
+                            "(a decompression bomb?); expected an ordinary photo")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise AutotuneError(f"dataset.path: image {file_path!r} cannot be read ({exc}); expected a valid PNG or JPEG")
     return array[..., np.newaxis] if array.ndim == 2 else array

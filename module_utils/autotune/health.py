@@ -16,7 +16,8 @@ import time
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
-from ansible.module_utils.autotune.runners.docker import LABEL_PREFIX, NAME_PREFIX, PROJECT, PROJECT_LABEL, abnormal_end
+from ansible.module_utils.autotune.runners.docker import (
+    LABEL_PREFIX, NAME_PREFIX, PROJECT, PROJECT_LABEL, TASK_LABEL, abnormal_end)
 
 _TRIAL_LABEL = re.compile(r"^[0-9]{1,6}$")  # ASCII digits only: str.isdigit() admits '²', which int() refuses
 
@@ -79,6 +80,8 @@ def examine(container):
     run_dir, trial_dir = labels.get(f"{LABEL_PREFIX}.run_dir", ""), trial_folder(labels)
     if not container.name.startswith(NAME_PREFIX):
         return "leave", "its name is not one the docker runner gives"
+    if labels.get(TASK_LABEL, "train") != "train":
+        return "leave", f"it is a {labels[TASK_LABEL]} container, not a training one"
     if state.get("Status") not in ("exited", "dead"):
         return "leave", f"it is {state.get('Status')}"
     if not abnormal_end(state):

@@ -256,6 +256,8 @@ def plan(config, templates_dir):
                 source = handle.read()
         except OSError as exc:
             raise AutotuneError(f"model.file: cannot read {path!r} ({exc.strerror}); expected a Python file defining build_model(hp)")
+        except UnicodeDecodeError:
+            raise AutotuneError(f"model.file: {path!r} is not UTF-8 text; expected a Python file defining build_model(hp)")
         found = facts(source, path)
         if found["build_model_args"] != ["hp"]:
             raise AutotuneError(f"model.file: {path!r} defines build_model({', '.join(found['build_model_args'])}); "

@@ -8,6 +8,8 @@ CONFIG_ARGUMENTS = dict(
     templates_dir=dict(type="path", required=True),
     overrides=dict(type="dict", default={}),
     runs_root=dict(type="path", default="runs"),
+    pushed=dict(type="bool", default=False),
+    data_roots=dict(type="list", elements="path", default=[]),
 )
 
 
@@ -15,7 +17,7 @@ def prepare_or_fail(module, runs_root="runs", storage=None):
     """Validate configuration, model and data set; on bad input fail the module with one line per problem."""
     try:
         return prepare(module.params["config"], module.params["templates_dir"], module.params["overrides"],
-                       runs_root, storage)
+                       runs_root, storage, pushed=module.params["pushed"], data_roots=module.params["data_roots"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
         raise  # fail_json exits; this keeps the control flow explicit for readers and linters

@@ -40,6 +40,9 @@ def trial_records(study):
             "resumed_from_epoch": attrs.get("resumed_from_epoch"),
             "checkpoint_discarded": attrs.get("checkpoint_discarded"),
             "code": attrs.get("code"),
+            "trial_dir": attrs.get("trial_dir"),
+            "reported_value": attrs.get("reported_value"),
+            "verified_value": attrs.get("verified_value"),
             "log_tail": attrs.get("log_tail"),
         })
     return records

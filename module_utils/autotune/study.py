@@ -19,9 +19,14 @@ from ansible.module_utils.autotune import strategies, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
 from ansible.module_utils.autotune.runners.base import FinishedTrial
 from ansible.module_utils.autotune.storage import open_study
+from ansible.module_utils.autotune.trialdir import reaches
 
 RUNNING = optuna.trial.TrialState.RUNNING
 COMPLETE = optuna.trial.TrialState.COMPLETE
+CODE_DIR = "code"      # controller-owned copies of each trial's model code (never mounted into a trial)
+VERIFY_DIR = "verify"  # where autotune_trainer.verify writes the score it measured
+# A reported score further than this from the saved model's own is shown as a reason on the trial.
+VERIFY_TOLERANCE = 0.005
 
 
 class StudyLoop:
@@ -94,17 +99,19 @@ class StudyLoop:
         """Train one trial (or resume the one it retries), tell the study, show the line; returns the frozen trial."""
         frozen = study.get_trials(deepcopy=False)[trial.number]
         resumes = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-        relative = frozen.user_attrs["trial_dir"] if resumes is not None else os.path.relpath(
-            trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
-        trial_dir = os.path.join(self.run_dir, relative)
         if resumes is None:
-            trialrun.prepare(trial_dir, self.plan, self.config, trial.number, params)
+            relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
+            code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
+            trialrun.prepare(os.path.join(self.run_dir, relative), os.path.join(self.run_dir, code), self.plan,
+                             self.config, trial.number, params)
         else:
+            relative = frozen.user_attrs["trial_dir"]
+            code = frozen.user_attrs.get("code") or os.path.join(relative, trialdir.MODEL)
             self.progress(f"trial {trial.number:3d}  resuming trial {resumes}: the controller stopped while it ran")
+        trial_dir = os.path.join(self.run_dir, relative)
         # Recorded before training, so a controller that dies mid-trial can be followed by one that resumes it.
-        for name, value in {"run_dir": self.run_dir, "params": params, "trial_dir": relative,
-                            "code": os.path.join(relative, trialdir.MODEL), "resumed": resumes is not None,
-                            "resumes_trial": resumes}.items():
+        for name, value in {"run_dir": self.run_dir, "params": params, "trial_dir": relative, "code": code,
+                            "resumed": resumes is not None, "resumes_trial": resumes}.items():
             trial.set_user_attr(name, value)
         state, value, attrs = self._run(trial, trial_dir, resumes is not None)
         for name, item in attrs.items():
@@ -116,15 +123,30 @@ class StudyLoop:
     def _run(self, trial, trial_dir, resume):
         """Start (or adopt) the trainer, follow it to its end, and say how it ended."""
         timeout = min(self.budget["trial_timeout"], max(1.0, self.budget["max_seconds"] - (time.time() - self.started)))
+        labels = {"study": self.config["study"], "run_dir": self.run_dir, "trial": os.path.basename(trial_dir)}
         if resume and FinishedTrial(trial_dir).result():
             process = FinishedTrial(trial_dir)  # it finished while no controller watched it: train nothing again
             seen = trialrun.replay(process, trial, self.metric)
         else:
-            labels = {"study": self.config["study"], "run_dir": self.run_dir,
-                      "trial": os.path.basename(trial_dir)}
             process = self.runner.start(trial_dir, self.dataset["path"], labels)
             seen = trialrun.follow(process, trial, self.metric, timeout)
         try:
-            return trialrun.conclude(process, seen, self.metric, timeout)
+            state, value, attrs = trialrun.conclude(process, seen, self.metric, timeout)
         finally:
             process.cleanup()
+        if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
+            return self._verified(trial_dir, labels, value, attrs)
+        return state, value, attrs
+
+    def _verified(self, trial_dir, labels, reported, attrs):
+        """A trial claiming the goal counts with the accuracy its saved model scores apart from it (trainer.verify)."""
+        out_dir = os.path.join(self.run_dir, VERIFY_DIR, os.path.basename(trial_dir))
+        measured, why = trialrun.verify(self.runner, trial_dir, out_dir, self.dataset["path"], labels)
+        attrs["reported_value"] = reported
+        if measured is None:
+            attrs.update(outcome="unverified", reason=why)
+            return optuna.trial.TrialState.FAIL, None, attrs
+        attrs["verified_value"] = measured
+        if abs(measured - reported) > VERIFY_TOLERANCE:
+            attrs["reason"] = f"reported {self.metric} {reported:.4f}, its saved model scores {measured:.4f}"
+        return COMPLETE, measured, attrs

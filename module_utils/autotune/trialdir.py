@@ -72,11 +72,16 @@ def write_json(path, payload, **dump_options):
     tmp = f"{path}.tmp"
     if os.path.lexists(tmp):
         os.unlink(tmp)  # a leftover, or a link planted in its place: never written through
-    with open_regular(tmp, "x") as handle:
-        json.dump(payload, handle, **dict({"indent": 2, "sort_keys": True}, **dump_options))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open_regular(tmp, "x") as handle:
+            json.dump(payload, handle, **dict({"indent": 2, "sort_keys": True}, **dump_options))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)  # a full disk leaves the earlier file as it was, and no half-written one beside it
+        raise
 
 
 def read_json(path, default=None):

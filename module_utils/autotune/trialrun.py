@@ -14,17 +14,25 @@ from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.modelcode import code_for
 
 POLL_SECONDS = 0.2
+VERIFIED = "verified.json"  # written by autotune_trainer.verify
 # What the trainer's result.json may add to the trial's record.
 RESULT_FIELDS = ("fit_seconds", "startup_seconds", "resumed_from_epoch", "checkpoint_discarded")
 
 
-def prepare(trial_dir, plan, config, number, params):
-    """A fresh trial folder holding the trial's model code and spec (trial.json)."""
+def prepare(trial_dir, code_path, plan, config, number, params):
+    """A fresh trial folder holding the trial's model code and spec (trial.json).
+
+    The code is also kept at ``code_path``, outside the folder the trial can write: what is reported,
+    mailed and committed as this trial's code is that copy, whatever the trial does to its folder.
+    """
     if os.path.lexists(trial_dir):
         shutil.rmtree(trial_dir)  # left by a run that died before the trial was recorded
     os.makedirs(trial_dir)
-    with trialdir.open_regular(os.path.join(trial_dir, trialdir.MODEL), "w") as handle:
-        handle.write(code_for(plan, params, number))
+    code = code_for(plan, params, number)
+    os.makedirs(os.path.dirname(code_path), exist_ok=True)
+    for path in (code_path, os.path.join(trial_dir, trialdir.MODEL)):
+        with trialdir.open_regular(path, "w") as handle:
+            handle.write(code)
     target = config["target"]
     spec = {
         "number": number, "params": params, "model_file": trialdir.MODEL, "model_api": plan["api"],
@@ -103,6 +111,27 @@ def conclude(process, seen, metric, timeout):
     if attrs["outcome"] == "failed" and last_lines:
         attrs["reason"] = f"{attrs['reason']}: {last_lines[-1][:300]}"
     return optuna.trial.TrialState.FAIL, None, attrs
+
+
+def verify(runner, trial_dir, out_dir, data_path, labels, timeout=600):
+    """The validation accuracy of the trial's saved model, measured apart from it: (value, None) or (None, why)."""
+    if os.path.lexists(out_dir):
+        shutil.rmtree(out_dir)
+    process = runner.verify(trial_dir, data_path, out_dir, labels)
+    started = time.time()
+    try:
+        while process.exit_code() is None:
+            if time.time() - started > timeout:
+                process.stop()
+                return None, f"scoring the saved model took over {timeout} s"
+            time.sleep(POLL_SECONDS)
+        measured = trialdir.read_json(os.path.join(out_dir, VERIFIED), {}) or {}
+        if _number(measured.get("val_accuracy")):
+            return float(measured["val_accuracy"]), None
+        last = process.log_tail(1)
+        return None, f"the saved model could not be scored ({last[-1][:300] if last else 'no output'})"
+    finally:
+        process.cleanup()
 
 
 def _number(value):

@@ -4,6 +4,9 @@ import os
 import shutil
 import time
 
+import optuna
+from sqlalchemy.exc import SQLAlchemyError
+
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, trialdir
@@ -16,8 +19,23 @@ from ansible.module_utils.autotune.study import StudyLoop
 from ansible.module_utils.autotune.trialdir import reaches
 
 
+STUDY_MARK = ".study"  # the name of the study a run folder belongs to
+
+
 def resolve_run_dir(config, runs_root):
     return config.get("run_dir") or os.path.join(os.path.abspath(runs_root), config["study"])
+
+
+def check_run_dir(run_dir, study):
+    """One study per run folder: a run_dir shared by two studies would have one overwrite the other's trials."""
+    try:
+        with open(os.path.join(run_dir, STUDY_MARK), encoding="utf-8") as handle:
+            owner = handle.read().strip()
+    except OSError:
+        return
+    if owner and owner != study:
+        raise AutotuneError(f"run_dir: {run_dir!r} holds study {owner!r}, not {study!r}; expected one run folder per "
+                            "study (leave run_dir unset, or give each study its own)")
 
 
 class RunDirLock:
@@ -48,13 +66,14 @@ class RunDirLock:
         self.handle.close()
 
 
-def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None):
+def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None, pushed=False, data_roots=()):
     """Validate everything that can be validated before training; nothing is written."""
-    config = tune_config.load(config_path, overrides)
+    config = tune_config.load(config_path, overrides, pushed=pushed, data_roots=data_roots)
     plan = model_plan(config, templates_dir)
     tune_dataset.scan(config["dataset"]["path"])
     runner_facts(config["runner"], plan["facts"]["framework"])  # fail before anything starts
     run_dir = resolve_run_dir(config, runs_root)
+    check_run_dir(run_dir, config["study"])
     return config, plan, run_dir, storage or config.get("storage") or default_storage(run_dir)
 
 
@@ -68,6 +87,9 @@ def run(config, plan, run_dir, storage, trainer_path=None):
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
     with RunDirLock(run_dir):
+        check_run_dir(run_dir, config["study"])
+        with open(os.path.join(run_dir, STUDY_MARK), "w", encoding="utf-8") as handle:
+            handle.write(config["study"])
         dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path)
         progress = ProgressLog(run_dir)
@@ -75,7 +97,13 @@ def run(config, plan, run_dir, storage, trainer_path=None):
                  f"strategy {config['search']['strategy']}, runner {runner.name}, "
                  f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}")
         loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress)
-        study, stop_reason, new_trials = loop.run()
+        try:
+            study, stop_reason, new_trials = loop.run()
+        except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+            # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
+            raise AutotuneError(f"run: the host stopped the study ({type(exc).__name__}: {masked_storage(str(exc))[:300]}); "
+                                f"finished trials are kept in {masked_storage(storage)} and {run_dir}; expected free "
+                                "disk space and a reachable storage: fix it and run again to resume")
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
@@ -97,9 +125,10 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, sea
     goal, metric = config["target"]["goal"], config["target"]["metric"]
     best_model = None
     for record in records:
-        record["code"] = os.path.join(run_dir, record["code"]) if record["code"] else None
-    if best:
-        trial_dir = os.path.dirname(best["code"])
+        for key in ("code", "trial_dir"):
+            record[key] = os.path.join(run_dir, record[key]) if record[key] else None
+    if best and best["trial_dir"]:
+        trial_dir = best["trial_dir"]
         if os.path.isfile(os.path.join(trial_dir, trialdir.SAVED_MODEL)):
             best_model = os.path.join(run_dir, "best_model.keras")
             _copy_regular(os.path.join(trial_dir, trialdir.SAVED_MODEL), best_model)

@@ -1,4 +1,5 @@
 """Validation of the tune configuration, the model and the data set: one line per wrong field."""
+import os
 import shutil
 
 import pytest
@@ -79,13 +80,42 @@ def _image_folder(root, classes):
 def test_dataset_with_one_class(tmp_path, sample_data):
     data = _image_folder(tmp_path / "data", {"cat": 3})
     error = _error(tmp_path, dataset={"path": str(data)})
-    assert "has 1 class folder(s) ['cat']; expected at least 2 sub-folders, one per class" in str(error)
+    assert "has 1 class folder(s); expected at least 2 sub-folders, one per class" in str(error)
 
 
 def test_empty_class_folder(tmp_path, sample_data):
     data = _image_folder(tmp_path / "data", {"cat": 3, "dog": 0})
     error = _error(tmp_path, dataset={"path": str(data)})
-    assert "class folder(s) ['dog']" in str(error) and "hold no PNG/JPEG images" in str(error)
+    assert "1 of 2 class folders in" in str(error) and "hold no PNG/JPEG images" in str(error)
+
+
+def test_a_system_folder_is_refused_without_listing_what_it_holds(tmp_path):
+    with pytest.raises(AutotuneError) as error:
+        tune_dataset.scan("/etc")
+    assert "class folders in '/etc' hold no PNG/JPEG images" in str(error.value)
+    assert "ssl" not in str(error.value) and "apt" not in str(error.value)
+
+
+def test_links_out_of_the_data_set_are_refused(tmp_path):
+    outside = _image_folder(tmp_path / "elsewhere", {"private": 2})
+    data = _image_folder(tmp_path / "data", {"cat": 2, "dog": 2})
+    os.symlink(outside / "private", data / "private")
+    with pytest.raises(AutotuneError, match="class folder 'private' is a link out of"):
+        tune_dataset.scan(str(data))
+    os.unlink(data / "private")
+    os.symlink(next((outside / "private").iterdir()), data / "cat" / "stolen.png")
+    with pytest.raises(AutotuneError, match=r"1 image\(s\) of class 'cat' link out of"):
+        tune_dataset.scan(str(data))
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path, monkeypatch):
+    # Pillow's guard, scaled down so the test need not write a 200-megapixel file: over twice the limit is an error.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = _image_folder(tmp_path / "data", {"cat": 1, "dog": 1})
+    Image.new("L", (100, 100)).save(data / "cat" / "bomb.png")
+    with pytest.raises(AutotuneError, match="decodes to more than .* pixels .*expected an ordinary photo"):
+        tune_dataset.prepare({"path": str(data), "image_size": [28, 28], "color": "grayscale",
+                              "validation_split": 0.2, "seed": 1}, str(tmp_path / "cache"))
 
 
 def test_corrupt_image_is_named(tmp_path):
@@ -132,3 +162,44 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="holds list; expected a YAML mapping"):
         tune_config.load(str(bad))
+
+
+def test_a_pushed_configuration_cannot_choose_operator_settings(tmp_path, sample_data):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "model.py").write_text("import keras\n\ndef build_model(hp):\n    return hp.Int('units', 8, 32)\n")
+    document = {"dataset": {"path": str(sample_data)}, "model": {"file": "model.py"}, "run_dir": "/etc",
+                "storage": "postgresql://attacker@evil/db", "runner": {"kind": "local"}}
+    config = tune_config.validate(document, base_dir=str(checkout), pushed=True, data_roots=[str(sample_data.parent)],
+                                  overrides={"runner": {"kind": "docker"}})
+    assert config["ignored_fields"] == ["run_dir", "runner", "storage"]
+    assert "run_dir" not in config and "storage" not in config and config["runner"]["kind"] == "docker"
+
+
+def test_a_pushed_configuration_keeps_its_files_in_the_checkout_and_data_roots(tmp_path, sample_data):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    document = {"dataset": {"path": str(sample_data)}, "model": {"file": "/etc/passwd"}}
+    with pytest.raises(ConfigError) as error:
+        tune_config.validate(document, base_dir=str(checkout), pushed=True)
+    assert error.value.details == [
+        "model.file: '/etc/passwd' is outside the pushed repository; expected a file of the checkout",
+        f"dataset.path: '{sample_data}' is outside the checkout and the operator's data roots (none set); "
+        "expected a data set the operator allows",
+    ]
+
+
+def test_a_run_folder_belongs_to_one_study(tmp_path, sample_data):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / ".study").write_text("other-study")
+    config_path = write_config(tmp_path, run_dir=str(shared))
+    with pytest.raises(AutotuneError, match="run_dir: .* holds study 'other-study', not 'catsdogs'; expected one run folder"):
+        prepare(str(config_path), str(TEMPLATES))
+
+
+def test_a_binary_model_file_is_one_line(tmp_path, sample_data):
+    (tmp_path / "model.py").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    config_path = write_config(tmp_path, model={"file": str(tmp_path / "model.py")})
+    with pytest.raises(AutotuneError, match="model.file: .* is not UTF-8 text; expected a Python file"):
+        prepare(str(config_path), str(TEMPLATES))

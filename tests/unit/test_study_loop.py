@@ -33,9 +33,9 @@ def _setup(tmp_path, **sections):
     return config, plan, str(run_dir)
 
 
-def _loop(tmp_path, script, **sections):
+def _loop(tmp_path, script, measure=None, **sections):
     config, plan, run_dir = _setup(tmp_path, **sections)
-    runner = FakeRunner(script)
+    runner = FakeRunner(script, measure)
     lines = []
     loop = StudyLoop(config, plan, {"path": "unused.npz"}, runner, run_dir, default_storage(run_dir), lines.append)
     study, reason, new_trials = loop.run()
@@ -99,7 +99,7 @@ def _left_running(config, plan, run_dir, with_result):
     study.enqueue_trial({"filters": 4})
     trial = study.ask()
     params = dict(plan["baseline"], filters=trial.suggest_int("filters", 4, 32, log=True))
-    for name, value in {"run_dir": run_dir, "params": params, "trial_dir": "trials/0000"}.items():
+    for name, value in {"run_dir": run_dir, "params": params, "trial_dir": "trials/0000", "code": "code/0000.py"}.items():
         trial.set_user_attr(name, value)
     folder = f"{run_dir}/trials/0000"
     __import__("os").makedirs(folder)
@@ -149,3 +149,31 @@ def test_unknown_strategy_or_pruner_is_an_error_never_a_fallback(tmp_path):
     config["search"]["pruner"] = "asha"
     with pytest.raises(AutotuneError, match="search.pruner: 'asha' is unknown"):
         strategies.make_pruner(config)
+
+
+def test_a_claimed_goal_counts_only_with_the_score_its_saved_model_has(tmp_path):
+    # filters=8 claims 0.99 but its saved model scores 0.55; filters=16 is honest.
+    script = by_filters({4: [0.6], 8: [0.99], 16: [0.9]})
+    study, reason, _, runner, _ = _loop(tmp_path, script, measure=lambda params, reported: 0.55 if params["filters"] == 8
+                                        else reported)
+    liar, honest = study.trials[1], study.trials[2]
+    assert liar.value == 0.55 and liar.user_attrs["reported_value"] == 0.99
+    assert liar.user_attrs["reason"] == "reported val_accuracy 0.9900, its saved model scores 0.5500"
+    assert honest.value == 0.9 and reason == "goal reached"
+    assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0001", "0002"], "only goal claims are scored"
+
+
+def test_a_model_that_cannot_be_scored_does_not_count(tmp_path):
+    study, _, _, _, _ = _loop(tmp_path, by_filters({4: [0.95]}), measure=lambda params, reported: None,
+                              budget={"max_trials": 1})
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["outcome"] == "unverified"
+    assert "could not be scored (ValueError: unsafe model file)" in trial.user_attrs["reason"]
+
+
+def test_reported_code_is_the_controllers_copy_outside_the_trial_folder(tmp_path):
+    study, _, _, _, _ = _loop(tmp_path, by_filters({4: [0.9]}))
+    code = study.trials[0].user_attrs["code"]
+    assert code == "code/0000.py"
+    run_dir = tmp_path / "run"
+    assert (run_dir / code).read_text() == (run_dir / "trials" / "0000" / "model.py").read_text()

@@ -47,3 +47,17 @@ def test_metrics_reader_waits_for_a_line_still_being_written(tmp_path):
 def test_goal_tolerance_and_folder_names():
     assert trialdir.reaches(0.9499999881, 0.95) and not trialdir.reaches(0.9474999904632568, 0.95)
     assert trialdir.trial_path("/runs/x", 7) == "/runs/x/trials/0007"
+
+
+def test_a_full_disk_keeps_the_earlier_file_and_leaves_no_tmp(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    trialdir.write_json(str(path), {"kept": True})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trialdir.json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        trialdir.write_json(str(path), {"kept": False})
+    monkeypatch.undo()
+    assert trialdir.read_json(str(path)) == {"kept": True} and not os.path.lexists(f"{path}.tmp")

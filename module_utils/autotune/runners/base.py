@@ -100,3 +100,8 @@ class Runner:
     def start(self, trial_dir, data_path, labels):
         """Start the trainer on a prepared trial folder; labels name study, trial folder number and run_dir."""
         raise NotImplementedError
+
+    def verify(self, trial_dir, data_path, out_dir, labels):
+        """Start ``autotune_trainer.verify`` apart from the trial: it scores the saved model (read-only) on the
+        validation split and writes out_dir/verified.json, so a trial cannot claim a score it does not have."""
+        raise NotImplementedError

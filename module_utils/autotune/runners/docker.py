@@ -32,14 +32,17 @@ LABEL_PREFIX = "io.autotune"
 PROJECT_LABEL = f"{LABEL_PREFIX}.project"
 PROJECT = "autotune"
 NAME_PREFIX = "autotune-"
-TRIAL_MOUNT, DATA_MOUNT = "/trial", "/data/dataset.npz"
+TRIAL_MOUNT, DATA_MOUNT, VERIFY_MOUNT = "/trial", "/data/dataset.npz", "/verify"
 IMAGE_UID = 10001  # the trainer image's non-root user (roles/trainer_image)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a few per core
 
 
-def labels_for(study, trial, run_dir):
+TASK_LABEL = f"{LABEL_PREFIX}.task"  # train (relaunched by the health check when it dies) or verify (never)
+
+
+def labels_for(study, trial, run_dir, task="train"):
     return {PROJECT_LABEL: PROJECT, f"{LABEL_PREFIX}.study": study, f"{LABEL_PREFIX}.trial": str(trial),
-            f"{LABEL_PREFIX}.run_dir": run_dir}
+            f"{LABEL_PREFIX}.run_dir": run_dir, TASK_LABEL: task}
 
 
 def abnormal_end(state):
@@ -221,38 +224,52 @@ class DockerRunner(Runner):
 
     def _existing(self, run_dir, trial):
         return self.client.containers.list(all=True, filters={"label": [
-            f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{LABEL_PREFIX}.trial={trial}"]})
+            f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{LABEL_PREFIX}.trial={trial}",
+            f"{TASK_LABEL}=train"]})
 
     def start(self, trial_dir, data_path, labels):
-        trial = int(labels["trial"])
-        for container in self._existing(labels["run_dir"], trial):
+        for container in self._existing(labels["run_dir"], int(labels["trial"])):
             if container.status in ("running", "created", "restarting"):
                 # A controller resuming its study adopts the container still training the trial.
                 return DockerProcess(container, trial_dir, self.relaunch_grace)
             container.remove(force=True)
+        command = ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT]
+        volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
+        container = self._run(command, volumes, trial_dir, labels, "train")
+        return DockerProcess(container, trial_dir, self.relaunch_grace)
+
+    def verify(self, trial_dir, data_path, out_dir, labels):
+        os.makedirs(out_dir, exist_ok=True)
+        command = ["python", "-m", "autotune_trainer.verify", TRIAL_MOUNT, "--data", DATA_MOUNT, "--out", VERIFY_MOUNT]
+        # The trial folder is read-only here: the scorer's container cannot be handed anything by the trial's.
+        volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "ro"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"},
+                   out_dir: {"bind": VERIFY_MOUNT, "mode": "rw"}}
+        container = self._run(command, volumes, out_dir, labels, "verify")
+        return DockerProcess(container, out_dir, relaunch_grace=0)
+
+    def _run(self, command, volumes, writable, labels, task):
         if os.geteuid() == 0:
-            _hand_over(trial_dir)
+            _hand_over(writable)
             user = f"{IMAGE_UID}:{IMAGE_UID}"
         else:
             user = f"{os.getuid()}:{os.getgid()}"
+        options = self._options(command, volumes, labels, user, task)
         try:
-            container = self.client.containers.run(self.image_name, **self._options(trial_dir, data_path, labels, user))
+            return self.client.containers.run(self.image_name, **options)
         except DockerException as exc:
-            raise AutotuneError(f"runner: cannot start a trial container from {self.image_name!r} ({exc})")
-        return DockerProcess(container, trial_dir, self.relaunch_grace)
+            raise AutotuneError(f"runner: cannot start a {task} container from {self.image_name!r} ({exc})")
 
-    def _options(self, trial_dir, data_path, labels, user):
+    def _options(self, command, volumes, labels, user, task):
         trial = int(labels["trial"])
         options = {
-            "command": ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT],
+            "command": command,
             "detach": True,
             "init": True,  # docker-init as PID 1 forwards signals: a stop ends the trainer at once
-            "name": f"{NAME_PREFIX}{labels['study']}-{trial:04d}-{uuid.uuid4().hex[:6]}",
-            "labels": labels_for(labels["study"], trial, labels["run_dir"]),
+            "name": f"{NAME_PREFIX}{labels['study']}-{trial:04d}-{'' if task == 'train' else task + '-'}{uuid.uuid4().hex[:6]}",
+            "labels": labels_for(labels["study"], trial, labels["run_dir"], task),
             "user": user,
             "working_dir": TRIAL_MOUNT,
-            "volumes": {os.path.abspath(trial_dir): {"bind": TRIAL_MOUNT, "mode": "rw"},
-                        os.path.abspath(data_path): {"bind": DATA_MOUNT, "mode": "ro"}},
+            "volumes": {os.path.abspath(host): bind for host, bind in volumes.items()},
             "environment": {"AUTOTUNE_LAUNCH_TIME": repr(time.time()), "PYTHONUNBUFFERED": "1",
                             "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp"},
             "network_mode": "bridge" if self.network else "none",

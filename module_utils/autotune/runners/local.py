@@ -87,10 +87,18 @@ class LocalRunner(Runner):
         return {"runner": self.name, "python": self.python}
 
     def start(self, trial_dir, data_path, labels):
-        with open(os.path.join(trial_dir, trialdir.LOG), "ab") as log:
+        return self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir)
+
+    def verify(self, trial_dir, data_path, out_dir, labels):
+        os.makedirs(out_dir, exist_ok=True)
+        return self._spawn(["autotune_trainer.verify", trial_dir, "--data", data_path, "--out", out_dir], out_dir)
+
+    def _spawn(self, module_and_args, folder):
+        """``python -m MODULE ARGS`` in ``folder``, its output appended to folder/trainer.log."""
+        with trialdir.open_regular(os.path.join(folder, trialdir.LOG), "ab") as log:
             popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [self.python, "-m", "autotune_trainer", trial_dir, "--data", data_path],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=trial_dir,
+                [self.python, "-m", *module_and_args],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
                 env=trainer_environment(self.trainer_path), start_new_session=True, preexec_fn=_die_with_parent,
             )
-        return LocalProcess(popen, trial_dir)
+        return LocalProcess(popen, folder)
