@@ -133,7 +133,7 @@ def write_eml(path, sender, recipients, subject, body, attachments):
 def failure_message(study, step, reason, run_dir, context=None):
     """Subject and body of the mail sent when a pipeline run stops before tuning (no trial was trained)."""
     reason = (reason or "").strip() or "no reason given"
-    subject = f"[autotune] {study}: FAILED before tuning at '{step}': {reason.splitlines()[0][:160]}"
+    subject = f"[autotune] {study}: FAILED before tuning at '{step}': {reason.splitlines()[0][:200]}"
     lines = [f"The pipeline run for {study} stopped before tuning; no trial was trained.",
              f"Step: {step}",
              f"Reason: {reason}",
