@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, SAMPLE_DATA, copy_run, run_playbook
+import tune_report
+from test_modules import _raise_on_exit, _run  # noqa: F401 - _raise_on_exit: the in-process module fixture
 from test_mail import PASSWORD, USER, Inbox, free_port, smtp_server, start_smtp  # noqa: F401 - smtp_server is a fixture
 
 WEBHOOK_SECRET, CHAT_TOKEN = "hooks-S3cretPath-never-printed", "chat-T0ken-never-printed"
@@ -233,3 +235,20 @@ def test_failed_checkout_posts_to_the_chat_and_keeps_the_mail_without_smtp(tmp_p
     assert call["path"] == f"/{WEBHOOK_SECRET}" and call["auth"] == f"Bearer {CHAT_TOKEN}"
     assert call["body"]["text"] == f"{message['Subject']} https://ci.example.com/runs/model-{missing[:7]}"
     _no_secret_anywhere(process.stdout, tmp_path / "runs", secrets=(WEBHOOK_SECRET, CHAT_TOKEN))
+
+
+def test_failure_report_reads_recipients_from_an_invalid_config_and_check_mode_writes_nothing(tmp_path):
+    config = tmp_path / "autotune.yml"
+    config.write_text("target: {goal: 1.5}\nnotify: {to: team@example.com, sender: ci@example.com}\n")
+    run_dir = tmp_path / "runs" / "model-abc1234"
+    args = {"run_dir": str(run_dir), "failure": "autotune.yml is invalid: target.goal: 1.5 is invalid",
+            "step": "Detect the model", "config": str(config), "write_eml": True, "context": {"commit": "abc1234"}}
+    checked = _run(tune_report, args, check_mode=True)
+    assert not checked.failed and not run_dir.exists()
+    done = _run(tune_report, args).result
+    assert done["recipients"] == ["team@example.com"] and done["sender"] == "ci@example.com"
+    assert done["subject"] == ("[autotune] model-abc1234: FAILED before tuning at 'Detect the model': "
+                               "autotune.yml is invalid: target.goal: 1.5 is invalid")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["failure.eml", "failure.txt"]
+    config.write_text("notify: [unclosed\n")
+    assert _run(tune_report, dict(args, write_eml=False)).result["recipients"] == []
