@@ -12,16 +12,17 @@ description:
     (best metric, winning hyperparameters, a table of all trials, the diff from the baseline model code
     to the winning code) with the accuracy plot as attachment.
   - Writes C(report.txt) and C(model.diff) into the run directory; with I(write_eml) also C(result.eml),
-    the same message as the mail task would send, for sites without an SMTP server.
+    the same message as the mail task would send, for sites without an SMTP server or when it cannot be reached.
+  - With I(failure) it builds the mail of a pipeline run that stopped before tuning instead (no summary is
+    needed) and writes C(failure.txt) and, with I(write_eml), C(failure.eml).
 options:
   run_dir:
     description: The run directory written by M(tune_model).
     type: path
     required: true
   sender:
-    description: The From address.
+    description: The From address; default the configuration's C(notify.sender) (with I(config)), else autotune@localhost.
     type: str
-    default: autotune@localhost
   recipients:
     description: The To addresses.
     type: list
@@ -36,6 +37,28 @@ options:
       - The code diff the mail shows; by default the diff from the baseline model code to the winning code.
       - playbooks/pipeline.yml passes the git diff of the result commit against the pushed commit.
     type: str
+  note:
+    description: A line put at the top of the body, e.g. that this result was not delivered earlier.
+    type: str
+  failure:
+    description: The one-line reason a pipeline run stopped before tuning; switches to the failure mail.
+    type: str
+  step:
+    description: The step that failed (with I(failure)).
+    type: str
+    default: a step before tuning
+  study:
+    description: The name the failure mail gives the run (with I(failure)); default the run directory's name.
+    type: str
+  context:
+    description: Facts shown in the failure mail, e.g. repository and commit (with I(failure)).
+    type: dict
+    default: {}
+  config:
+    description:
+      - The tune configuration whose C(notify.to) and C(notify.sender) are used, read leniently, when
+        I(recipients) is empty; with I(failure) the configuration may be the invalid one.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -53,6 +76,15 @@ EXAMPLES = r"""
     recipients: [ml-team@example.com]
     write_eml: true
   register: report
+
+- name: Build the mail of a pipeline run that failed before tuning
+  tune_report:
+    run_dir: /srv/autotune/runs/model-abc1234
+    failure: "configuration is invalid: target.goal is 1.5; expected a number from 0 to 1"
+    step: Detect the model and its environment
+    config: /srv/autotune/runs/workspaces/abc1234/autotune.yml
+    context: {repository: /srv/git/model.git, commit: abc1234}
+  register: report
 """
 
 RETURN = r"""
@@ -69,12 +101,25 @@ attachments:
   returned: success
   type: list
   elements: str
+report:
+  description: Path of the text report (C(report.txt), or C(failure.txt) with I(failure)).
+  returned: unless check mode
+  type: str
+recipients:
+  description: The To addresses (I(recipients), or the configuration's with I(failure) when those are empty).
+  returned: success
+  type: list
+  elements: str
+sender:
+  description: The From address.
+  returned: success
+  type: str
 eml:
   description: Path of the .eml file when written.
   returned: when write_eml
   type: str
 reached:
-  description: Whether the goal was reached.
+  description: Whether the goal was reached (false with I(failure)).
   returned: success
   type: bool
 """
@@ -93,18 +138,7 @@ def _write(path, text):
     os.replace(tmp, path)
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            run_dir=dict(type="path", required=True),
-            sender=dict(type="str", default="autotune@localhost"),
-            recipients=dict(type="list", elements="str", default=[]),
-            write_eml=dict(type="bool", default=False),
-            diff=dict(type="str"),
-        ),
-        supports_check_mode=True,
-    )
-    run_dir = module.params["run_dir"]
+def _result_message(module, run_dir):
     summary_path = os.path.join(run_dir, report.SUMMARY_NAME)
     try:
         with open(summary_path, encoding="utf-8") as handle:
@@ -116,14 +150,62 @@ def main():
         diff = report.code_diff(summary.get("baseline_code"), summary.get("best_code"))
     subject, body = report.message(summary, summary["trials"], diff)
     attachments = [summary["plot"]] if summary.get("plot") and os.path.exists(summary["plot"]) else []
-    result = dict(changed=False, subject=subject, body=body, attachments=attachments, reached=summary["reached"])
+    return subject, body, attachments, diff, summary["reached"]
+
+
+def _failure_message(module, run_dir):
+    params = module.params
+    study = params["study"] or os.path.basename(os.path.normpath(run_dir))
+    return report.failure_message(study, params["step"], params["failure"], run_dir, params["context"])
+
+
+def _addresses(params):
+    recipients, sender = params["recipients"], params["sender"]
+    if params["config"]:
+        configured_to, configured_sender = report.notify_from_config(params["config"])
+        recipients = recipients or configured_to
+        sender = sender or configured_sender
+    return recipients, sender or "autotune@localhost"
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            run_dir=dict(type="path", required=True),
+            sender=dict(type="str"),
+            recipients=dict(type="list", elements="str", default=[]),
+            write_eml=dict(type="bool", default=False),
+            diff=dict(type="str"),
+            note=dict(type="str"),
+            failure=dict(type="str"),
+            step=dict(type="str", default="a step before tuning"),
+            study=dict(type="str"),
+            context=dict(type="dict", default={}),
+            config=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    params, run_dir = module.params, module.params["run_dir"]
+    failed = params["failure"] is not None
+    if failed:
+        (subject, body), attachments, diff, reached = _failure_message(module, run_dir), [], None, False
+    else:
+        subject, body, attachments, diff, reached = _result_message(module, run_dir)
+    if params["note"]:
+        body = f"{params['note']}\n\n{body}"
+    recipients, sender = _addresses(params)
+    result = dict(changed=False, subject=subject, body=body, attachments=attachments, reached=reached,
+                  recipients=recipients, sender=sender)
     if not module.check_mode:
-        _write(os.path.join(run_dir, "report.txt"), f"Subject: {subject}\n\n{body}\n")
-        _write(os.path.join(run_dir, "model.diff"), diff)
+        os.makedirs(run_dir, exist_ok=True)
+        result["report"] = os.path.join(run_dir, "failure.txt" if failed else "report.txt")
+        _write(result["report"], f"Subject: {subject}\n\n{body}\n")
+        if diff is not None:
+            _write(os.path.join(run_dir, "model.diff"), diff)
         result["changed"] = True
-        if module.params["write_eml"]:
-            result["eml"] = report.write_eml(os.path.join(run_dir, "result.eml"), module.params["sender"],
-                                             module.params["recipients"], subject, body, attachments)
+        if params["write_eml"]:
+            eml = os.path.join(run_dir, "failure.eml" if failed else "result.eml")
+            result["eml"] = report.write_eml(eml, sender, recipients, subject, body, attachments)
     module.exit_json(**result)
 
 

@@ -134,3 +134,32 @@ def write_eml(path, sender, recipients, subject, body, attachments):
         handle.write(bytes(msg))
     os.replace(tmp, path)
     return path
+
+
+def failure_message(study, step, reason, run_dir, context=None):
+    """Subject and body of the mail sent when a pipeline run stops before tuning (no trial was trained)."""
+    reason = (reason or "").strip() or "no reason given"
+    subject = f"[autotune] {study}: FAILED before tuning at '{step}': {reason.splitlines()[0][:200]}"
+    lines = [f"The pipeline run for {study} stopped before tuning; no trial was trained.",
+             f"Step: {step}",
+             f"Reason: {reason}",
+             f"Run directory: {run_dir}"]
+    lines += [f"{key.capitalize()}: {value}" for key, value in sorted((context or {}).items()) if value]
+    lines += ["", "Fix the cause and push again, or re-run the pipeline for this commit."]
+    return subject, "\n".join(lines)
+
+
+def notify_from_config(path):
+    """notify.to and notify.sender of a tune configuration that may be invalid; ([], None) when unreadable."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            notify = (yaml.safe_load(handle) or {}).get("notify") or {}
+        recipients = notify.get("to") or []
+        recipients = [recipients] if isinstance(recipients, str) else recipients
+        sender = notify.get("sender")
+        return ([r for r in recipients if isinstance(r, str)],
+                sender if isinstance(sender, str) else None)
+    except (OSError, TypeError, ValueError, AttributeError, yaml.YAMLError):
+        return [], None

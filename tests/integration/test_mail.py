@@ -27,16 +27,26 @@ class Inbox:
         return AuthResult(success=ok)
 
 
-@pytest.fixture()
-def smtp_server():
+def free_port():
+    """A loopback port nobody listens on (connecting to it is refused until a server starts there)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    inbox = Inbox()
+        return probe.getsockname()[1]
+
+
+def start_smtp(inbox, port):
+    """A real SMTP server (aiosmtpd) on 127.0.0.1:port that requires the test login; call .stop() when done."""
     # Plain-text AUTH is fine on loopback in a test; aiosmtpd warns about it, so say so once here.
     controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=inbox.authenticate,
                             auth_required=True, auth_require_tls=False)
     controller.start()
+    return controller
+
+
+@pytest.fixture()
+def smtp_server():
+    inbox, port = Inbox(), free_port()
+    controller = start_smtp(inbox, port)
     yield inbox, port
     controller.stop()
 

@@ -122,3 +122,20 @@ def test_documented_options_match_each_modules_argument_spec():
             assert documented[option].get("type", "str") == spec.get("type", "str"), (name, option)
             assert documented[option].get("default") == spec.get("default"), (name, option)
     assert docs["model_facts"]["doc"]["options"]["config"]["required"] is True
+
+
+def test_failure_report_reads_recipients_from_an_invalid_config_and_check_mode_writes_nothing(tmp_path):
+    config = tmp_path / "autotune.yml"
+    config.write_text("target: {goal: 1.5}\nnotify: {to: team@example.com, sender: ci@example.com}\n")
+    run_dir = tmp_path / "runs" / "model-abc1234"
+    args = {"run_dir": str(run_dir), "failure": "autotune.yml is invalid: target.goal: 1.5 is invalid",
+            "step": "Detect the model", "config": str(config), "write_eml": True, "context": {"commit": "abc1234"}}
+    checked = _run(tune_report, args, check_mode=True)
+    assert not checked.failed and not run_dir.exists()
+    done = _run(tune_report, args).result
+    assert done["recipients"] == ["team@example.com"] and done["sender"] == "ci@example.com"
+    assert done["subject"] == ("[autotune] model-abc1234: FAILED before tuning at 'Detect the model': "
+                               "autotune.yml is invalid: target.goal: 1.5 is invalid")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["failure.eml", "failure.txt"]
+    config.write_text("notify: [unclosed\n")
+    assert _run(tune_report, dict(args, write_eml=False)).result["recipients"] == []
