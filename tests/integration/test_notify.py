@@ -176,7 +176,7 @@ def test_invalid_config_pushed_sends_a_failure_mail_naming_the_reason(tmp_path, 
     assert recipients == ["ml-team@example.com"], "the pushed configuration's recipients, read though it is invalid"
     message = email.message_from_bytes(raw, policy=email.policy.default)
     reason = "target.goal: 1.5 is invalid; expected a number between 0 and 1"
-    assert "FAILED before tuning at 'Detect the model and its environment'" in message["Subject"]
+    assert "FAILED before tuning at 'Read the model's facts'" in message["Subject"]
     assert reason in message["Subject"]
     body = message.get_body(("plain",)).get_content()
     assert f"Commit: {sha}" in body and f"Repository: {bare}" in body and reason in body

@@ -46,7 +46,9 @@ def test_the_study_goes_on_after_failures(failing_study):
 
 def test_no_trainer_process_outlives_its_timeout(failing_study):
     import subprocess
-    out = subprocess.run(["pgrep", "-f", "autotune_trainer"], capture_output=True, text=True, check=False).stdout
+    # This study's trainers only (their argv names its trial folders): other studies may train on this host.
+    out = subprocess.run(["pgrep", "-f", f"autotune_trainer {failing_study['run_dir']}"], capture_output=True,
+                         text=True, check=False).stdout
     assert out.strip() == ""
 
 
