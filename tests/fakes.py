@@ -9,12 +9,21 @@ from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
 
 
 class FakeProcess(TrialProcess):
-    def __init__(self, trial_dir, values, log):
+    def __init__(self, trial_dir, values, log, flight):
         super().__init__(trial_dir)
-        self.values, self.log = values, log
-        self.shown, self.stopped = 0, False
+        self.values, self.log, self.flight = values, log, flight
+        self.shown, self.stopped, self.ended = 0, False, False
+        flight["now"] += 1
+        flight["most"] = max(flight["most"], flight["now"])
 
     def exit_code(self):
+        code = self._code()
+        if code is not None and not self.ended:
+            self.ended = True
+            self.flight["now"] -= 1
+        return code
+
+    def _code(self):
         if self.stopped:
             return -15
         if self.values == "crash":
@@ -82,6 +91,7 @@ class FakeRunner(Runner):
         self.verified = []  # trial folders scored apart
         self.started = []  # (trial folder, labels) per start, in order
         self.log = []
+        self.flight = {"now": 0, "most": 0}  # trials in flight now, and the most at once
 
     @classmethod
     def from_config(cls, block, framework, trainer_path=None):
@@ -89,7 +99,7 @@ class FakeRunner(Runner):
 
     def start(self, trial_dir, data_path, labels):
         self.started.append((trial_dir, dict(labels)))
-        return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log)
+        return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log, self.flight)
 
     def verify(self, trial_dir, data_path, out_dir, labels):
         import os  # pylint: disable=import-outside-toplevel

@@ -119,7 +119,8 @@ SCHEMA = _object(
             },
         ),
         "runner": _object(
-            dict({"kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)}},
+            dict({"kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)},
+                  "slots": _integer("trials at once on this host, an integer >= 1 (default: one per GPU, else 1)")},
                  **{name: _object(runner.CONFIG_SCHEMA, description=f"the {name} runner's settings")
                     for name, runner in RUNNERS.items()}),
             description="a mapping with 'kind' and that runner's own block",
@@ -219,6 +220,8 @@ def validate(document, base_dir, overrides=None, source="configuration", pushed=
     if lines:
         raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
     config["ignored_fields"] = ignored
+    kind = config["runner"]["kind"]
+    config["runner"].setdefault("slots", max(1, len(config["runner"].get(kind, {}).get("gpu_ids") or [])))
     config["dataset"]["path"] = _resolve(base_dir, config["dataset"]["path"])
     if config["model"].get("file"):
         config["model"]["file"] = _resolve(base_dir, config["model"]["file"])

@@ -51,7 +51,8 @@ class EscalateSampler(optuna.samplers.BaseSampler):
 
 
 def _tpe(config, plan, seed):
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config["search"]["startup_trials"])
+    # constant_liar: trials in flight in other slots (or on other hosts) count as bad, so none draws the same point.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config["search"]["startup_trials"], constant_liar=True)
 
 
 def _random(config, plan, seed):

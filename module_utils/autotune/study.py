@@ -1,12 +1,13 @@
-"""The train -> evaluate -> mutate loop on an Optuna study (ask/tell).
+"""The train -> evaluate -> mutate loop on an Optuna study (ask/tell), with up to ``runner.slots`` trials in flight.
 
 Trial 0 is the committed baseline. Each later trial's parameters come from the
 strategy's sampler (strategies.py); it trains through a runner (runners/), its
 per-epoch metric is reported to Optuna as it appears so the pruner can stop
 hopeless trials (trialrun.py), and the loop stops the moment the goal is reached
-or a budget is spent (budget.py). The study lives in an Optuna storage, so
-running again resumes it: a trial its controller left running is failed and
-retried (Optuna's RetryHeartbeatStaleTrialCallback) in the same folder, from its checkpoint.
+or a budget is spent (budget.py): a goal reached in one slot stops the trials of
+the others. The study lives in an Optuna storage, so running again resumes it: a
+trial its controller left running is failed and retried (Optuna's
+RetryHeartbeatStaleTrialCallback) in the same folder, from its checkpoint.
 """
 import os
 import time
@@ -37,29 +38,39 @@ class StudyLoop:
         self.progress = progress or (lambda line: None)
         self.metric = config["target"]["metric"]
         self.budget = config["budget"]
+        self.slots = config["runner"].get("slots") or 1
         self.started = time.time()
+        self.tried = {}
 
     def run(self):
         """Ask, train, tell until a stop reason; returns (study, stop reason, trials run by this call)."""
         study = open_study(self.config, self.plan, self.storage)
         self._retry_interrupted(study)
-        tried = {search_space.frozen(t.user_attrs["params"]): t for t in study.trials
-                 if t.state == COMPLETE and "params" in t.user_attrs and not t.user_attrs.get("duplicate_of")}
-        new_trials = 0
+        self.tried = {search_space.frozen(t.user_attrs["params"]): t for t in study.trials
+                      if t.state == COMPLETE and "params" in t.user_attrs and not t.user_attrs.get("duplicate_of")}
+        running, new_trials, reason = [], 0, None
         while True:
             reason = self._stop_reason(study)
-            if reason:
+            if reason == "goal reached":
+                self._stop_all(study, running)
+                running = []
+            while reason is None and len(running) < self.slots:
+                new_trials += 1
+                started = self._start(study, self._free_slot(running))
+                running += [started] if started else []
+                reason = self._stop_reason(study)
+            if not running:
                 return study, reason, new_trials
-            trial = study.ask()
-            new_trials += 1
-            params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"])
-            earlier = tried.get(search_space.frozen(params))
-            if earlier is not None:
-                self._answer_repeat(study, trial, params, earlier)
-                continue
-            finished = self._train(study, trial, params)
-            if finished.state == COMPLETE:
-                tried[search_space.frozen(params)] = finished
+            for slot in [r for r in running if r.step(self.metric)]:
+                running.remove(slot)
+                self._finish(study, slot)
+            if running:
+                time.sleep(trialrun.POLL_SECONDS)
+
+    def _free_slot(self, running):
+        """The lowest slot index not in use: a slot keeps its GPU (and CPU share) from one trial to the next."""
+        used = {int(r.labels["slot"]) for r in running}
+        return min(set(range(self.slots)) - used)
 
     def _stop_reason(self, study):
         trials = study.get_trials(deepcopy=False)
@@ -71,6 +82,78 @@ class StudyLoop:
             study.enqueue_trial({n: self.plan["baseline"][n] for n in self.plan["space"]}, user_attrs={"baseline": True})
             return None
         return strategies.exhausted(study.sampler, study)
+
+    def _start(self, study, slot):
+        """Ask for the next trial and start it; a repeated draw is answered at once (returns None)."""
+        trial = study.ask()
+        params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"])
+        earlier = self.tried.get(search_space.frozen(params))
+        if earlier is not None:
+            self._answer_repeat(study, trial, params, earlier)
+            return None
+        trial_dir, resumed = self._prepare(study, trial, params)
+        timeout = min(self.budget["trial_timeout"], max(1.0, self.budget["max_seconds"] - (time.time() - self.started)))
+        labels = {"study": self.config["study"], "run_dir": self.run_dir, "trial": os.path.basename(trial_dir),
+                  "slot": str(slot)}
+        if resumed and FinishedTrial(trial_dir).result():
+            # It finished while no controller watched it: take its result, train nothing again.
+            return trialrun.Running(trial, params, trial_dir, labels, FinishedTrial(trial_dir), timeout).replay(self.metric)
+        process = self.runner.start(trial_dir, self.dataset["path"], labels)
+        return trialrun.Running(trial, params, trial_dir, labels, process, timeout)
+
+    def _prepare(self, study, trial, params):
+        """The trial's folder (a fresh one, or the one of the trial it resumes) and its attributes recorded first,
+        so a controller that dies mid-trial can be followed by one that resumes it. Returns (folder, resumed)."""
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+        resumes = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        if resumes is None:
+            relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
+            code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
+            trialrun.prepare(os.path.join(self.run_dir, relative), os.path.join(self.run_dir, code), self.plan,
+                             self.config, trial.number, params)
+        else:
+            relative = frozen.user_attrs["trial_dir"]
+            code = frozen.user_attrs.get("code") or os.path.join(relative, trialdir.MODEL)
+            self.progress(f"trial {trial.number:3d}  resuming trial {resumes}: the controller stopped while it ran")
+        for name, value in {"run_dir": self.run_dir, "params": params, "trial_dir": relative, "code": code,
+                            "resumed": resumes is not None, "resumes_trial": resumes}.items():
+            trial.set_user_attr(name, value)
+        return os.path.join(self.run_dir, relative), resumes is not None
+
+    def _finish(self, study, slot):
+        """Say how a trial ended (scored apart when it claims the goal), tell the study, show its line."""
+        try:
+            state, value, attrs = trialrun.conclude(slot, self.metric)
+        finally:
+            slot.process.cleanup()
+        if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
+            state, value, attrs = self._verified(slot, value, attrs)
+        for name, item in attrs.items():
+            slot.trial.set_user_attr(name, item)
+        study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
+        self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"])))
+        if state == COMPLETE:
+            self.tried[search_space.frozen(slot.params)] = study.get_trials(deepcopy=False)[slot.number]
+
+    def _stop_all(self, study, running):
+        """The goal was reached: the trials still in flight in other slots are stopped, recorded as stopped."""
+        best = max((t for t in study.get_trials(deepcopy=False) if t.state == COMPLETE), key=lambda t: t.value)
+        for slot in running:
+            slot.stop(f"stopped: trial {best.number} reached the goal")
+            self._finish(study, slot)
+
+    def _verified(self, slot, reported, attrs):
+        """A trial claiming the goal counts with the accuracy its saved model scores apart from it (trainer.verify)."""
+        out_dir = os.path.join(self.run_dir, VERIFY_DIR, os.path.basename(slot.trial_dir))
+        measured, why = trialrun.verify(self.runner, slot.trial_dir, out_dir, self.dataset["path"], slot.labels)
+        attrs["reported_value"] = reported
+        if measured is None:
+            attrs.update(outcome="unverified", reason=why)
+            return optuna.trial.TrialState.FAIL, None, attrs
+        attrs["verified_value"] = measured
+        if abs(measured - reported) > VERIFY_TOLERANCE:
+            attrs["reason"] = f"reported {self.metric} {reported:.4f}, its saved model scores {measured:.4f}"
+        return COMPLETE, measured, attrs
 
     def _answer_repeat(self, study, trial, params, earlier):
         """Optuna's FAQ: answer a repeated draw with the earlier value instead of training again."""
@@ -94,59 +177,3 @@ class StudyLoop:
             folder = os.path.join(self.run_dir, left.user_attrs.get("trial_dir", ""))
             if "params" in left.user_attrs and os.path.isfile(os.path.join(folder, trialdir.SPEC)):
                 retry(study, study.get_trials(deepcopy=False)[left.number])
-
-    def _train(self, study, trial, params):
-        """Train one trial (or resume the one it retries), tell the study, show the line; returns the frozen trial."""
-        frozen = study.get_trials(deepcopy=False)[trial.number]
-        resumes = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-        if resumes is None:
-            relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
-            code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
-            trialrun.prepare(os.path.join(self.run_dir, relative), os.path.join(self.run_dir, code), self.plan,
-                             self.config, trial.number, params)
-        else:
-            relative = frozen.user_attrs["trial_dir"]
-            code = frozen.user_attrs.get("code") or os.path.join(relative, trialdir.MODEL)
-            self.progress(f"trial {trial.number:3d}  resuming trial {resumes}: the controller stopped while it ran")
-        trial_dir = os.path.join(self.run_dir, relative)
-        # Recorded before training, so a controller that dies mid-trial can be followed by one that resumes it.
-        for name, value in {"run_dir": self.run_dir, "params": params, "trial_dir": relative, "code": code,
-                            "resumed": resumes is not None, "resumes_trial": resumes}.items():
-            trial.set_user_attr(name, value)
-        state, value, attrs = self._run(trial, trial_dir, resumes is not None)
-        for name, item in attrs.items():
-            trial.set_user_attr(name, item)
-        study.tell(trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
-        self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"])))
-        return study.get_trials(deepcopy=False)[trial.number]
-
-    def _run(self, trial, trial_dir, resume):
-        """Start (or adopt) the trainer, follow it to its end, and say how it ended."""
-        timeout = min(self.budget["trial_timeout"], max(1.0, self.budget["max_seconds"] - (time.time() - self.started)))
-        labels = {"study": self.config["study"], "run_dir": self.run_dir, "trial": os.path.basename(trial_dir)}
-        if resume and FinishedTrial(trial_dir).result():
-            process = FinishedTrial(trial_dir)  # it finished while no controller watched it: train nothing again
-            seen = trialrun.replay(process, trial, self.metric)
-        else:
-            process = self.runner.start(trial_dir, self.dataset["path"], labels)
-            seen = trialrun.follow(process, trial, self.metric, timeout)
-        try:
-            state, value, attrs = trialrun.conclude(process, seen, self.metric, timeout)
-        finally:
-            process.cleanup()
-        if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
-            return self._verified(trial_dir, labels, value, attrs)
-        return state, value, attrs
-
-    def _verified(self, trial_dir, labels, reported, attrs):
-        """A trial claiming the goal counts with the accuracy its saved model scores apart from it (trainer.verify)."""
-        out_dir = os.path.join(self.run_dir, VERIFY_DIR, os.path.basename(trial_dir))
-        measured, why = trialrun.verify(self.runner, trial_dir, out_dir, self.dataset["path"], labels)
-        attrs["reported_value"] = reported
-        if measured is None:
-            attrs.update(outcome="unverified", reason=why)
-            return optuna.trial.TrialState.FAIL, None, attrs
-        attrs["verified_value"] = measured
-        if abs(measured - reported) > VERIFY_TOLERANCE:
-            attrs["reason"] = f"reported {self.metric} {reported:.4f}, its saved model scores {measured:.4f}"
-        return COMPLETE, measured, attrs

@@ -1,5 +1,7 @@
 """One trial across the runner boundary: prepare its folder, follow it while it trains, say how it ended.
 
+Following is one poll at a time (``Running.step``), so the study loop keeps several trials in flight, one per slot.
+
 Everything here talks to a TrialProcess (runners/base.py), never to a process,
 a container or the trial folder's files directly, so any runner kind fits.
 """
@@ -42,51 +44,58 @@ def prepare(trial_dir, code_path, plan, config, number, params):
     trialdir.write_json(os.path.join(trial_dir, trialdir.SPEC), spec)
 
 
-class Followed:
-    """What was seen while a trial ran."""
+class Running:
+    """One trial in flight: its Optuna trial, its process, and what was seen of it so far."""
 
-    def __init__(self):
-        self.epochs, self.code, self.pruned, self.timed_out = [], None, False, False
+    def __init__(self, trial, params, trial_dir, labels, process, timeout):
+        self.trial, self.params, self.trial_dir, self.labels = trial, params, trial_dir, labels
+        self.process, self.timeout = process, timeout
+        self.epochs, self.code, self.pruned, self.timed_out, self.stopped = [], None, False, False, None
         self.started = time.time()
         self.seconds = 0.0
 
+    @property
+    def number(self):
+        return self.trial.number
 
-def follow(process, trial, metric, timeout):
-    """Poll the trial until it ends, is pruned or times out; each new epoch is reported to Optuna as it appears."""
-    seen = Followed()
-    while seen.code is None:
-        seen.code = process.exit_code()
-        for record in process.new_epochs():
-            seen.epochs.append(record)
+    def step(self, metric):
+        """One poll: report new epochs to Optuna (which may prune), check the end and the timeout.
+        Returns True once the trial is over (its process ended, or was stopped here)."""
+        self.code = self.process.exit_code()
+        for record in self.process.new_epochs():
+            self.epochs.append(record)
             value = record.get(metric)
             if value is not None:
-                trial.report(float(value), step=len(seen.epochs) - 1)
-                seen.pruned = seen.pruned or trial.should_prune()
-        if seen.code is not None or seen.pruned:
-            break
-        if time.time() - seen.started > timeout:
-            seen.timed_out = True
-            break
-        time.sleep(POLL_SECONDS)
-    if seen.code is None:
-        process.stop()
-    seen.seconds = round(time.time() - seen.started, 3)
-    return seen
+                self.trial.report(float(value), step=len(self.epochs) - 1)
+                self.pruned = self.pruned or self.trial.should_prune()
+        if self.code is None and not self.pruned and time.time() - self.started > self.timeout:
+            self.timed_out = True
+        if self.code is None and (self.pruned or self.timed_out):
+            self.process.stop()
+        over = self.code is not None or self.pruned or self.timed_out
+        if over:
+            self.seconds = round(time.time() - self.started, 3)
+        return over
+
+    def stop(self, why):
+        """End it on purpose from outside (another slot reached the goal)."""
+        self.stopped = why
+        self.process.stop()
+        self.seconds = round(time.time() - self.started, 3)
+
+    def replay(self, metric):
+        """A trial that finished unwatched: report its epochs to Optuna as if they had been followed."""
+        self.code = self.process.exit_code()
+        self.epochs = self.process.new_epochs()
+        for step, record in enumerate(self.epochs):
+            if record.get(metric) is not None:
+                self.trial.report(float(record[metric]), step=step)
+        return self
 
 
-def replay(process, trial, metric):
-    """A trial that finished unwatched: report its epochs to Optuna as if they had been followed."""
-    seen = Followed()
-    seen.code = process.exit_code()
-    seen.epochs = process.new_epochs()
-    for step, record in enumerate(seen.epochs):
-        if record.get(metric) is not None:
-            trial.report(float(record[metric]), step=step)
-    return seen
-
-
-def conclude(process, seen, metric, timeout):
-    """(state, value, attrs) of a trial that ended: finished, pruned, timed out, or failed with its reason."""
+def conclude(seen, metric):
+    """(state, value, attrs) of a trial that ended: finished, pruned, stopped, timed out, or failed with its reason."""
+    process = seen.process
     status, detail = process.outcome()
     result = process.result()
     attrs = {"seconds": seen.seconds, "epochs": seen.epochs}
@@ -98,8 +107,11 @@ def conclude(process, seen, metric, timeout):
         attrs.update(outcome="pruned",
                      reason=f"pruned at epoch {len(seen.epochs)}: {metric} below the median of earlier trials")
         return optuna.trial.TrialState.PRUNED, None, attrs
+    if seen.stopped:
+        attrs.update(outcome="stopped", reason=seen.stopped)
+        return optuna.trial.TrialState.PRUNED, None, attrs
     if seen.timed_out:
-        attrs.update(outcome="timed_out", reason=f"timed out after {timeout:.0f} s")
+        attrs.update(outcome="timed_out", reason=f"timed out after {seen.timeout:.0f} s")
         return optuna.trial.TrialState.FAIL, None, attrs
     if status == "finished" and result.get("status") == "ok" and _number(result.get("value")):
         attrs["outcome"] = "finished"

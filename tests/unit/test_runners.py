@@ -16,7 +16,7 @@ def _validate(tmp_path, runner):
 
 def test_every_registered_runner_has_its_own_validated_block(tmp_path):
     runner_schema = tune_config.SCHEMA["properties"]["runner"]["properties"]
-    assert set(runner_schema) == {"kind"} | set(RUNNERS)
+    assert set(runner_schema) == {"kind", "slots"} | set(RUNNERS)
     assert all(issubclass(cls, Runner) and cls.name == name for name, cls in RUNNERS.items())
     config = _validate(tmp_path, {"kind": "docker", "docker": {"cpus": 2, "memory": "2g"}})
     assert config["runner"]["docker"]["cpus"] == 2 and config["runner"]["docker"]["relaunch_grace"] == 180
@@ -26,7 +26,7 @@ def test_runner_settings_outside_their_block_are_named_one_line_each(tmp_path):
     with pytest.raises(ConfigError) as error:
         _validate(tmp_path, {"kind": "docker", "cpus": 2, "docker": {"memory": "lots"}})
     assert error.value.details == [
-        "runner.cpus: unknown field; expected one of kind, local, docker",
+        "runner.cpus: unknown field; expected one of kind, slots, local, docker",
         "runner.docker.memory: 'lots' is invalid; expected a memory limit such as 2g or 512m",
     ]
 
@@ -51,3 +51,17 @@ def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):
     env = trainer_environment("/opt/trainer")
     assert "s3cret" not in env.values() and env["PATH"] == "/usr/bin"
     assert env["PYTHONPATH"].startswith("/opt/trainer")
+
+
+def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
+    from ansible.module_utils.autotune.runners.docker import DockerRunner, gpu_for_slot
+    from ansible.module_utils.autotune.runners.local import cpu_share
+    assert [gpu_for_slot(["0", "1"], slot) for slot in (0, 1, 0, 1)] == ["0", "1", "0", "1"]
+    runner = DockerRunner.__new__(DockerRunner)  # no engine needed to compute a container's options
+    runner.cpus, runner.memory, runner.network, runner.gpu_ids = 1, "1g", False, [2, 3]
+    devices = [runner._options(["true"], {}, {"study": "s", "trial": str(t), "run_dir": "/r", "slot": str(slot)},
+                               "1:1", "train")["device_requests"][0]["DeviceIDs"]  # pylint: disable=protected-access
+               for t, slot in ((0, 0), (1, 1), (2, 0), (3, 1))]
+    assert devices == [["2"], ["3"], ["2"], ["3"]], "two slots never share a GPU, whatever the trial numbers"
+    shares = [cpu_share(slot, 2, available={0, 1, 2, 3}) for slot in (0, 1)]
+    assert shares == [{0, 1}, {2, 3}] and cpu_share(0, 1, available={0, 1}) == {0, 1}

@@ -177,3 +177,22 @@ def test_reported_code_is_the_controllers_copy_outside_the_trial_folder(tmp_path
     assert code == "code/0000.py"
     run_dir = tmp_path / "run"
     assert (run_dir / code).read_text() == (run_dir / "trials" / "0000" / "model.py").read_text()
+
+
+def test_slots_keep_several_trials_in_flight_within_the_budget(tmp_path):
+    study, reason, _, runner, _ = _loop(tmp_path, lambda params: [0.5] * 4, target={"goal": 0.99},
+                                        budget={"max_trials": 4}, runner={"slots": 2},
+                                        search={"strategy": "random", "space": {
+                                            "filters": {"type": "int", "low": 4, "high": 64}}})
+    assert runner.flight["most"] == 2 and len(study.trials) == 4 and reason == "trial budget spent (4 trials)"
+    assert {labels["slot"] for _, labels in runner.started} == {"0", "1"}
+
+
+def test_a_goal_reached_in_one_slot_stops_the_others(tmp_path):
+    script = by_filters({4: [0.5] * 50, 8: [0.9]})
+    study, reason, _, runner, _ = _loop(tmp_path, script, runner={"slots": 2})
+    slow, fast = study.trials
+    assert reason == "goal reached" and fast.value == 0.9
+    assert slow.state == optuna.trial.TrialState.PRUNED and slow.user_attrs["outcome"] == "stopped"
+    assert slow.user_attrs["reason"] == "stopped: trial 1 reached the goal" and len(slow.user_attrs["epochs"]) < 50
+    assert ("stopped", runner.started[0][0]) in runner.log

@@ -27,4 +27,5 @@ def runner_facts(runner_config, framework):
 
 def make_runner(runner_config, framework, trainer_path=None):
     kind = runner_config["kind"]
-    return runner_class(kind).from_config(runner_config.get(kind, {}), framework, trainer_path)
+    return runner_class(kind).from_config(runner_config.get(kind, {}), framework, trainer_path,
+                                          slots=runner_config.get("slots") or 1)

@@ -91,14 +91,16 @@ class Runner:
         return {}
 
     @classmethod
-    def from_config(cls, block, framework, trainer_path=None):
+    def from_config(cls, block, framework, trainer_path=None, slots=1):
+        """The runner for this configuration block; ``slots`` trials will run at once, each on its share."""
         raise NotImplementedError
 
     def describe(self):
         return {"runner": self.name}
 
     def start(self, trial_dir, data_path, labels):
-        """Start the trainer on a prepared trial folder; labels name study, trial folder number and run_dir."""
+        """Start the trainer on a prepared trial folder; labels name study, trial folder number, run_dir and
+        the slot (0 .. slots-1) it runs in: a slot's share of the host (CPUs, a GPU) is always the same."""
         raise NotImplementedError
 
     def verify(self, trial_dir, data_path, out_dir, labels):

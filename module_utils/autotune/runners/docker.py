@@ -51,6 +51,11 @@ def abnormal_end(state):
             and state.get("ExitCode") not in trialdir.TRAINER_EXITS)
 
 
+def gpu_for_slot(gpu_ids, slot):
+    """A slot always gets the same GPU, and no two of the first len(gpu_ids) slots share one."""
+    return gpu_ids[slot % len(gpu_ids)]
+
+
 def _host_memory_bytes():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -193,12 +198,13 @@ class DockerRunner(Runner):
         return images[framework][flavour]
 
     @classmethod
-    def from_config(cls, block, framework, trainer_path=None):
+    def from_config(cls, block, framework, trainer_path=None, slots=1):
         return cls(cls.image_for(block, framework), cpus=block.get("cpus"), memory=block.get("memory"),
                    network=block.get("network", False), gpu_ids=block.get("gpu_ids"),
-                   base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180))
+                   base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180), slots=slots)
 
-    def __init__(self, image, cpus=None, memory=None, network=False, gpu_ids=None, base_url=None, relaunch_grace=180):
+    def __init__(self, image, cpus=None, memory=None, network=False, gpu_ids=None, base_url=None, relaunch_grace=180,
+                 slots=1):
         if not HAS_DOCKER:
             raise AutotuneError("runner.kind: docker needs the Python 'docker' package on the controller; expected it installed")
         try:
@@ -211,9 +217,9 @@ class DockerRunner(Runner):
         except DockerException as exc:
             raise AutotuneError(f"runner.kind: docker: the Docker engine does not answer ({exc}); expected a running engine")
         self.image_name = image
-        # Unset limits default to the host's size: a runaway trial cannot take more than the host has.
-        self.cpus = cpus or os.cpu_count()
-        self.memory = memory or _host_memory_bytes()
+        # Unset limits default to each slot's share of the host: a runaway trial cannot take another slot's part.
+        self.cpus = cpus or max(0.5, (os.cpu_count() or 1) / slots)
+        self.memory = memory or (_host_memory_bytes() // slots if _host_memory_bytes() else None)
         self.network = network
         self.gpu_ids = list(gpu_ids or [])
         self.relaunch_grace = relaunch_grace
@@ -284,6 +290,6 @@ class DockerRunner(Runner):
             "memswap_limit": self.memory,  # no swap: over the limit means OOM, not a crawl
         }
         if self.gpu_ids:
-            gpu = self.gpu_ids[trial % len(self.gpu_ids)]  # one GPU per trial
+            gpu = gpu_for_slot(self.gpu_ids, int(labels.get("slot", 0)))
             options["device_requests"] = [DeviceRequest(driver="nvidia", device_ids=[str(gpu)], capabilities=[["gpu"]])]
         return options

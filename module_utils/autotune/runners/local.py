@@ -27,6 +27,15 @@ def trainer_environment(extra_path=None):
     return env
 
 
+def cpu_share(slot, slots, available=None):
+    """The CPUs slot ``slot`` of ``slots`` is pinned to: an equal, disjoint share (all of them with one slot)."""
+    available = sorted(available if available is not None else os.sched_getaffinity(0))
+    if slots <= 1 or len(available) < slots:
+        return set(available) if slots <= 1 else {available[slot % len(available)]}
+    size = len(available) // slots
+    return set(available[slot * size:(slot + 1) * size])
+
+
 def _die_with_parent():
     """Runs in the child before exec: SIGTERM it when the controller dies (Linux prctl PR_SET_PDEATHSIG),
     so a killed controller leaves no trainer running on; the resumed study continues from the checkpoint."""
@@ -75,30 +84,38 @@ class LocalRunner(Runner):
                    "description": "the Python interpreter that runs the trainer (default: the controller's)"},
     }
 
-    def __init__(self, trainer_path=None, python=None):
+    def __init__(self, trainer_path=None, python=None, slots=1):
         self.trainer_path = trainer_path
         self.python = python or sys.executable
+        self.slots = slots
 
     @classmethod
-    def from_config(cls, block, framework, trainer_path=None):
-        return cls(trainer_path=trainer_path, python=block.get("python"))
+    def from_config(cls, block, framework, trainer_path=None, slots=1):
+        return cls(trainer_path=trainer_path, python=block.get("python"), slots=slots)
 
     def describe(self):
         return {"runner": self.name, "python": self.python}
 
     def start(self, trial_dir, data_path, labels):
-        return self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir)
+        cpus = cpu_share(int(labels.get("slot", 0)), self.slots)
+        return self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir, cpus)
 
     def verify(self, trial_dir, data_path, out_dir, labels):
         os.makedirs(out_dir, exist_ok=True)
         return self._spawn(["autotune_trainer.verify", trial_dir, "--data", data_path, "--out", out_dir], out_dir)
 
-    def _spawn(self, module_and_args, folder):
-        """``python -m MODULE ARGS`` in ``folder``, its output appended to folder/trainer.log."""
+    def _spawn(self, module_and_args, folder, cpus=None):
+        """``python -m MODULE ARGS`` in ``folder`` (pinned to ``cpus`` when given), its output in folder/trainer.log."""
+
+        def before_exec():
+            _die_with_parent()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         with trialdir.open_regular(os.path.join(folder, trialdir.LOG), "ab") as log:
             popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [self.python, "-m", *module_and_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
-                env=trainer_environment(self.trainer_path), start_new_session=True, preexec_fn=_die_with_parent,
+                env=trainer_environment(self.trainer_path), start_new_session=True, preexec_fn=before_exec,
             )
         return LocalProcess(popen, folder)
