@@ -351,16 +351,16 @@ def default_space(baseline):
             space[name] = {"type": "int", "low": max(1, value // 2), "high": max(value * 4, 8), "log": True}
         elif field == "kernel_size":
             space[name] = {"type": "categorical", "choices": sorted({value, 3, 5})}
-        elif field == "rate":
-            space[name] = {"type": "float", "low": 0.0, "high": max(0.5, value)}
+        elif field == "rate":  # choices, not a float range: the diff shows 0.3, not 0.28374619
+            space[name] = {"type": "categorical", "choices": sorted({value, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5})}
         elif field == "learning_rate":
-            space[name] = {"type": "float", "low": value / 10, "high": value * 10, "log": True}
+            space[name] = {"type": "categorical", "choices": sorted({float(f"{value * f:.3g}") for f in (0.1, 0.3, 1, 3, 10)})}
         elif field == "epochs":
             space[name] = {"type": "int", "low": 1, "high": max(10, value * 3)}
         elif field == "batch_size":
             space[name] = {"type": "categorical", "choices": sorted({value, 16, 32, 64, 128})}
         elif name == "crp_blocks":
-            space[name] = {"type": "int", "low": 1, "high": value + 2}
+            space[name] = {"type": "int", "low": 1, "high": value + 1}
     return space
 
 
