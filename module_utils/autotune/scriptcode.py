@@ -400,7 +400,7 @@ def find_script(folder):
     candidates = {}
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
-        if os.path.relpath(root, folder).count(os.sep) >= 2:
+        if os.path.relpath(root, folder).count(os.sep) >= 1:  # the folder and two levels below it
             dirs[:] = []
         for name in sorted(files):
             if name.endswith(".py"):
