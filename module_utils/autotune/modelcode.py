@@ -252,6 +252,9 @@ def plan(config, templates_dir):
         result = {"api": "template", "template": path, "baseline": baseline}
     else:
         result, found = _file_plan(model)
+        if result["api"] == "script" and config["runner"]["kind"] != "local":
+            raise AutotuneError(f"runner.kind: {config['runner']['kind']!r} cannot run a Keras script yet (the script's "
+                                "folder, where it reads its data, is not mounted); expected runner.kind: local")
         baseline = result["baseline"]
         default_space = result.pop("default_space")
         space = search.get("space") or default_space

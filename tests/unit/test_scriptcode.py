@@ -227,3 +227,9 @@ def test_the_trainer_reads_relative_data_paths_from_the_scripts_folder(tmp_path,
     assert script._resolve("cnn_dataset/training_set", "/checkout") == os.path.join("/checkout", "cnn_dataset/training_set")
     assert script._resolve("written_here.png", "/checkout") == "written_here.png"
     assert script._resolve("/data/abs", "/checkout") == "/data/abs"
+
+
+def test_a_script_on_the_docker_runner_is_refused_until_its_folder_is_mounted(tmp_path, sample_data):
+    (tmp_path / "train.py").write_text(EXAMPLE.read_text())
+    with pytest.raises(AutotuneError, match=r"runner.kind: 'docker' cannot run a Keras script yet .* expected runner"):
+        prepare(_config(tmp_path, runner={"kind": "docker"}), str(TEMPLATES))
