@@ -9,7 +9,9 @@ module: model_facts
 short_description: Read what a model is (framework, kind, layers, hyperparameters) without running it
 description:
   - Loads and validates a tune configuration, then reads its model, either a Jinja2 template rendered
-    with its baseline hyperparameters or a user file defining C(build_model(hp)) in Keras Tuner's style.
+    with its baseline hyperparameters, a user file defining C(build_model(hp)) in Keras Tuner's style,
+    or the user's own Keras script (a CNN that calls C(fit)), whose literal values become the search space.
+  - With no C(model) entry, the one Keras script in the configuration's folder is used.
   - The code is parsed into a syntax tree, never imported or executed.
   - Fails with one line per problem when the configuration is invalid or the framework is unsupported.
 extends_documentation_fragment:
@@ -58,7 +60,7 @@ space:
   returned: success
   type: dict
 api:
-  description: C(template) or C(keras_tuner) (a user file with build_model(hp)).
+  description: C(template), C(keras_tuner) (a user file with build_model(hp)) or C(script) (the user's own Keras script).
   returned: success
   type: str
 environment:

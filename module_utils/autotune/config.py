@@ -74,10 +74,10 @@ SCHEMA = _object(
         "model": _object(
             {
                 "template": _string("a template name in model_templates/ (e.g. cnn) or a path to a .py.j2"),
-                "file": _string("a path to a Python file defining build_model(hp)"),
+                "file": _string("a path to your Keras script, a build_model(hp) file, or a folder holding one script"),
                 "baseline": {"type": "object", "description": "a mapping of hyperparameter names to values"},
             },
-            description="a mapping with 'template' or 'file'",
+            description="a mapping with 'template' or 'file' (none: the Keras script beside this file)",
         ),
         "target": _object(
             {
@@ -128,8 +128,8 @@ SCHEMA = _object(
         "run_dir": _string("a folder for the run's results"),
         "storage": _string("an Optuna storage URL, e.g. sqlite:///study.db or postgresql://host/db"),
     },
-    required=["dataset", "model"],
-    description="a mapping with at least 'dataset' and 'model'",
+    required=["dataset"],
+    description="a mapping with at least 'dataset'",
 )
 
 DEFAULTS = {
@@ -252,7 +252,9 @@ def _confinement_lines(config, data_roots):
 
 def _semantic_lines(config):
     lines = []
-    model = config["model"]
+    model = config.setdefault("model", {})
+    if not model.get("template") and not model.get("file"):
+        model["file"] = "."  # the Keras script found in the configuration's folder (scriptcode.find_script)
     if bool(model.get("template")) == bool(model.get("file")):
         lines.append(f"model: {sorted(model)!r} is invalid; expected exactly one of 'template' or 'file'")
     if model.get("file") and model.get("baseline") is None:

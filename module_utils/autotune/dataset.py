@@ -88,6 +88,16 @@ def _split(labels, validation_split, seed):
     return rng.permutation(train), rng.permutation(val)
 
 
+def validation_files(dataset_config):
+    """The validation split as files: {classes, files, labels} — the same split ``prepare`` packs."""
+    classes = scan(dataset_config["path"])
+    names = list(classes)
+    files = [f for name in names for f in classes[name]]
+    labels = np.asarray([label for label, name in enumerate(names) for _ in classes[name]], dtype=np.int64)
+    _, val = _split(labels, dataset_config["validation_split"], dataset_config["seed"])
+    return {"classes": names, "files": [files[i] for i in val], "labels": [int(labels[i]) for i in val]}
+
+
 def prepare(dataset_config, cache_dir):
     """Validate and pack the data set; return facts about it, including the .npz path."""
     classes = scan(dataset_config["path"])

@@ -7,6 +7,7 @@ import jinja2
 import jinja2.sandbox
 import yaml
 
+from ansible.module_utils.autotune import scriptcode
 from ansible.module_utils.autotune.config import param_lines, schema_lines
 from ansible.module_utils.autotune.errors import AutotuneError
 
@@ -165,7 +166,7 @@ def _hp_spec(call):
     return name, spec, default
 
 
-def facts(source, origin):
+def facts(source, origin, require_build_model=True):
     """What a model file is, read from its syntax tree: framework, kind, layers, hyperparameters."""
     try:
         tree = ast.parse(source, filename=origin)
@@ -197,8 +198,8 @@ def facts(source, origin):
     if unsupported or not frameworks:
         found = ", ".join(unsupported) if unsupported else "no known ML framework"
         raise AutotuneError(f"model: {origin!r} uses {found}; supported: {', '.join(SUPPORTED_FRAMEWORKS)} "
-                            "(Keras 3 on TensorFlow), as a template or a build_model(hp) file")
-    if build_model_args is None:
+                            "(Keras 3 on TensorFlow), as a template, a build_model(hp) file or a Keras script")
+    if build_model_args is None and require_build_model:
         raise AutotuneError(f"model: {origin!r} defines no build_model(); expected build_model(hp) returning a compiled Keras model")
     names = [summary.split("(")[0] for _, _, summary in sorted(layers)]
     if any(n.startswith("Conv") for n in names):
@@ -250,23 +251,15 @@ def plan(config, templates_dir):
                      framework=meta["framework"])
         result = {"api": "template", "template": path, "baseline": baseline}
     else:
-        path = model["file"]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                source = handle.read()
-        except OSError as exc:
-            raise AutotuneError(f"model.file: cannot read {path!r} ({exc.strerror}); expected a Python file defining build_model(hp)")
-        except UnicodeDecodeError:
-            raise AutotuneError(f"model.file: {path!r} is not UTF-8 text; expected a Python file defining build_model(hp)")
-        found = facts(source, path)
-        if found["build_model_args"] != ["hp"]:
-            raise AutotuneError(f"model.file: {path!r} defines build_model({', '.join(found['build_model_args'])}); "
-                                "expected build_model(hp) in Keras Tuner's style")
-        baseline = dict(found["hyperparameters"], **(model.get("baseline") or {}))
-        space = search.get("space") or found["space"]
-        ladder = search.get("ladder") or [n for n, s in space.items() if s["type"] != "float"]
-        result = {"api": "keras_tuner", "file": path, "baseline": baseline, "source": source,
-                  "training_defaults": {"epochs": 3, "batch_size": 64}}
+        result, found = _file_plan(model)
+        if result["api"] == "script":
+            # A script reads its own data: a container sees its folder and the data set, read-only, at their paths.
+            result["read_only_paths"] = [os.path.dirname(os.path.abspath(result["file"])), config["dataset"]["path"]]
+        baseline = result["baseline"]
+        default_space = result.pop("default_space")
+        space = search.get("space") or default_space
+        ladder = search.get("ladder") or (scriptcode.default_ladder(space) if result["api"] == "script" else
+                                          [n for n, s in space.items() if s["type"] != "float"])
     lines = search_space.check(space, baseline)
     if not space:
         lines.append("search.space: empty; expected at least one hyperparameter to search")
@@ -280,8 +273,35 @@ def plan(config, templates_dir):
     return result
 
 
+def _file_plan(model):
+    """A user's file: build_model(hp) in Keras Tuner's style, or a plain Keras script (scriptcode.py)."""
+    path = model["file"]
+    if os.path.isdir(path):
+        path = scriptcode.find_script(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+    except OSError as exc:
+        raise AutotuneError(f"model.file: cannot read {path!r} ({exc.strerror}); "
+                            "expected a Keras script or a Python file defining build_model(hp)")
+    except UnicodeDecodeError:
+        raise AutotuneError(f"model.file: {path!r} is not UTF-8 text; expected a Python file (a Keras script or "
+                            "build_model(hp))")
+    found = facts(source, path, require_build_model=False)
+    if found["build_model_args"] is None:
+        return scriptcode.plan(source, path, model.get("baseline") or {}, found)
+    if found["build_model_args"] != ["hp"]:
+        raise AutotuneError(f"model.file: {path!r} defines build_model({', '.join(found['build_model_args'])}); "
+                            "expected build_model(hp) in Keras Tuner's style")
+    baseline = dict(found["hyperparameters"], **(model.get("baseline") or {}))
+    return {"api": "keras_tuner", "file": path, "baseline": baseline, "source": source,
+            "training_defaults": {"epochs": 3, "batch_size": 64}, "default_space": found["space"]}, found
+
+
 def code_for(model_plan, params, trial_number):
-    """The model code of one trial: the template rendered with its values, or the user's file as is."""
+    """The model code of one trial: the template rendered, the user's script rewritten, or their file as is."""
     if model_plan["api"] == "template":
         return render(model_plan["template"], params, trial_number=trial_number)
+    if model_plan["api"] == "script":
+        return scriptcode.rewrite(model_plan["source"], params, model_plan["committed"], model_plan["block_sequence"])
     return model_plan["source"]

@@ -15,6 +15,7 @@ import time
 import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
+from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
@@ -145,7 +146,8 @@ class StudyLoop:
     def _verified(self, slot, reported, attrs):
         """A trial claiming the goal counts with the accuracy its saved model scores apart from it (trainer.verify)."""
         out_dir = os.path.join(self.run_dir, VERIFY_DIR, os.path.basename(slot.trial_dir))
-        measured, why = trialrun.verify(self.runner, slot.trial_dir, out_dir, self.dataset["path"], slot.labels)
+        split = tune_dataset.validation_files(self.config["dataset"]) if self.plan["api"] == "script" else None
+        measured, why = trialrun.verify(self.runner, slot.trial_dir, out_dir, self.dataset["path"], slot.labels, split)
         attrs["reported_value"] = reported
         if measured is None:
             attrs.update(outcome="unverified", reason=why)

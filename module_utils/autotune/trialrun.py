@@ -17,6 +17,7 @@ from ansible.module_utils.autotune.modelcode import code_for
 
 POLL_SECONDS = 0.2
 VERIFIED = "verified.json"  # written by autotune_trainer.verify
+SPLIT = "split.json"        # the validation images it scores, for a model that reads images itself (a script)
 # What the trainer's result.json may add to the trial's record.
 RESULT_FIELDS = ("fit_seconds", "startup_seconds", "resumed_from_epoch", "checkpoint_discarded")
 
@@ -125,10 +126,14 @@ def conclude(seen, metric):
     return optuna.trial.TrialState.FAIL, None, attrs
 
 
-def verify(runner, trial_dir, out_dir, data_path, labels, timeout=600):
-    """The validation accuracy of the trial's saved model, measured apart from it: (value, None) or (None, why)."""
+def verify(runner, trial_dir, out_dir, data_path, labels, split=None, timeout=600):
+    """The validation accuracy of the trial's saved model, measured apart from it: (value, None) or (None, why).
+    ``split`` (dataset.validation_files) makes it score the images themselves, as a script's model reads them."""
     if os.path.lexists(out_dir):
         shutil.rmtree(out_dir)
+    if split:
+        os.makedirs(out_dir)
+        trialdir.write_json(os.path.join(out_dir, SPLIT), split)
     process = runner.verify(trial_dir, data_path, out_dir, labels)
     started = time.time()
     try:

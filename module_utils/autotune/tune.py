@@ -91,7 +91,7 @@ def run(config, plan, run_dir, storage, trainer_path=None):
         with open(os.path.join(run_dir, STUDY_MARK), "w", encoding="utf-8") as handle:
             handle.write(config["study"])
         dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
-        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path)
+        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
         progress = ProgressLog(run_dir)
         progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
                  f"strategy {config['search']['strategy']}, runner {runner.name}, "

@@ -152,7 +152,11 @@ def main(argv=None):
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(int(spec.get("seed", 1)))
-    trial = Trial(args.trial_dir, spec, load_dataset(args.data))
+    if spec.get("model_api") == "script":  # the user's own script, which reads its own data (script.py)
+        from autotune_trainer.script import ScriptTrial  # pylint: disable=import-outside-toplevel
+        trial = ScriptTrial(args.trial_dir, spec)
+    else:
+        trial = Trial(args.trial_dir, spec, load_dataset(args.data))
     result = {"status": "ok", "metric": trial.metric}
     fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
     return _finish(trial, fitted, done_before, fit_started, launched, result)

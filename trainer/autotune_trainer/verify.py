@@ -4,8 +4,9 @@ The trial's own code wrote its metrics and its model; it could claim any score.
 This runs in a fresh process or container of its own, never imports the trial's
 code, loads the saved model in Keras' safe mode (no Lambda layers, no unknown
 classes: nothing in the file can run), predicts the validation split of the packed
-data set, and writes the accuracy it measured to OUT_DIR/verified.json. The
-controller decides "goal reached" on that number.
+data set (or, for a script's model, the controller's list of validation images,
+OUT_DIR/split.json), and writes the accuracy it measured to OUT_DIR/verified.json.
+The controller decides "goal reached" on that number.
 """
 import argparse
 import os
@@ -16,6 +17,7 @@ from autotune_trainer import trialdir
 from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK
 
 VERIFIED = "verified.json"
+SPLIT = "split.json"  # written by the controller for a model that reads images itself (a script)
 
 
 def accuracy(predictions, labels):
@@ -33,6 +35,26 @@ def accuracy(predictions, labels):
     return float((predicted == truth.reshape(-1)).mean())
 
 
+def packed_split(data_path):
+    """The packed validation split, scaled to [0, 1] as the trainer feeds template and build_model(hp) models."""
+    from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
+
+    _, _, x_val, y_val, _ = load_dataset(data_path)
+    return x_val, y_val
+
+
+def images_as_read(model, split):
+    """The validation images themselves, at the model's input size and channels, pixels 0..255 as Keras' image
+    readers give them: a script's model carries its own scaling (docs/scripts.md)."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from keras.utils import img_to_array, load_img  # pylint: disable=import-outside-toplevel
+
+    height, width, channels = model.input_shape[1:4]
+    mode = "grayscale" if channels == 1 else "rgb"
+    images = [img_to_array(load_img(path, target_size=(height, width), color_mode=mode)) for path in split["files"]]
+    return np.stack(images), np.asarray(split["labels"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autotune_trainer.verify", description=__doc__.splitlines()[0])
     parser.add_argument("trial_dir", type=Path)
@@ -46,10 +68,9 @@ def main(argv=None):
 
     import keras  # pylint: disable=import-outside-toplevel
 
-    from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
-
-    _, _, x_val, y_val, _ = load_dataset(args.data)
     model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    split = trialdir.read_json(str(args.out / SPLIT))
+    x_val, y_val = images_as_read(model, split) if split else packed_split(args.data)
     measured = accuracy(model.predict(x_val, batch_size=256, verbose=0), y_val)
     os.makedirs(args.out, exist_ok=True)
     trialdir.write_json(str(args.out / VERIFIED), {"val_accuracy": measured, "n_val": int(len(y_val))})

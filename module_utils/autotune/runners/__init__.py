@@ -25,7 +25,10 @@ def runner_facts(runner_config, framework):
     return dict(runner_class(kind).facts(runner_config.get(kind, {}), framework), kind=kind)
 
 
-def make_runner(runner_config, framework, trainer_path=None):
+def make_runner(runner_config, framework, trainer_path=None, read_only_paths=()):
+    """The configured runner; ``read_only_paths`` are host folders a trial must read (a script's folder, its data)."""
     kind = runner_config["kind"]
-    return runner_class(kind).from_config(runner_config.get(kind, {}), framework, trainer_path,
-                                          slots=runner_config.get("slots") or 1)
+    runner = runner_class(kind).from_config(runner_config.get(kind, {}), framework, trainer_path,
+                                            slots=runner_config.get("slots") or 1)
+    runner.read_only_paths = list(read_only_paths)
+    return runner

@@ -79,6 +79,7 @@ class Runner:
     name = None
     CONFIG_SCHEMA = {}
     CONFIG_DEFAULTS = {}
+    read_only_paths = ()  # host folders a trial reads besides the packed data (a script's folder and images)
 
     @classmethod
     def config_lines(cls, block, field):

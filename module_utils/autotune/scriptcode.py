@@ -1,0 +1,437 @@
+"""A user's own Keras script: detected, its tunable values found and rewritten, by parsing only (libcst).
+
+The script is never imported or run on the controller. libcst keeps the file's
+concrete syntax, so a trial's code differs from the user's file only at the
+values tuned (and the Conv+activation+Pool blocks added or removed); formatting
+and comments survive, and the mail's diff is of their own file.
+
+Names of tunable points, in source order: ``conv<N>.filters``, ``conv<N>.kernel_size``,
+``dense<N>.units`` (hidden layers only, never the last Dense), ``dropout<N>.rate``,
+``optimizer.learning_rate``, ``fit.epochs``, ``fit.batch_size`` or ``data.batch_size``
+(from image_dataset_from_directory) and ``crp_blocks``.
+"""
+import os
+
+import libcst as cst
+
+from ansible.module_utils.autotune.errors import AutotuneError
+
+CONV = {f"{base}{d}D" for base in ("Conv", "Convolution", "SeparableConv", "SeparableConvolution") for d in (1, 2, 3)}
+POOL = {f"{base}{d}D" for base in ("MaxPooling", "MaxPool", "AveragePooling", "AvgPool") for d in (1, 2, 3)}
+BETWEEN = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "BatchNormalization"}  # may sit inside a block
+MODEL_BUILDERS = {"Sequential", "Model", "Functional"}
+LOADERS = {"image_dataset_from_directory"}
+# optimizer="adam" -> its class and Keras' default learning rate.
+OPTIMIZERS = {"adam": ("Adam", 0.001), "adamw": ("AdamW", 0.001), "nadam": ("Nadam", 0.001),
+              "adamax": ("Adamax", 0.001), "rmsprop": ("RMSprop", 0.001), "sgd": ("SGD", 0.01),
+              "adagrad": ("Adagrad", 0.001)}
+OPTIMIZER_CLASSES = {cls: rate for cls, rate in OPTIMIZERS.values()}
+ADDED_BLOCK_COMMENT = "# added by autotune: one more Conv+activation+Pool block"
+EXPECTED = "expected a Keras script that builds a model with Conv layers and calls fit() with validation data"
+
+
+def _callee(func):
+    """The called name: Conv2D for layers.Conv2D / keras.layers.Conv2D / Conv2D; None for anything else."""
+    if isinstance(func, cst.Name):
+        return func.value
+    if isinstance(func, cst.Attribute):
+        return func.attr.value
+    return None
+
+
+def _dotted(node):
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        owner = _dotted(node.value)
+        return f"{owner}.{node.attr.value}" if owner else None
+    return None
+
+
+def _number(node):
+    """(value, type) of an int/float literal, or a tuple of equal ints (kernel (3, 3)); else None."""
+    if isinstance(node, cst.Integer):
+        return int(node.evaluated_value), "int"
+    if isinstance(node, cst.Float):
+        return float(node.evaluated_value), "float"
+    if isinstance(node, cst.Tuple) and node.elements:
+        values = [_number(e.value) for e in node.elements]
+        if all(v and v[1] == "int" for v in values) and len({v[0] for v in values}) == 1:
+            return values[0][0], "int"
+    return None
+
+
+def _literal_like(node, value):
+    """A literal node for ``value`` shaped like ``node`` (a tuple stays a tuple of that length)."""
+    if isinstance(node, cst.Tuple):
+        return node.with_changes(elements=[e.with_changes(value=cst.Integer(str(int(value)))) for e in node.elements])
+    if isinstance(value, float) or isinstance(node, cst.Float):
+        return cst.Float(repr(float(value)))
+    return cst.Integer(str(int(value)))
+
+
+def _find_arg(call, position, keyword):
+    """Index in call.args of the argument given by keyword, or positionally at ``position``; None if absent."""
+    for index, arg in enumerate(call.args):
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return index
+    positional = [i for i, a in enumerate(call.args) if a.keyword is None and not a.star]
+    if position is not None and position < len(positional) and positional[:position + 1] == list(range(position + 1)):
+        return positional[position]
+    return None
+
+
+class _Values(cst.CSTTransformer):
+    """One pass over the script: records every tunable literal and, given ``values``, rewrites those that differ."""
+
+    def __init__(self, values=None, keras_ref=None):
+        super().__init__()
+        self.values, self.keras_ref = values or {}, keras_ref
+        self.found, self.layers, self.counts = {}, [], {"conv": 0, "dense": 0, "dropout": 0}
+        self.builds_model, self.fits, self.validated = False, 0, False
+
+    def _point(self, call, name, position, keyword, kind=None):
+        index = _find_arg(call, position, keyword)
+        if index is None:
+            return call
+        parsed = _number(call.args[index].value)
+        if parsed is None or (kind and parsed[1] != kind):
+            return call
+        self.found.setdefault(name, {"value": parsed[0], "type": parsed[1]})
+        new = self.values.get(name)
+        if new is None or new == parsed[0]:
+            return call
+        args = list(call.args)
+        args[index] = args[index].with_changes(value=_literal_like(args[index].value, new))
+        return call.with_changes(args=args)
+
+    def leave_Call(self, original_node, updated_node):
+        name, call = _callee(updated_node.func), updated_node
+        if name in CONV:
+            self.counts["conv"] += 1
+            prefix = f"conv{self.counts['conv']}"
+            call = self._point(call, f"{prefix}.filters", 0, "filters", "int")
+            call = self._point(call, f"{prefix}.kernel_size", 1, "kernel_size", "int")
+        elif name == "Dense":
+            self.counts["dense"] += 1
+            call = self._point(call, f"dense{self.counts['dense']}.units", 0, "units", "int")
+        elif name == "Dropout":
+            self.counts["dropout"] += 1
+            call = self._point(call, f"dropout{self.counts['dropout']}.rate", 0, "rate", "float")
+        elif name in LOADERS:
+            call = self._point(call, "data.batch_size", None, "batch_size", "int")
+        elif name == "compile" and isinstance(updated_node.func, cst.Attribute):
+            call = self._optimizer(call)
+        elif name == "fit" and isinstance(updated_node.func, cst.Attribute):
+            self.fits += 1
+            keywords = {a.keyword.value for a in call.args if a.keyword is not None}
+            self.validated = self.validated or bool(keywords & {"validation_data", "validation_split"})
+            call = self._point(call, "fit.epochs", None, "epochs", "int")
+            call = self._point(call, "fit.batch_size", None, "batch_size", "int")
+        self.builds_model = self.builds_model or name in MODEL_BUILDERS
+        if name in CONV | POOL | BETWEEN | {"Dense", "Dropout", "Flatten", "GlobalAveragePooling2D",
+                                           "GlobalMaxPooling2D", "Rescaling", "Input", "InputLayer"}:
+            self.layers.append(cst.Module([]).code_for_node(original_node))
+        return call
+
+    def _optimizer(self, call):
+        """optimizer="adam" or optimizer=Adam(learning_rate=...): its learning rate is tunable."""
+        index = _find_arg(call, 0, "optimizer")
+        if index is None:
+            return call
+        node = call.args[index].value
+        new = self.values.get("optimizer.learning_rate")
+        if isinstance(node, cst.SimpleString) and node.evaluated_value.lower() in OPTIMIZERS and self.keras_ref:
+            cls, default = OPTIMIZERS[node.evaluated_value.lower()]
+            self.found.setdefault("optimizer.learning_rate", {"value": default, "type": "float"})
+            if new is None or new == default:
+                return call
+            replacement = cst.parse_expression(f"{self.keras_ref}.optimizers.{cls}(learning_rate={float(new)!r})")
+        elif isinstance(node, cst.Call) and _callee(node.func) in OPTIMIZER_CLASSES:
+            rate_index = _find_arg(node, 0, "learning_rate")
+            if rate_index is not None:
+                return self._replace_arg(call, index, self._point(node, "optimizer.learning_rate", 0, "learning_rate"))
+            self.found.setdefault("optimizer.learning_rate", {"value": OPTIMIZER_CLASSES[_callee(node.func)],
+                                                               "type": "float"})
+            if new is None or new == OPTIMIZER_CLASSES[_callee(node.func)]:
+                return call
+            replacement = node.with_changes(args=list(node.args) + [
+                cst.Arg(keyword=cst.Name("learning_rate"), value=cst.Float(repr(float(new))),
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))])
+        else:
+            return call
+        return self._replace_arg(call, index, replacement)
+
+    @staticmethod
+    def _replace_arg(call, index, value):
+        args = list(call.args)
+        args[index] = args[index].with_changes(value=value)
+        return call.with_changes(args=args)
+
+
+def _keras_ref(module):
+    """How the script names Keras (``keras`` or ``tf.keras``), for optimizer="adam" -> <ref>.optimizers.Adam."""
+    for statement in module.body:
+        for small in getattr(statement, "body", ()):
+            if isinstance(small, cst.Import):
+                for alias in small.names:
+                    if _dotted(alias.name) in ("keras", "tensorflow"):
+                        ref = alias.asname.name.value if alias.asname else _dotted(alias.name)
+                        return ref if _dotted(alias.name) == "keras" else f"{ref}.keras"
+            elif isinstance(small, cst.ImportFrom) and _dotted(small.module) == "tensorflow" and \
+                    not isinstance(small.names, cst.ImportStar):
+                for alias in small.names:
+                    if alias.name.value == "keras":
+                        return alias.asname.name.value if alias.asname else "keras"
+    return None
+
+
+def _layer_kind(node):
+    """'C' (conv), 'P' (pool), 'A' (activation / normalisation) for an item holding exactly one layer call."""
+    calls = []
+
+    class _Calls(cst.CSTVisitor):
+        def visit_Call(self, call):
+            calls.append(_callee(call.func))
+
+    node.visit(_Calls())
+    layers = [name for name in calls if name in CONV | POOL | BETWEEN]
+    if len(layers) != 1:
+        return None
+    return "C" if layers[0] in CONV else "P" if layers[0] in POOL else "A"
+
+
+def _groups(kinds):
+    """(start, end) of each Conv [activation...] Pool run, in order."""
+    found, index = [], 0
+    while index < len(kinds):
+        if kinds[index] == "C":
+            end = index + 1
+            while end < len(kinds) and kinds[end] == "A":
+                end += 1
+            if end < len(kinds) and kinds[end] == "P":
+                found.append((index, end))
+                index = end
+        index += 1
+    return found
+
+
+def _assignment(statement):
+    """(target, input name) of ``y = Layer(...)(x)``, else None."""
+    body = getattr(statement, "body", ())
+    if not isinstance(statement, cst.SimpleStatementLine) or len(body) != 1 or not isinstance(body[0], cst.Assign):
+        return None
+    small = body[0]
+    if len(small.targets) != 1 or not isinstance(small.targets[0].target, cst.Name):
+        return None
+    value = small.value
+    if isinstance(value, cst.Call) and len(value.args) == 1 and isinstance(value.args[0].value, cst.Name):
+        return small.targets[0].target.value, value.args[0].value.value
+    return None
+
+
+def _is_add(statement):
+    body = getattr(statement, "body", ())
+    return isinstance(statement, cst.SimpleStatementLine) and len(body) == 1 and isinstance(body[0], cst.Expr) \
+        and isinstance(body[0].value, cst.Call) and _callee(body[0].value.func) == "add"
+
+
+def _repeatable(statements):
+    """A block of statements can be repeated: model.add(...) lines, or a functional chain y = L(...)(x)."""
+    if all(_is_add(s) for s in statements):
+        return True
+    chain = [_assignment(s) for s in statements]
+    return all(chain) and all(chain[k][1] == chain[k - 1][0] for k in range(1, len(chain)))
+
+
+def _fed_from(statement, name):
+    """The chain's first statement, taking ``name`` (the block's output) as its input."""
+    assign = statement.body[0]
+    call = assign.value
+    args = [call.args[0].with_changes(value=cst.Name(name))]
+    return statement.with_changes(body=[assign.with_changes(value=call.with_changes(args=args))])
+
+
+class _Blocks(cst.CSTTransformer):
+    """Finds the sequence (statements or a list) holding the most Conv+activation+Pool blocks; sets their number."""
+
+    def __init__(self, target=None, chosen=None):
+        super().__init__()
+        self.target, self.chosen = target, chosen
+        self.seen = []  # per sequence, in visit order: (number of blocks, whether the last one can be repeated)
+
+    def _sequence(self, items, statements):
+        kinds = [_layer_kind(item) for item in items]
+        groups = _groups(kinds)
+        repeatable = bool(groups) and (not statements or _repeatable(items[groups[-1][0]:groups[-1][1] + 1]))
+        ordinal = len(self.seen)
+        self.seen.append((len(groups), repeatable))
+        if self.target is None or ordinal != self.chosen or self.target == len(groups):
+            return items
+        if self.target < len(groups):
+            cut, end = groups[self.target][0], groups[-1][1] + 1
+            return list(items[:cut]) + list(items[end:])
+        start, end = groups[-1][0], groups[-1][1] + 1
+        last = list(items[start:end])
+        if statements:
+            comment = cst.EmptyLine(comment=cst.Comment(ADDED_BLOCK_COMMENT))
+            first = last[0] if _is_add(last[0]) else _fed_from(last[0], _assignment(last[-1])[0])
+            copy = [first.with_changes(leading_lines=[comment])] + last[1:]
+        else:  # list elements: each copy needs the comma (and line break) the block's first element has
+            last[-1] = last[-1].with_changes(comma=last[0].comma)
+            copy = last
+        return list(items[:start]) + last + copy * (self.target - len(groups)) + list(items[end:])
+
+    def leave_Module(self, original_node, updated_node):
+        return updated_node.with_changes(body=self._sequence(updated_node.body, True))
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        return updated_node.with_changes(body=self._sequence(updated_node.body, True))
+
+    def leave_List(self, original_node, updated_node):
+        return updated_node.with_changes(elements=self._sequence(updated_node.elements, False))
+
+
+def _parse(source, origin):
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        raise AutotuneError(f"model.file: {origin!r} is not valid Python (line {exc.raw_line}: {exc.message}); "
+                            "expected a Python script")
+
+
+def _block_sequence(module):
+    """(ordinal of the sequence whose blocks are tuned, their number) or (None, 0) when none can be repeated."""
+    blocks = _Blocks()
+    module.visit(blocks)
+    best = max(range(len(blocks.seen)), key=lambda i: blocks.seen[i][0], default=None)
+    if best is None or not blocks.seen[best][0] or not blocks.seen[best][1]:
+        return None, 0
+    return best, blocks.seen[best][0]
+
+
+def read(source, origin):
+    """What the script is and what of it can be tuned: layers, baseline values, block sequence.
+
+    Raises one line saying what was found and what is needed when it is not a Keras CNN script with a
+    fit() on validation data.
+    """
+    module = _parse(source, origin)
+    values = _Values(keras_ref=_keras_ref(module))
+    module.visit(values)
+    names = [layer.split("(")[0].split(".")[-1] for layer in values.layers]
+    if not values.builds_model:
+        raise AutotuneError(f"model.file: {origin!r} imports Keras but builds no model (no Sequential or keras.Model "
+                            f"call) and defines no build_model(hp); {EXPECTED}")
+    if not values.counts["conv"]:
+        found = ", ".join(sorted(set(names))) or "no layers"
+        raise AutotuneError(f"model.file: {origin!r} builds a Keras model with {found} but no convolution layer; "
+                            "expected Conv2D (or Conv1D/Conv3D/Convolution2D) layers: a CNN")
+    if not values.fits:
+        raise AutotuneError(f"model.file: {origin!r} builds a Keras CNN but never calls fit(); "
+                            "expected model.fit(...) with validation_data= or validation_split=")
+    if not values.validated:
+        raise AutotuneError(f"model.file: {origin!r} calls fit() without validation data; expected validation_data= "
+                            "or validation_split= in fit() (the tuned metric is val_accuracy)")
+    baseline = {name: point["value"] for name, point in values.found.items()}
+    baseline.pop(f"dense{values.counts['dense']}.units", None)  # the output layer: its size is the class count
+    sequence, blocks = _block_sequence(module)
+    if blocks:
+        baseline["crp_blocks"] = blocks
+    return {"layers": values.layers, "baseline": baseline, "block_sequence": sequence,
+            "types": {name: point["type"] for name, point in values.found.items()}}
+
+
+def default_space(baseline):
+    """Ranges around the committed values (the configuration's search.space narrows or replaces them)."""
+    space = {}
+    for name, value in baseline.items():
+        field = name.split(".")[-1]
+        if field in ("filters", "units"):
+            space[name] = {"type": "int", "low": max(1, value // 2), "high": max(value * 4, 8), "log": True}
+        elif field == "kernel_size":
+            space[name] = {"type": "categorical", "choices": sorted({value, 3, 5})}
+        elif field == "rate":  # choices, not a float range: the diff shows 0.3, not 0.28374619
+            space[name] = {"type": "categorical", "choices": sorted({value, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5})}
+        elif field == "learning_rate":
+            space[name] = {"type": "categorical", "choices": sorted({float(f"{value * f:.3g}") for f in (0.1, 0.3, 1, 3, 10)})}
+        elif field == "epochs":
+            space[name] = {"type": "int", "low": 1, "high": max(10, value * 3)}
+        elif field == "batch_size":
+            space[name] = {"type": "categorical", "choices": sorted({value, 16, 32, 64, 128})}
+        elif name == "crp_blocks":
+            space[name] = {"type": "int", "low": 1, "high": value + 1}
+    return space
+
+
+def default_ladder(space):
+    """The original pipeline's ladder: filters, kernel size, one more block, epochs."""
+    order = ("filters", "kernel_size", "crp_blocks", "epochs")
+    return [name for field in order for name in space if name.split(".")[-1] == field]
+
+
+def rewrite(source, params, committed, block_sequence=None):
+    """The user's source with only the values in ``params`` that differ from the ``committed`` ones changed."""
+    changed = {name: value for name, value in params.items() if committed.get(name) != value}
+    if not changed:
+        return source
+    module = cst.parse_module(source)
+    module = module.visit(_Values(values=changed, keras_ref=_keras_ref(module)))
+    if "crp_blocks" in changed and block_sequence is not None:
+        module = module.visit(_Blocks(target=int(changed["crp_blocks"]), chosen=block_sequence))
+    code = module.code
+    compile(code, "model.py", "exec")  # proves the rewrite is valid Python; never run here
+    return code
+
+
+def _is_script_candidate(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    imports_keras = any(word in source for word in ("import keras", "from keras", "tensorflow"))
+    return "fit(" in source if imports_keras and ("Sequential" in source or "Model(" in source) else None
+
+
+def find_script(folder):
+    """The one Python file of a checkout folder that builds a Keras model and calls fit (cheap text scan, then parsed)."""
+    skip = {".git", ".venv", "venv", "__pycache__", "node_modules", "runs"}
+    candidates = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
+        if os.path.relpath(root, folder).count(os.sep) >= 1:  # the folder and two levels below it
+            dirs[:] = []
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                fits = _is_script_candidate(path)
+                if fits is not None:
+                    candidates[os.path.relpath(path, folder)] = fits
+    with_fit = [name for name, fits in candidates.items() if fits]
+    if len(with_fit) == 1:
+        return os.path.join(folder, with_fit[0])
+    if len(with_fit) > 1:
+        raise AutotuneError(f"model.file: {folder!r} holds several Keras scripts that call fit(): {', '.join(with_fit)}; "
+                            "expected one, or model.file naming the script to tune")
+    found = f"Keras models without fit() in {', '.join(candidates)}" if candidates else "no Keras script"
+    raise AutotuneError(f"model.file: {folder!r} holds {found}; {EXPECTED}")
+
+
+def plan(source, path, overrides, found):
+    """The model plan of a script: (plan without space/ladder, facts). ``found`` is modelcode.facts' framework check."""
+    script = read(source, path)
+    unknown = sorted(set(overrides) - set(script["baseline"]))
+    if unknown:
+        raise AutotuneError(f"model.baseline: {unknown} are not tunable values of {path!r}; "
+                            f"expected names from {sorted(script['baseline'])}")
+    baseline = dict(script["baseline"], **overrides)
+    tunable = ", ".join(script["baseline"])
+    found = dict(found, kind="cnn", layers=script["layers"], hyperparameters=baseline,
+                 description=f"keras cnn (script {os.path.basename(path)}), {len(script['layers'])} layers, "
+                             f"tunable: {tunable}")
+    found["space"] = default_space(script["baseline"])
+    return {"api": "script", "file": path, "baseline": baseline, "source": source,
+            "committed": script["baseline"], "block_sequence": script["block_sequence"], "default_space": found["space"],
+            # The trainer resolves the script's relative data paths against its own folder (trainer script.py).
+            "training_defaults": {"data_root": os.path.dirname(os.path.abspath(path))}}, found
