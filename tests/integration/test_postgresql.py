@@ -174,3 +174,32 @@ def test_optuna_study_round_trips_a_trial(postgres_url):
         assert loaded.best_value == 0.81
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_redhat_internals_render(tmp_path):
+    """The RHEL path cannot run here (Debian machines only): its variables render to the paths and the
+    pg_ctl command line the docs name, and the cluster directory is where the hba and ident files are."""
+    playbook = tmp_path / "render.yml"
+    role = REPO / "roles" / "postgresql"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"postgresql_password": "render-only"},
+        "tasks": [
+            {"ansible.builtin.include_vars": str(role / "defaults" / "main.yml")},
+            {"ansible.builtin.include_vars": str(role / "vars" / "main.yml")},
+            {"ansible.builtin.include_vars": str(role / "vars" / "RedHat.yml")},
+            {"ansible.builtin.debug": {"msg": "{{ {'ctl': __postgresql_direct_ctl + ['start'], 'hba': __postgresql_hba_file,"
+                                              " 'ident': __postgresql_ident_file, 'packages': __postgresql_packages,"
+                                              " 'service': __postgresql_service} | to_json }}"}}]}]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    process = subprocess.run([str(BIN / "ansible-playbook"), str(playbook)], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    import json  # pylint: disable=import-outside-toplevel
+    rendered = json.loads(json.loads(process.stdout)["plays"][0]["tasks"][-1]["hosts"]["localhost"]["msg"])
+    assert rendered == {
+        "ctl": ["runuser", "-u", "postgres", "--", "/usr/bin/pg_ctl", "-D", "/var/lib/pgsql/data",
+                "-l", "/var/lib/pgsql/pg_ctl.log", "-w", "-t", "60", "start"],
+        "hba": "/var/lib/pgsql/data/pg_hba.conf", "ident": "/var/lib/pgsql/data/pg_ident.conf",
+        "packages": ["postgresql-server", "python3-psycopg2"], "service": "postgresql"}
