@@ -87,6 +87,24 @@ def missing(reason):
 
 
 @pytest.fixture(scope="session")
+def postgres_url():
+    """The study database's URL (postgresql://autotune:PASSWORD@127.0.0.1:5432/autotune) that .ci/run provisions
+    through playbooks/postgresql.yml; read from the 0600 file AUTOTUNE_TEST_PG_URL_FILE names, so the password
+    is never on a command line nor in the environment."""
+    path = os.environ.get("AUTOTUNE_TEST_PG_URL_FILE", "")
+    if not path:
+        missing("needs PostgreSQL from playbooks/postgresql.yml and its URL in a file named by "
+                "AUTOTUNE_TEST_PG_URL_FILE (.ci/run does both; docs/postgresql.md)")
+    try:
+        url = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        missing(f"AUTOTUNE_TEST_PG_URL_FILE {path} cannot be read: {exc.strerror}")
+    if not url.startswith(("postgresql://", "postgresql+psycopg2://")):
+        missing(f"AUTOTUNE_TEST_PG_URL_FILE {path} does not hold a postgresql:// URL")
+    return url
+
+
+@pytest.fixture(scope="session")
 def docker_engine():
     """The real Docker engine with the trainer image (CI provisions both through playbooks/trainer_host.yml)."""
     import docker  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt

@@ -1,7 +1,7 @@
 """Molecule scenarios of the roles (roles/*/molecule/default), offline in a local systemd image.
 
 Opt-in on a developer's machine: runs when AUTOTUNE_MOLECULE=1 (`make test-molecule`; it builds the
-image with tests/molecule/build_image.sh when it is missing). The four scenarios take about 5 minutes
+image with tests/molecule/build_image.sh when it is missing). The scenarios take one to two minutes each
 on 2 cores; `.ci/run` turns them on, so CI runs them inside `make test` (docs/testing.md).
 """
 import os

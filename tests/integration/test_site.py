@@ -1,5 +1,5 @@
 """playbooks/site.yml and the inventories: the default single-machine inventory keeps `make run`
-working, the example multi-host inventory has the four groups, documented variables and vaulted
+working, the example multi-host inventory has the five groups, documented variables and vaulted
 secrets that open with the documented example password."""
 import json
 import os
@@ -14,7 +14,7 @@ from conftest import BIN, REPO
 EXAMPLE = REPO / "inventory" / "example"
 EXAMPLE_VAULT_PASSWORD = "autotune-example-only"  # documented in group_vars/all/vault.yml: example only
 ROLE_PREFIXES = {"jenkins_": "jenkins", "nvidia_": "nvidia", "docker_": "docker", "trainer_image_": "trainer_image",
-                 "health_cron_": "health_cron", "git_trigger_": "git_trigger"}
+                 "health_cron_": "health_cron", "git_trigger_": "git_trigger", "postgresql_": "postgresql"}
 
 
 def _run(*command, **env):
@@ -36,7 +36,7 @@ def test_default_inventory_is_this_machine_in_the_trainer_and_gpu_groups():
     assert process.returncode == 0, process.stderr
     inventory = json.loads(process.stdout)
     assert inventory["trainers"]["hosts"] == ["localhost"] and inventory["gpu"]["hosts"] == ["localhost"]
-    assert not inventory.get("jenkins", {}).get("hosts") and not inventory.get("git", {}).get("hosts")
+    assert not any(inventory.get(group, {}).get("hosts") for group in ("jenkins", "git", "db"))
     host = inventory["_meta"]["hostvars"]["localhost"]
     assert host["ansible_connection"] == "local"
     assert host["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
@@ -46,7 +46,7 @@ def test_site_composes_the_roles_per_group_in_order():
     plays = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
     order = [(play["hosts"], [role["role"] for role in play["roles"]]) for play in plays]
     assert order == [("trainers:gpu", ["docker"]), ("gpu", ["nvidia"]), ("trainers", ["trainer_image", "health_cron"]),
-                     ("jenkins", ["jenkins"]), ("git", ["git_trigger"])]
+                     ("jenkins", ["jenkins"]), ("git", ["git_trigger"]), ("db", ["postgresql"])]
 
 
 @pytest.mark.parametrize("inventory", ["default", "example"])
@@ -57,23 +57,30 @@ def test_site_syntax_and_hosts(inventory, vault_password_file):
     listed = _run("ansible-playbook", "--list-hosts", "playbooks/site.yml", *args)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     hosts = re.findall(r"pattern: \['([^']+)'\]\s+hosts \((\d+)\)", listed.stdout)
-    expected = ({"trainers:gpu": "1", "gpu": "1", "trainers": "1", "jenkins": "0", "git": "0"} if inventory == "default"
-                else {"trainers:gpu": "2", "gpu": "1", "trainers": "2", "jenkins": "1", "git": "1"})
+    expected = ({"trainers:gpu": "1", "gpu": "1", "trainers": "1", "jenkins": "0", "git": "0", "db": "0"}
+                if inventory == "default"
+                else {"trainers:gpu": "2", "gpu": "1", "trainers": "2", "jenkins": "1", "git": "1", "db": "1"})
     assert dict(hosts) == expected
 
 
 def test_example_inventory_secrets_are_vaulted_and_open_with_the_example_password(vault_password_file):
     text = (EXAMPLE / "group_vars" / "all" / "vault.yml").read_text()
     names = re.findall(r"^(vault_[a-z_]+): !vault \|", text, flags=re.M)
-    assert names == ["vault_jenkins_admin_password", "vault_autotune_trigger_token", "vault_autotune_smtp_password"]
+    assert names == ["vault_jenkins_admin_password", "vault_autotune_trigger_token", "vault_autotune_smtp_password",
+                     "vault_postgresql_password"]
     assert EXAMPLE_VAULT_PASSWORD in text and "EXAMPLE ONLY" in text
     process = _run("ansible", "ci.example.com", "-i", str(EXAMPLE), "--vault-password-file", str(vault_password_file),
                    "-m", "ansible.builtin.debug", "-a",
                    "msg={{ [jenkins_admin_password, jenkins_trigger_token, jenkins_smtp_password] | join(' ') }}")
     assert process.returncode == 0, process.stdout + process.stderr
     assert "example-admin-password-change-me example-trigger-token-change-me example-smtp-password-change-me" in process.stdout
+    process = _run("ansible", "db.example.com", "-i", str(EXAMPLE), "--vault-password-file", str(vault_password_file),
+                   "-m", "ansible.builtin.debug", "-a", "msg={{ postgresql_password }}")
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "example-postgresql-password-change-me" in process.stdout
     # Without the password nothing is readable in clear.
-    for plain in ("example-admin-password", "example-trigger-token", "example-smtp-password"):
+    for plain in ("example-admin-password", "example-trigger-token", "example-smtp-password",
+                  "example-postgresql-password"):
         for path in EXAMPLE.rglob("*"):
             if path.is_file():
                 assert plain not in path.read_text(), path
