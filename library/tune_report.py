@@ -36,6 +36,11 @@ options:
       - The code diff the mail shows; by default the diff from the baseline model code to the winning code.
       - playbooks/pipeline.yml passes the git diff of the result commit against the pushed commit.
     type: str
+  dashboard_url:
+    description:
+      - Base address of the optuna-dashboard serving the study's storage; the mail then links the study's page there.
+      - By default the mail gives the address M(tune_model) was told, if any.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -83,7 +88,7 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.autotune import report
+from ansible.module_utils.autotune import dashboard, report
 
 
 def _write(path, text):
@@ -101,6 +106,7 @@ def main():
             recipients=dict(type="list", elements="str", default=[]),
             write_eml=dict(type="bool", default=False),
             diff=dict(type="str"),
+            dashboard_url=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -114,6 +120,8 @@ def main():
     diff = module.params["diff"]
     if diff is None:
         diff = report.code_diff(summary.get("baseline_code"), summary.get("best_code"))
+    if module.params["dashboard_url"] and summary.get("study_id") is not None:
+        summary["dashboard_url"] = dashboard.study_url(module.params["dashboard_url"], summary["study_id"])
     subject, body = report.message(summary, summary["trials"], diff)
     attachments = [summary["plot"]] if summary.get("plot") and os.path.exists(summary["plot"]) else []
     result = dict(changed=False, subject=subject, body=body, attachments=attachments, reached=summary["reached"])
