@@ -1,13 +1,16 @@
 """What the dashboard shows beyond Optuna's own records (module_utils/autotune/dashboard.py), the mail's and the
-progress header's link to it.
+progress header's link to it, and the role's launcher filter (roles/dashboard/files/autotune_dashboard.py).
 
 The study loop runs against the in-memory runner; the notes are read back with optuna-dashboard's own
 get_note, from the storage, as the dashboard reads them. The browser side is tests/integration/test_dashboard.py.
 """
+import importlib.util
+import io
 import json
 
 import optuna
 import pytest
+import yaml
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 from optuna_dashboard import get_note
@@ -16,8 +19,19 @@ import tune_report
 from ansible.module_utils.autotune import dashboard, report
 from ansible.module_utils.autotune.storage import default_storage
 from ansible.module_utils.autotune.study import StudyLoop
+from conftest import REPO
 from fakes import FakeRunner
 from test_study_loop import _setup, by_filters
+
+LAUNCHER = REPO / "roles" / "dashboard" / "files" / "autotune_dashboard.py"
+
+
+def _launcher():
+    spec = importlib.util.spec_from_file_location("autotune_dashboard_launcher", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def _note(study, number):
     frozen = study.trials[number]
@@ -128,3 +142,36 @@ def test_tune_report_links_the_study_under_the_address_it_is_given(tmp_path, mon
             pytest.raises(_Exit) as caught:
         tune_report.main()
     assert "Dashboard: https://ci.example/optuna/dashboard/studies/4" in caught.value.args[0]["body"]
+
+
+def test_launcher_filter_removes_the_password_in_every_spelling():
+    launcher = _launcher()
+    secrets = launcher.secrets_of("postgresql://tuner:p%40ss%2Fw0rd@db:5432/autotune?sslmode=require")
+    assert secrets[0] in ("p@ss/w0rd", "p%40ss%2Fw0rd")
+    out = io.StringIO()
+    stream = launcher.Redacting(out, secrets)
+    stream.write("connect postgresql://tuner:p%40ss%2Fw0rd@db/autotune failed for p@ss/w0rd\n")
+    assert out.getvalue() == "connect postgresql://tuner:***@db/autotune failed for ***\n"
+    assert launcher.secrets_of("redis://h/0?password=hunter22&db=1") == ["hunter22"]
+    assert launcher.secrets_of("sqlite:////runs/catsdogs/study.db") == []
+
+
+def test_launcher_reads_optuna_dashboards_own_config_format(tmp_path):
+    config = tmp_path / "d.toml"
+    config.write_text('[optuna_dashboard]\nstorage = "sqlite:////x.db"\nhost = "127.0.0.1"\nport = 8081\n'
+                      '[autotune]\naccess_log = true\n')
+    assert _launcher().load(str(config)) == {"storage": "sqlite:////x.db", "host": "127.0.0.1", "port": 8081,
+                                             "access_log": True}
+
+
+def test_role_pins_the_same_versions_as_requirements():
+    defaults = yaml.safe_load((REPO / "roles" / "dashboard" / "defaults" / "main.yml").read_text())
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.lower()] = version
+    for package in defaults["dashboard_packages"]:
+        name, version = package.split("==", 1)
+        assert pins.get(name.lower()) == version, f"{package} differs from requirements.txt"
