@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/catsdogs/autotune.yml
 ANSIBLE_ARGS ?=
+RUN_DIR ?= runs/catsdogs
+DASHBOARD_PORT ?= 8080
 
-.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench clean
+.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench clean dashboard dashboard-service
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,15 @@ sample-data: data/catsdogs
 # Tune the sample model until it reaches its goal; progress lines stream from the run's progress.log.
 run: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook playbooks/tune.yml -e autotune_config=$(abspath $(CONFIG)) $(ANSIBLE_ARGS)
+
+# Watch the sample study (after `make run`, or while it runs) at http://127.0.0.1:8080 ; Ctrl-C stops it.
+dashboard: venv
+	@test -f $(RUN_DIR)/study.db || { echo "no study in $(RUN_DIR)/study.db yet: start 'make run' first" >&2; exit 1; }
+	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $(DASHBOARD_PORT) sqlite:///$(abspath $(RUN_DIR))/study.db
+
+# The same as a service that outlives the shell (roles/dashboard; as root: it writes /etc and /var/log).
+dashboard-service: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook playbooks/dashboard.yml -e dashboard_port=$(DASHBOARD_PORT) -e dashboard_run_dir=$(abspath $(RUN_DIR)) $(ANSIBLE_ARGS)
 
 test: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)

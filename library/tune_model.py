@@ -29,6 +29,12 @@ options:
   trainer_path:
     description: Folder holding the C(autotune_trainer) package, for hosts where it is not installed.
     type: path
+  dashboard_url:
+    description:
+      - Base address of the optuna-dashboard serving this study's storage (role C(dashboard)), e.g. C(http://127.0.0.1:8080).
+      - The progress header line then gives the study's page there, and C(summary.json) keeps it for the mail.
+      - The study's user attributes and the trials' notes are written whether or not it is set.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -72,6 +78,11 @@ new_trials:
   description: Trials run by this invocation.
   returned: success
   type: int
+dashboard_url:
+  description: The study's page in optuna-dashboard, when I(dashboard_url) is set.
+  returned: success
+  type: str
+  sample: http://127.0.0.1:8080/dashboard/studies/1
 run_dir:
   description: Where results landed.
   returned: always
@@ -106,6 +117,7 @@ def main():
             CONFIG_ARGUMENTS,
             storage=dict(type="str", no_log=True),
             trainer_path=dict(type="path"),
+            dashboard_url=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -114,12 +126,13 @@ def main():
     if module.check_mode:
         module.exit_json(changed=True, run_dir=run_dir, study=config["study"], msg="configuration, model and data set are valid")
     try:
-        summary = run(config, plan, run_dir, storage, trainer_path=params["trainer_path"])
+        summary = run(config, plan, run_dir, storage, trainer_path=params["trainer_path"],
+                      dashboard_url=params["dashboard_url"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), errors=exc.details or [str(exc)], run_dir=run_dir)
     result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_params", "best_trial",
                                       "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
-                                      "progress", "seconds", "notify")}
+                                      "progress", "seconds", "notify", "dashboard_url")}
     result.update(changed=summary["new_trials"] > 0, run_dir=run_dir, summary_path=os.path.join(run_dir, SUMMARY_NAME))
     module.exit_json(**result)
 

@@ -59,6 +59,11 @@ options:
       - The tune configuration whose C(notify.to) and C(notify.sender) are used, read leniently, when
         I(recipients) is empty; with I(failure) the configuration may be the invalid one.
     type: path
+  dashboard_url:
+    description:
+      - Base address of the optuna-dashboard serving the study's storage; the mail then links the study's page there.
+      - By default the mail gives the address M(tune_model) was told, if any.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -128,7 +133,7 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.autotune import report
+from ansible.module_utils.autotune import dashboard, report
 
 
 def _write(path, text):
@@ -148,6 +153,8 @@ def _result_message(module, run_dir):
     diff = module.params["diff"]
     if diff is None:
         diff = report.code_diff(summary.get("baseline_code"), summary.get("best_code"))
+    if module.params["dashboard_url"] and summary.get("study_id") is not None:
+        summary["dashboard_url"] = dashboard.study_url(module.params["dashboard_url"], summary["study_id"])
     subject, body = report.message(summary, summary["trials"], diff)
     attachments = [summary["plot"]] if summary.get("plot") and os.path.exists(summary["plot"]) else []
     return subject, body, attachments, diff, summary["reached"]
@@ -182,6 +189,7 @@ def main():
             study=dict(type="str"),
             context=dict(type="dict", default={}),
             config=dict(type="path"),
+            dashboard_url=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -102,6 +102,7 @@ def message(summary, records, diff):
         f"Best {summary['metric']}: {best} (trial {summary['best_trial']}), stopped because: {summary['stop_reason']}.",
         f"Trials: {summary['n_trials']}; runner: {summary['runner']}; storage: {summary['storage']}.",
         f"Run directory: {summary['run_dir']}",
+        *([f"Dashboard: {summary['dashboard_url']}"] if summary.get("dashboard_url") else []),
         "",
         "Winning hyperparameters:",
         params,

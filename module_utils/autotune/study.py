@@ -16,6 +16,7 @@ import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
+from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
@@ -132,6 +133,7 @@ class StudyLoop:
         for name, item in attrs.items():
             slot.trial.set_user_attr(name, item)
         study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
+        dashboard.annotate_trial(study, slot.trial, self.run_dir, self.metric, self.progress)
         self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"])))
         if state == COMPLETE:
             self.tried[search_space.frozen(slot.params)] = study.get_trials(deepcopy=False)[slot.number]
@@ -163,6 +165,7 @@ class StudyLoop:
                             "seconds": 0.0, "epochs": []}.items():
             trial.set_user_attr(name, value)
         study.tell(trial, earlier.value)
+        dashboard.annotate_trial(study, trial, self.run_dir, self.metric, self.progress)
         self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"])))
 
     def _retry_interrupted(self, study):

@@ -8,6 +8,7 @@ import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
 from ansible.module_utils.autotune import config as tune_config
+from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
@@ -82,7 +83,7 @@ def _mean(values):
     return round(sum(values) / len(values), 3) if values else None
 
 
-def run(config, plan, run_dir, storage, trainer_path=None):
+def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
     """Train until the goal or the budget; write summary.json, the plot and the best model. Return the summary."""
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
@@ -93,9 +94,11 @@ def run(config, plan, run_dir, storage, trainer_path=None):
         dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
         progress = ProgressLog(run_dir)
+        watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress)
         progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
                  f"strategy {config['search']['strategy']}, runner {runner.name}, "
-                 f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}")
+                 f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}"
+                 + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
         loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress)
         try:
             study, stop_reason, new_trials = loop.run()
@@ -107,6 +110,7 @@ def run(config, plan, run_dir, storage, trainer_path=None):
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
+        summary.update(watch)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
         return summary
 

@@ -1,0 +1,147 @@
+"""What a person watching a study in optuna-dashboard sees beyond Optuna's own records.
+
+optuna-dashboard already shows each trial's params, its per-epoch values (reported with
+trial.report) and its user attributes (outcome, reason, ...). This module adds:
+
+* on the study: its goal, metric, strategy and runner as study user attributes, the metric's name
+  (instead of "Objective 0"), and a note;
+* on each finished trial: a note (optuna_dashboard.save_note) saying how it ended and why,
+  its per-epoch values, and the diff of its model code from the baseline's (trial 0);
+* the study's address in the dashboard, for the progress header and the mail.
+
+The notes live in the study storage (as optuna-dashboard keeps them), so a dashboard started
+later, on another host, shows them too. Writing a note is never worth a tuning run: a failure
+is said in one progress line and the loop goes on.
+"""
+import difflib
+import os
+
+import optuna
+
+from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune.storage import masked_storage, open_study
+
+# A note is stored in chunks of study system attributes; a diff longer than this is cut.
+MAX_DIFF_CHARS = 20000
+
+
+def study_url(base_url, study_id):
+    """The study's page in optuna-dashboard served at base_url (None when no dashboard is configured)."""
+    if not base_url or study_id is None:
+        return None
+    return f"{base_url.rstrip('/')}/dashboard/studies/{int(study_id)}"
+
+
+def study_attrs(config, runner_name):
+    """The study user attributes a person filters and reads studies by in the dashboard."""
+    target = config["target"]
+    return {"goal": target["goal"], "metric": target["metric"], "strategy": config["search"]["strategy"],
+            "runner": runner_name}
+
+
+def study_note(config, runner_name):
+    target, budget = config["target"], config["budget"]
+    return "\n".join([
+        f"## {config['study']}",
+        "",
+        f"Goal: **{target['metric']} >= {target['goal']:g}**; strategy **{config['search']['strategy']}**, "
+        f"runner **{runner_name}**.",
+        "",
+        f"Budget: {budget['max_trials']} trials, {budget['max_seconds']} s, {budget['trial_timeout']} s per trial, "
+        f"{budget['max_consecutive_failures']} consecutive failures.",
+        "",
+        "Trial 0 is the committed baseline; each trial's note shows how it ended and its code diff from the baseline.",
+    ])
+
+
+def prepare(config, plan, storage, runner_name, base_url=None, progress=None):
+    """Open (or create) the study, give it its user attributes and note; return its id and dashboard address.
+
+    Called before the loop, so the progress header can give the address of a study that has no trial yet.
+    """
+    study = open_study(config, plan, storage)
+    for name, value in study_attrs(config, runner_name).items():
+        study.set_user_attr(name, value)
+    study.set_metric_names([config["target"]["metric"]])  # the dashboard's axes say val_accuracy, not "Objective 0"
+    try:
+        from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
+        save_note(study, study_note(config, runner_name))
+    except Exception as exc:  # pylint: disable=broad-except  # a lost note must not end a tuning run
+        if progress:
+            progress(f"study note not saved: {type(exc).__name__}: {masked_storage(str(exc))[:200]}")
+    study_id = optuna.storages.get_storage(storage).get_study_id_from_name(study.study_name)
+    return {"study_id": study_id, "dashboard_url": study_url(base_url, study_id)}
+
+
+def _read_code(run_dir, attrs):
+    """The lines of a trial's model code; [] when it has none (a repeat) or it cannot be read safely."""
+    if not attrs.get("code"):
+        return []
+    path = os.path.join(attrs.get("run_dir") or run_dir, attrs["code"])
+    try:  # trial folders are writable by the code under test: a link there is never followed
+        with trialdir.open_regular(path) as handle:
+            return handle.read().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def code_diff(run_dir, baseline, trial):
+    """Unified diff of the trial's model code from the baseline's (both FrozenTrials)."""
+    diff = "".join(difflib.unified_diff(_read_code(run_dir, baseline.user_attrs), _read_code(run_dir, trial.user_attrs),
+                                        fromfile=f"trial {baseline.number}/model.py",
+                                        tofile=f"trial {trial.number}/model.py"))
+    if len(diff) > MAX_DIFF_CHARS:
+        diff = diff[:MAX_DIFF_CHARS] + f"\n... (cut at {MAX_DIFF_CHARS} characters)\n"
+    return diff
+
+
+def _fence(text):
+    """A Markdown code fence that the text itself cannot close."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return fence
+
+
+def trial_note(trial, baseline, run_dir, metric):
+    """The Markdown note of one finished trial."""
+    attrs = trial.user_attrs
+    outcome = attrs.get("outcome", trial.state.name.lower())
+    shown = f"{metric} **{trial.value:.4f}**" if trial.value is not None else trial.state.name
+    lines = [f"### Trial {trial.number}: {outcome}, {shown}", ""]
+    if attrs.get("reason"):
+        lines += [f"Reason: {attrs['reason']}", ""]
+    if attrs.get("duplicate_of") is not None:
+        lines += [f"Same parameters as trial {attrs['duplicate_of']}: answered with its value, not trained again.", ""]
+    if attrs.get("resumes_trial") is not None:
+        lines += [f"Resumes trial {attrs['resumes_trial']}, whose controller stopped while it ran.", ""]
+    values = [record.get(metric) for record in attrs.get("epochs", [])]
+    if values:
+        lines += [f"{metric} per epoch: " + ", ".join("-" if v is None else f"{v:.4f}" for v in values), ""]
+    if trial.number == baseline.number:
+        lines.append("The committed baseline model: the trials' diffs start from its code.")
+    elif attrs.get("code"):
+        diff = code_diff(run_dir, baseline, trial)
+        if diff:
+            fence = _fence(diff)
+            lines += ["Model code, diff from the baseline (trial 0):", "", f"{fence}diff", diff.rstrip("\n"), fence]
+        else:
+            lines.append("Model code: the same as the baseline's.")
+    return "\n".join(lines) + "\n"
+
+
+def annotate_trial(study, trial, run_dir, metric, progress=None):
+    """Save the note of a trial the loop has just told the study (trial: the optuna.Trial it asked for)."""
+    try:
+        trials = study.get_trials(deepcopy=False)
+        frozen = trials[trial.number]
+        baseline = next((t for t in trials if t.user_attrs.get("baseline")), trials[0])
+        from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
+        save_note(trial, trial_note(frozen, baseline, run_dir, metric))
+    except Exception as exc:  # pylint: disable=broad-except  # a lost note must not end a tuning run
+        if progress:
+            progress(f"trial {trial.number:3d}  dashboard note not saved: {type(exc).__name__}: "
+                     f"{masked_storage(str(exc))[:200]}")
+        return False
+    return True
+

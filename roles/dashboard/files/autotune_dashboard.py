@@ -1,0 +1,123 @@
+"""Serve optuna-dashboard for one study storage whose URL is read from a file (role dashboard).
+
+Usage: python autotune_dashboard.py CONFIG.toml
+
+CONFIG.toml is optuna-dashboard's own --from-config format ([optuna_dashboard] storage, host,
+port) plus an [autotune] section (access_log). The role writes it with mode 0600, so the storage
+URL, which may hold a database password, is never on a command line (the process list). Every
+line this process writes (startup, request log, a traceback of a failed connection) goes through
+a filter that replaces the password, so it never reaches the log either.
+
+Standard library plus optuna_dashboard's public API (wsgi()), served like optuna-dashboard's own
+CLI does (wsgiref, one thread per request). This file must stay importable without optuna-dashboard:
+the unit tests import it to check the filter.
+"""
+import re
+import sys
+import tomllib
+from socketserver import ThreadingMixIn
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+MASK = "***"
+SECRET_KEYS = re.compile(r"^(password|passwd|pwd|secret|token|key)$", re.IGNORECASE)
+
+
+def secrets_of(url):
+    """The strings of a storage URL that must never be written: its password (user-info or a query
+    parameter such as ?password=), as written and %-decoded and %-encoded; longest first."""
+    found = set()
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.add(parts.password)
+        found.update(value for key, value in parse_qsl(parts.query, keep_blank_values=False)
+                     if SECRET_KEYS.match(key))
+    except ValueError:  # not a URL urlsplit can read (e.g. a bad port): fall back on the user-info pattern
+        match = re.match(r"^[^:/]+://[^:/@]*:([^@]*)@", url)
+        if match:
+            found.add(match.group(1))
+    variants = set()
+    for secret in found:
+        variants.update({secret, unquote(secret), quote(unquote(secret), safe="")})
+    return sorted((s for s in variants if s), key=len, reverse=True)
+
+
+def redact(text, secrets):
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+class Redacting:
+    """A text stream that writes everything through redact()."""
+
+    def __init__(self, stream, secrets):
+        self._stream, self._secrets = stream, secrets
+
+    def write(self, text):
+        return self._stream.write(redact(text, self._secrets))
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class ThreadedServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No line per request (the page polls every few seconds); errors are still logged."""
+
+    def log_request(self, code="-", size="-"):
+        pass
+
+
+def load(path):
+    with open(path, "rb") as handle:
+        document = tomllib.load(handle)
+    settings = dict(document.get("optuna_dashboard", {}))
+    settings.update(access_log=bool(document.get("autotune", {}).get("access_log", False)))
+    return settings
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} CONFIG.toml", file=sys.stderr)
+        return 2
+    settings = load(argv[1])
+    storage = settings.get("storage")
+    if not storage:
+        print(f"{argv[1]}: [optuna_dashboard] storage is missing; expected an Optuna storage URL", file=sys.stderr)
+        return 2
+    secrets = secrets_of(storage)
+    # Before optuna is imported, so every handler and warning it sets up writes through the filter.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    sys.stdout = Redacting(sys.stdout, secrets)
+    sys.stderr = Redacting(sys.stderr, secrets)
+
+    import optuna_dashboard  # pylint: disable=import-outside-toplevel
+
+    host, port = str(settings.get("host", "127.0.0.1")), int(settings.get("port", 8080))
+    app = optuna_dashboard.wsgi(storage)
+    handler = WSGIRequestHandler if settings["access_log"] else QuietHandler
+    server = make_server(host, port, app, server_class=ThreadedServer, handler_class=handler)
+    print(f"optuna-dashboard {optuna_dashboard.__version__} serving {redact(storage, secrets)} "
+          f"on http://{host}:{port}/dashboard", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
