@@ -21,9 +21,11 @@ options:
     type: int
     default: 3
   lock_path:
-    description: File that serialises overlapping health runs.
+    description:
+      - File that serialises overlapping health runs. Its folder is created 0700 when missing; keep it
+        root-owned (not C(/tmp)), or any local user could hold the lock and stop the healing.
     type: path
-    default: /tmp/autotune-health.lock
+    default: /var/lib/autotune/health.lock
   docker_host:
     description: Docker engine URL; the environment's by default.
     type: str
@@ -75,7 +77,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             relaunch_limit=dict(type="int", default=3),
-            lock_path=dict(type="path", default="/tmp/autotune-health.lock"),
+            lock_path=dict(type="path", default="/var/lib/autotune/health.lock"),
             docker_host=dict(type="str"),
         ),
         supports_check_mode=True,

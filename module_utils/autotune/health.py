@@ -31,8 +31,8 @@ class HealthLock:
         self.acquired = False
 
     def __enter__(self):
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.handle = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        self.handle = trialdir.open_regular(self.path, "a")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.acquired = True

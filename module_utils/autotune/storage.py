@@ -15,13 +15,19 @@ _SECRET_QUERY = re.compile(r"((?:password|passwd|pwd|secret|token|key)=)[^&;]*",
 
 
 def masked_storage(url):
-    """A storage URL fit for reports: the password (user-info or query parameter) replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url  # pylint: disable=import-outside-toplevel
-        shown = make_url(url).render_as_string(hide_password=True)
-    except Exception:  # pylint: disable=broad-except  # not an RDB URL (journal file, redis...): mask by hand
-        shown = re.sub(r"(//[^/@]*?:)[^/]*@", r"\1***@", url)
-    return _SECRET_QUERY.sub(r"\1***", shown)
+    """A storage URL fit for reports: the password (user-info or query parameter) replaced by ***.
+
+    By hand rather than SQLAlchemy's parser: a password holding '@' (postgresql://u:p@ss@host) is split at
+    the first '@' there, which would show the rest of it; here the user-info ends at the last '@'.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        netloc, slash, tail = rest.partition("/")
+        userinfo, at, host = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+        url = f"{scheme}://{netloc}{slash}{tail}"
+    return _SECRET_QUERY.sub(r"\1***", url)
 
 
 def default_storage(run_dir):
