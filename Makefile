@@ -7,7 +7,7 @@ ANSIBLE_ARGS ?=
 RUN_DIR ?= runs/catsdogs
 DASHBOARD_PORT ?= 8080
 
-.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench clean dashboard dashboard-service
+.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers clean dashboard dashboard-service
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ test-molecule: venv
 
 lint: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production
+
+# Time to the goal against Keras Tuner and plain Optuna, side by side (docs/measurements.md); an idle machine.
+bench-peers: venv data/catsdogs
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/peers.py $(BENCH_ARGS)
 
 bench: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/tune_bench.py $(BENCH_ARGS)

@@ -92,6 +92,8 @@ SCHEMA = _object(
                 "strategy": {"enum": list(STRATEGIES), "description": "one of " + ", ".join(STRATEGIES)},
                 "seed": _integer("an integer seed >= 0", minimum=0),
                 "pruner": {"enum": list(PRUNERS), "description": "one of " + ", ".join(PRUNERS)},
+                "pruner_patience": _integer("epochs >= 1 a trial may stay below the pruner's line before it is "
+                                            "pruned (Optuna's PatientPruner)"),
                 "startup_trials": _integer("an integer >= 0", minimum=0),
                 "space": {
                     "type": "object", "additionalProperties": PARAM_SCHEMA,

@@ -16,6 +16,7 @@ import time
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.runners import spares
 from ansible.module_utils.autotune.runners.docker import (
     LABEL_PREFIX, NAME_PREFIX, PROJECT, PROJECT_LABEL, TASK_LABEL, abnormal_end)
 
@@ -62,9 +63,13 @@ def controller_alive(run_dir):
 
 
 def trial_folder(labels):
-    """The trial folder a container's labels name, or '' when they name none properly."""
+    """The trial folder a container's labels name (a warm container's through spares.json), or '' when none."""
     run_dir, trial = labels.get(f"{LABEL_PREFIX}.run_dir", ""), labels.get(f"{LABEL_PREFIX}.trial", "")
-    if not os.path.isabs(run_dir) or not _TRIAL_LABEL.match(trial):
+    if not os.path.isabs(run_dir):
+        return ""
+    if spares.SPARE_NAME.match(trial):
+        trial = spares.folder_of(run_dir, trial) or ""  # a spare never handed a trial has nothing to resume
+    if not _TRIAL_LABEL.match(trial):
         return ""
     return trialdir.trial_path(run_dir, int(trial))
 

@@ -48,7 +48,7 @@ def open_study(config, plan, storage):
     try:
         sampler = strategies.make_sampler(config, plan, stored_trials(config["study"], storage))
         return optuna.create_study(study_name=config["study"], storage=storage, direction="maximize",
-                                   load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config))
+                                   load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config, plan))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
         raise AutotuneError(f"storage: cannot open study {config['study']!r} at {masked_storage(storage)} "
                             f"({type(exc).__name__}: {masked_storage(str(exc))}); expected a reachable Optuna storage URL")

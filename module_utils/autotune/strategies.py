@@ -65,10 +65,21 @@ def _escalate(config, plan, seed):
 
 STRATEGIES = {"tpe": _tpe, "random": _random, "escalate": _escalate}
 
+def _max_epochs(plan):
+    """The most epochs a trial of this space can train: the resource multi-fidelity pruners divide."""
+    spec = plan["space"].get("epochs")
+    return int(spec["high"]) if spec and spec.get("type") == "int" else int(plan["baseline"].get("epochs", 1) or 1)
+
+
+# Epochs are the resource: each reported epoch is a rung step. ASHA and Hyperband stop a trial at a rung
+# (1, 3, 9... epochs) when it is not in the top third there; the median pruner after its first epoch.
 PRUNERS = {
-    "median": lambda config: optuna.pruners.MedianPruner(
+    "median": lambda config, plan: optuna.pruners.MedianPruner(
         n_startup_trials=config["search"]["startup_trials"], n_warmup_steps=1),
-    "none": lambda config: optuna.pruners.NopPruner(),
+    "asha": lambda config, plan: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+    "hyperband": lambda config, plan: optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=max(_max_epochs(plan), 3), reduction_factor=3),
+    "none": lambda config, plan: optuna.pruners.NopPruner(),
 }
 
 
@@ -80,11 +91,14 @@ def make_sampler(config, plan, n_existing=0):
     return STRATEGIES[name](config, plan, config["search"]["seed"] + n_existing)
 
 
-def make_pruner(config):
+def make_pruner(config, plan):
+    """The configured pruner, wrapped in Optuna's PatientPruner when search.pruner_patience is set."""
     name = config["search"]["pruner"]
     if name not in PRUNERS:
         raise AutotuneError(f"search.pruner: {name!r} is unknown; expected one of {', '.join(PRUNERS)}")
-    return PRUNERS[name](config)
+    pruner = PRUNERS[name](config, plan)
+    patience = config["search"].get("pruner_patience")
+    return optuna.pruners.PatientPruner(pruner, patience=patience) if patience else pruner
 
 
 def exhausted(sampler, study):

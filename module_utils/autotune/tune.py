@@ -107,6 +107,8 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             raise AutotuneError(f"run: the host stopped the study ({type(exc).__name__}: {masked_storage(str(exc))[:300]}); "
                                 f"finished trials are kept in {masked_storage(storage)} and {run_dir}; expected free "
                                 "disk space and a reachable storage: fix it and run again to resume")
+        finally:
+            runner.close()  # nothing is left running after the study (warm spares)
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)

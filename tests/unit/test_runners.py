@@ -41,7 +41,8 @@ def test_docker_facts_pick_the_image_for_the_framework_or_say_why_not(tmp_path):
 def test_local_runner_from_its_block(tmp_path):
     config = _validate(tmp_path, {"kind": "local", "local": {"python": "/usr/bin/python3"}})
     runner = make_runner(config["runner"], "keras")
-    assert isinstance(runner, LocalRunner) and runner.describe() == {"runner": "local", "python": "/usr/bin/python3"}
+    assert isinstance(runner, LocalRunner)
+    assert runner.describe() == {"runner": "local", "python": "/usr/bin/python3", "warm": True}
 
 
 def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):

@@ -146,9 +146,8 @@ def test_unknown_strategy_or_pruner_is_an_error_never_a_fallback(tmp_path):
     config["search"]["strategy"] = "genetic"
     with pytest.raises(AutotuneError, match="search.strategy: 'genetic' is unknown; expected one of tpe, random, escalate"):
         strategies.make_sampler(config, plan)
-    config["search"]["pruner"] = "asha"
-    with pytest.raises(AutotuneError, match="search.pruner: 'asha' is unknown"):
-        strategies.make_pruner(config)
+    with pytest.raises(AutotuneError, match="search.pruner: 'genetic' is unknown"):
+        strategies.make_pruner(dict(config, search=dict(config["search"], pruner="genetic")), plan)
 
 
 def test_a_claimed_goal_counts_only_with_the_score_its_saved_model_has(tmp_path):
@@ -196,3 +195,20 @@ def test_a_goal_reached_in_one_slot_stops_the_others(tmp_path):
     assert slow.state == optuna.trial.TrialState.PRUNED and slow.user_attrs["outcome"] == "stopped"
     assert slow.user_attrs["reason"] == "stopped: trial 1 reached the goal" and len(slow.user_attrs["epochs"]) < 50
     assert ("stopped", runner.started[0][0]) in runner.log
+
+
+@pytest.mark.parametrize("pruner", ["asha", "hyperband"])
+def test_multi_fidelity_pruners_stop_a_hopeless_trial_early(tmp_path, pruner):
+    # Epochs are the resource: a trial far below the others at its first rung is stopped there.
+    script = by_filters({4: [0.7] * 9, 8: [0.72] * 9, 16: [0.1] * 9, 32: [0.71] * 9})
+    study, _, _, runner, _ = _loop(tmp_path, script, target={"goal": 0.99}, search={"pruner": pruner})
+    hopeless = next(t for t in study.trials if t.params["filters"] == 16)
+    assert hopeless.state == optuna.trial.TrialState.PRUNED and len(hopeless.user_attrs["epochs"]) < 9
+    assert ("stopped", next(folder for folder, _ in runner.started if folder.endswith(f"{hopeless.number:04d}"))) \
+        in runner.log
+
+
+def test_patience_wraps_the_pruner(tmp_path):
+    config, plan, _ = _setup(tmp_path, search={"pruner": "asha", "pruner_patience": 2})
+    pruner = strategies.make_pruner(config, plan)
+    assert isinstance(pruner, optuna.pruners.PatientPruner)

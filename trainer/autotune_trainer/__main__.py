@@ -131,40 +131,49 @@ def _finish(trial, fitted, done_before, fit_started, launched, result):
     return EXIT_OK
 
 
+def run_trial(trial_dir, load_data, launched):
+    """Train the trial prepared in ``trial_dir``; ``load_data()`` gives the packed data set (already in memory
+    when a warm spare runs this, see warm.py). Returns the exit code."""
+    try:
+        spec = json.loads((trial_dir / trialdir.SPEC).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"autotune_trainer: cannot read {trial_dir / trialdir.SPEC}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    # Heavy imports only after the cheap checks: a bad trial fails in milliseconds.
+    import keras  # noqa: E402  pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(int(spec.get("seed", 1)))
+    if spec.get("model_api") == "script":  # the user's own script, which reads its own data (script.py)
+        from autotune_trainer.script import ScriptTrial  # pylint: disable=import-outside-toplevel
+        trial = ScriptTrial(trial_dir, spec)
+    else:
+        trial = Trial(trial_dir, spec, load_data())
+    result = {"status": "ok", "metric": trial.metric}
+    fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
+    return _finish(trial, fitted, done_before, fit_started, launched, result)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autotune_trainer", description=__doc__)
     parser.add_argument("trial_dir", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="packed data set (.npz)")
     args = parser.parse_args(argv)
     launched = _launch_time()
-    try:
-        spec = json.loads((args.trial_dir / trialdir.SPEC).read_text())
-    except (OSError, ValueError) as exc:
-        print(f"autotune_trainer: cannot read {args.trial_dir / trialdir.SPEC}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     if not args.data.is_file():
         print(f"autotune_trainer: data set {args.data} not found; expected a packed .npz", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    # Heavy imports only after the cheap checks: a bad trial fails in milliseconds.
-    import keras  # noqa: E402  pylint: disable=import-outside-toplevel
+    def load_data():
+        from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
+        return load_dataset(args.data)
 
-    from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
-
-    keras.utils.set_random_seed(int(spec.get("seed", 1)))
-    if spec.get("model_api") == "script":  # the user's own script, which reads its own data (script.py)
-        from autotune_trainer.script import ScriptTrial  # pylint: disable=import-outside-toplevel
-        trial = ScriptTrial(args.trial_dir, spec)
-    else:
-        trial = Trial(args.trial_dir, spec, load_dataset(args.data))
-    result = {"status": "ok", "metric": trial.metric}
-    fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
-    return _finish(trial, fitted, done_before, fit_started, launched, result)
+    return run_trial(args.trial_dir, load_data, launched)
 
 
-def run():
+def run(entry=None):
     try:
-        return main()
+        return (entry or main)()
     except Exception as exc:  # pylint: disable=broad-except
         # The traceback goes to the log the runner keeps; the controller records the last lines.
         import traceback  # pylint: disable=import-outside-toplevel

@@ -12,6 +12,7 @@ health check writes its relaunch record; nothing else crosses the boundary.
               checkpoint/    Keras BackupAndRestore state, so a relaunch resumes
               trainer.log    the trainer's output
   health      health.json    relaunch count and history (docker runner)
+  controller  handed.json    written last when a waiting warm container is handed the trial (docker runner)
   controller  stopped_by_controller   the controller ended it on purpose: never relaunch
 
 A trial folder is writable by the code under test: every file is opened without
@@ -36,6 +37,8 @@ LOG = "trainer.log"
 HEALTH = "health.json"
 STOPPED_MARKER = "stopped_by_controller"
 RUN_LOCK = ".tune.lock"  # held by the run directory's controller while it runs
+HANDED = "handed.json"  # a warm trainer container waits for it: the trial is now in its folder (docker runner)
+SPARES = "spares.json"  # run_dir: which trial folder each warm container's spare folder became (docker runner)
 
 # The trainer's exit codes; any other exit means it died from outside (signal, kill, engine).
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_NAN = 0, 1, 2, 3

@@ -104,6 +104,9 @@ class Runner:
         the slot (0 .. slots-1) it runs in: a slot's share of the host (CPUs, a GPU) is always the same."""
         raise NotImplementedError
 
+    def close(self):
+        """The study is over: end whatever the runner keeps running ahead of trials (warm spares)."""
+
     def verify(self, trial_dir, data_path, out_dir, labels):
         """Start ``autotune_trainer.verify`` apart from the trial: it scores the saved model (read-only) on the
         validation split and writes out_dir/verified.json, so a trial cannot claim a score it does not have."""

@@ -9,11 +9,13 @@ read-only root file system, and on GPU hosts one GPU. Its end is classified
 folder and the container removed.
 """
 import os
+import shutil
 import time
 import uuid
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.runners import spares
 from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
 
 try:
@@ -173,9 +175,10 @@ class DockerRunner(Runner):
         "docker_host": {"type": "string", "minLength": 1, "description": "a Docker engine URL, e.g. unix:///var/run/docker.sock"},
         "relaunch_grace": {"type": "integer", "minimum": 1,
                            "description": "seconds >= 1 to wait for the health check to relaunch a dead container"},
+        "warm": {"type": "boolean", "description": "true or false: keep a trainer container started ahead per slot"},
     }
     CONFIG_DEFAULTS = {
-        "network": False, "gpu_ids": [], "relaunch_grace": 180,
+        "network": False, "gpu_ids": [], "relaunch_grace": 180, "warm": True,
         "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
     }
 
@@ -201,10 +204,11 @@ class DockerRunner(Runner):
     def from_config(cls, block, framework, trainer_path=None, slots=1):
         return cls(cls.image_for(block, framework), cpus=block.get("cpus"), memory=block.get("memory"),
                    network=block.get("network", False), gpu_ids=block.get("gpu_ids"),
-                   base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180), slots=slots)
+                   base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180), slots=slots,
+                   warm=block.get("warm", True))
 
     def __init__(self, image, cpus=None, memory=None, network=False, gpu_ids=None, base_url=None, relaunch_grace=180,
-                 slots=1):
+                 slots=1, warm=True):
         if not HAS_DOCKER:
             raise AutotuneError("runner.kind: docker needs the Python 'docker' package on the controller; expected it installed")
         try:
@@ -223,26 +227,77 @@ class DockerRunner(Runner):
         self.network = network
         self.gpu_ids = list(gpu_ids or [])
         self.relaunch_grace = relaunch_grace
+        self.warm = warm
+        self.spares = {}  # slot -> (container, spare folder)
 
     def describe(self):
-        return {"runner": self.name, "image": self.image_name, "image_id": self.image.id,
-                "cpus": self.cpus, "memory": self.memory, "network": self.network, "gpu_ids": self.gpu_ids}
+        return {"runner": self.name, "image": self.image_name, "image_id": self.image.id, "cpus": self.cpus,
+                "memory": self.memory, "network": self.network, "gpu_ids": self.gpu_ids, "warm": self.warm}
 
-    def _existing(self, run_dir, trial):
-        return self.client.containers.list(all=True, filters={"label": [
-            f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{LABEL_PREFIX}.trial={trial}",
-            f"{TASK_LABEL}=train"]})
+    def _existing(self, run_dir, folder):
+        """Training containers of this run folder's trial ``folder``, warm ones handed it included."""
+        found = self.client.containers.list(all=True, filters={"label": [
+            f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{TASK_LABEL}=train"]})
+        return [c for c in found if spares.folder_of(run_dir, c.labels.get(f"{LABEL_PREFIX}.trial")) == folder]
 
     def start(self, trial_dir, data_path, labels):
-        for container in self._existing(labels["run_dir"], int(labels["trial"])):
+        """Adopt the container still training this trial, else hand it to the slot's warm spare, else start one."""
+        for container in self._existing(labels["run_dir"], os.path.basename(trial_dir)):
             if container.status in ("running", "created", "restarting"):
                 # A controller resuming its study adopts the container still training the trial.
                 return DockerProcess(container, trial_dir, self.relaunch_grace)
             container.remove(force=True)
-        command = ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT]
-        volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
-        container = self._run(command, volumes, trial_dir, labels, "train")
+        slot = int(labels.get("slot", 0))
+        process = self._hand(self.spares.pop(slot, None), trial_dir, labels)
+        if process is None:
+            command = ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT]
+            volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
+            process = DockerProcess(self._run(command, volumes, trial_dir, labels, "train"), trial_dir,
+                                    self.relaunch_grace)
+        if self.warm:
+            self.spares[slot] = self._spare(data_path, labels)
+        return process
+
+    def _spare(self, data_path, labels):
+        """The slot's next trainer, started now: Keras imported and data loaded before its trial exists."""
+        folder = spares.new_folder(labels["run_dir"], labels.get("slot", 0))
+        command = ["python", "-m", "autotune_trainer.warm", "--data", DATA_MOUNT, "--folder", TRIAL_MOUNT]
+        volumes = {folder: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
+        return self._run(command, volumes, folder, dict(labels, trial=os.path.basename(folder)), "train"), folder
+
+    def _hand(self, spare, trial_dir, labels):
+        """The trial, handed to a waiting spare; None when there is none or it died (a cold one starts)."""
+        if spare is None:
+            return None
+        container, folder = spare
+        try:
+            container.reload()
+            alive = container.status == "running"
+        except ENGINE_ERRORS:
+            alive = False
+        if not alive:
+            self._discard(container, folder)
+            return None
+        spares.hand(folder, trial_dir, labels["run_dir"])
+        if os.geteuid() == 0:
+            _hand_over(trial_dir)
+        spares.go(trial_dir)
+        if os.geteuid() == 0:
+            os.lchown(os.path.join(trial_dir, trialdir.HANDED), IMAGE_UID, IMAGE_UID)
         return DockerProcess(container, trial_dir, self.relaunch_grace)
+
+    def _discard(self, container, folder):
+        try:
+            container.remove(force=True)
+        except ENGINE_ERRORS:
+            pass
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self):
+        """Spares not handed a trial are removed with their folders: nothing is left running after the study."""
+        for container, folder in self.spares.values():
+            self._discard(container, folder)
+        self.spares = {}
 
     def verify(self, trial_dir, data_path, out_dir, labels):
         os.makedirs(out_dir, exist_ok=True)
@@ -266,12 +321,12 @@ class DockerRunner(Runner):
             raise AutotuneError(f"runner: cannot start a {task} container from {self.image_name!r} ({exc})")
 
     def _options(self, command, volumes, labels, user, task):
-        trial = int(labels["trial"])
+        trial = labels["trial"]
         options = {
             "command": command,
             "detach": True,
             "init": True,  # docker-init as PID 1 forwards signals: a stop ends the trainer at once
-            "name": f"{NAME_PREFIX}{labels['study']}-{trial:04d}-{'' if task == 'train' else task + '-'}{uuid.uuid4().hex[:6]}",
+            "name": f"{NAME_PREFIX}{labels['study']}-{trial}-{'' if task == 'train' else task + '-'}{uuid.uuid4().hex[:6]}",
             "labels": labels_for(labels["study"], trial, labels["run_dir"], task),
             "user": user,
             "working_dir": TRIAL_MOUNT,

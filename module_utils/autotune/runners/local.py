@@ -36,6 +36,16 @@ def cpu_share(slot, slots, available=None):
     return set(available[slot * size:(slot + 1) * size])
 
 
+def _before_exec(cpus):
+    """What a trainer child does before exec: die with the controller, and keep to its slot's CPUs."""
+
+    def prepare():
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    return prepare
+
+
 def _die_with_parent():
     """Runs in the child before exec: SIGTERM it when the controller dies (Linux prctl PR_SET_PDEATHSIG),
     so a killed controller leaves no trainer running on; the resumed study continues from the checkpoint."""
@@ -77,28 +87,88 @@ class LocalProcess(TrialProcess):
         return "failed", f"exit status {code}"
 
 
+class Spare:
+    """A trainer process started ahead for a slot (autotune_trainer.warm): Keras imported, data loaded, waiting."""
+
+    def __init__(self, popen, data_path):
+        self.popen, self.data_path = popen, data_path
+
+    def ready_for(self, data_path):
+        return self.popen.poll() is None and self.data_path == data_path
+
+    def hand(self, trial_dir):
+        """Give it the trial; it trains that one and exits. None when it died meanwhile (start a cold one)."""
+        try:
+            self.popen.stdin.write(f"{trial_dir}\t{time.time()!r}\n".encode())
+            self.popen.stdin.close()
+        except OSError:  # it died meanwhile (BrokenPipeError)
+            return None
+        return LocalProcess(self.popen, trial_dir)
+
+    def close(self):
+        """Not needed after all: it has trained nothing, so it is ended at once."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait()
+        if self.popen.stdin:
+            self.popen.stdin.close()
+
+
 class LocalRunner(Runner):
     name = "local"
     CONFIG_SCHEMA = {
         "python": {"type": "string", "minLength": 1,
                    "description": "the Python interpreter that runs the trainer (default: the controller's)"},
+        "warm": {"type": "boolean", "description": "true or false: keep a trainer started ahead per slot"},
     }
+    CONFIG_DEFAULTS = {"warm": True}
 
-    def __init__(self, trainer_path=None, python=None, slots=1):
+    def __init__(self, trainer_path=None, python=None, slots=1, warm=True):
         self.trainer_path = trainer_path
         self.python = python or sys.executable
-        self.slots = slots
+        self.slots, self.warm = slots, warm
+        self.spares = {}  # slot -> Spare
 
     @classmethod
     def from_config(cls, block, framework, trainer_path=None, slots=1):
-        return cls(trainer_path=trainer_path, python=block.get("python"), slots=slots)
+        return cls(trainer_path=trainer_path, python=block.get("python"), slots=slots, warm=block.get("warm", True))
 
     def describe(self):
-        return {"runner": self.name, "python": self.python}
+        return {"runner": self.name, "python": self.python, "warm": self.warm}
 
     def start(self, trial_dir, data_path, labels):
-        cpus = cpu_share(int(labels.get("slot", 0)), self.slots)
-        return self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir, cpus)
+        """The slot's warm spare takes the trial when it is ready; a fresh spare is started for the next one."""
+        slot = int(labels.get("slot", 0))
+        cpus = cpu_share(slot, self.slots)
+        spare = self.spares.pop(slot, None)
+        process = spare.hand(trial_dir) if spare and spare.ready_for(data_path) else None
+        if process is None:
+            if spare:
+                spare.close()
+            process = self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir, cpus)
+        if self.warm:
+            self.spares[slot] = self._spare(data_path, labels, cpus)
+        return process
+
+    def close(self):
+        for spare in self.spares.values():
+            spare.close()
+        self.spares = {}
+
+    def _spare(self, data_path, labels, cpus):
+        """Start the slot's next trainer now; its output goes to a log of its own until it is handed a trial."""
+        folder = os.path.join(labels["run_dir"], "spares")
+        os.makedirs(folder, exist_ok=True)
+        with trialdir.open_regular(os.path.join(folder, f"slot-{labels.get('slot', 0)}.log"), "ab") as log:
+            popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [self.python, "-m", "autotune_trainer.warm", "--data", data_path],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, cwd=folder,
+                env=trainer_environment(self.trainer_path), start_new_session=True,
+                preexec_fn=_before_exec(cpus),
+            )
+        return Spare(popen, data_path)
 
     def verify(self, trial_dir, data_path, out_dir, labels):
         os.makedirs(out_dir, exist_ok=True)
@@ -106,16 +176,10 @@ class LocalRunner(Runner):
 
     def _spawn(self, module_and_args, folder, cpus=None):
         """``python -m MODULE ARGS`` in ``folder`` (pinned to ``cpus`` when given), its output in folder/trainer.log."""
-
-        def before_exec():
-            _die_with_parent()
-            if cpus:
-                os.sched_setaffinity(0, cpus)
-
         with trialdir.open_regular(os.path.join(folder, trialdir.LOG), "ab") as log:
             popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [self.python, "-m", *module_and_args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder,
-                env=trainer_environment(self.trainer_path), start_new_session=True, preexec_fn=before_exec,
+                env=trainer_environment(self.trainer_path), start_new_session=True, preexec_fn=_before_exec(cpus),
             )
         return LocalProcess(popen, folder)

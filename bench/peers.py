@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Benchmark against the peers: time from the command's start to the first epoch at the goal.
+
+    .venv/bin/pip install -r requirements-bench.txt     # Keras Tuner and what its optimizers need
+    .venv/bin/python bench/peers.py [--seeds 5] [--goal 0.94] [--systems ...] [--budget 300]
+
+Systems, run interleaved (seed by seed) in one invocation, on the same packed data (the sample
+cats vs dogs, 28x28 grey), the same search space (examples/catsdogs: blocks 1-3, filters 4-32 log,
+kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the same model code (the
+`cnn` template, rendered):
+
+  kt-hyperband   Keras Tuner Hyperband (factor 3, max_epochs 6), every trial in one process
+  kt-bayes       Keras Tuner BayesianOptimization, every trial in one process
+  optuna         plain Optuna in one process: TPE and the same pruner as ours (the floor: no isolation)
+  ours-local     playbooks/tune.yml, local runner: a fresh process per trial (warm spares)
+  ours-docker    playbooks/tune.yml, docker runner: a fresh container per trial
+
+Each run is its own process; the clock starts when it is launched and stops at the wall-clock end of
+the first epoch whose val_accuracy reaches the goal (the peers' callback, our metrics.jsonl). Prints a
+Markdown table (median and IQR of time to goal, success within the budget, trials, epochs, start-up
+share), writes bench/results/peers.json and bench/results/peers.png (box plot). One training at a
+time: start it on an otherwise idle machine.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SYSTEMS = ("kt-hyperband", "kt-bayes", "optuna", "ours-local", "ours-docker")
+SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())["search"]["space"]
+
+
+def _ours(system, seed, goal, budget, work, pruner):
+    """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
+    config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
+    config.update(study=f"peers-{system}-{seed}", target={"metric": "val_accuracy", "goal": goal},
+                  budget={"max_trials": 200, "max_seconds": budget, "trial_timeout": budget},
+                  runner={"kind": system.split("-")[1]})
+    config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
+    config["search"].update(seed=seed, pruner=pruner)
+    path = work / f"{system}-{seed}.yml"
+    path.write_text(yaml.safe_dump(config))
+    runs = work / "runs"
+    started = time.time()
+    subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
+                    json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs), "autotune_notify": False})],
+                   cwd=REPO, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"), capture_output=True,
+                   timeout=budget + 600, check=False)
+    summary = json.loads((runs / config["study"] / "summary.json").read_text())
+    trained = [t for t in summary["trials"] if t["outcome"] != "duplicate"]
+    epochs = sum(len(t["epochs"]) for t in trained)
+    reached_at = None
+    for trial in trained:
+        for record in trial["epochs"]:
+            if trial["value"] is not None and trial["value"] >= goal - 1e-6 and record.get("val_accuracy", 0) >= goal - 1e-6:
+                reached_at = min(reached_at or record["time"], record["time"])
+    startup = sum(t["startup_seconds"] or 0 for t in trained)
+    busy = startup + sum(t["fit_seconds"] or 0 for t in trained)
+    return {"seconds": round(reached_at - started, 2) if reached_at else None, "trials": len(trained),
+            "epochs": epochs, "startup_share": round(startup / busy, 3) if busy else None}
+
+
+def _in_process(system, seed, goal, budget, work, pruner):
+    """A peer in a process of its own (bench/peers_worker.py), which writes its result file and exits."""
+    out = work / f"{system}-{seed}.json"
+    command = [sys.executable, str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
+               str(goal), "--budget", str(budget), "--pruner", pruner, "--work", str(work), "--out", str(out)]
+    started = time.time()
+    subprocess.run(command, cwd=REPO, capture_output=True, timeout=budget + 300, check=False,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    result = json.loads(out.read_text()) if out.exists() else {"reached_at": None, "trials": None, "epochs": None}
+    return {"seconds": round(result["reached_at"] - started, 2) if result["reached_at"] else None,
+            "trials": result["trials"], "epochs": result["epochs"], "startup_share": None}
+
+
+def _quartiles(values):
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (None, None)
+    q = statistics.quantiles(values, n=4)
+    return round(q[0], 1), round(q[2], 1)
+
+
+def _table(results, systems, goal, budget):
+    rows = [f"| system | median s to {goal} | IQR | reached | trials (median) | epochs (median) | start-up share |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for system in systems:
+        runs = results[system]
+        times = sorted(r["seconds"] for r in runs if r["seconds"] is not None)
+        median = f"{statistics.median(times):.1f}" if times else f"> {budget}"
+        low, high = _quartiles(times)
+        trials = statistics.median([r["trials"] for r in runs if r["trials"] is not None] or [0])
+        epochs = statistics.median([r["epochs"] for r in runs if r["epochs"] is not None] or [0])
+        shares = [r["startup_share"] for r in runs if r["startup_share"] is not None]
+        share = f"{statistics.median(shares):.0%}" if shares else "-"
+        rows.append(f"| {system} | {median} | {low}–{high} | {len(times)}/{len(runs)} | {trials} | {epochs} | {share} |")
+    return "\n".join(rows)
+
+
+def _plot(results, systems, path):
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    figure, axes = plt.subplots(figsize=(8, 4))
+    axes.boxplot([[r["seconds"] for r in results[s] if r["seconds"] is not None] or [0] for s in systems],
+                 tick_labels=list(systems))
+    axes.set_ylabel("seconds to the goal")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--goal", type=float, default=0.94)
+    parser.add_argument("--budget", type=int, default=300, help="seconds per run before it counts as not reached")
+    parser.add_argument("--pruner", default="median", help="our pruner, and plain Optuna's")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    args = parser.parse_args()
+    results = {system: [] for system in args.systems}
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="autotune-peers-") as tmp:
+        work = Path(tmp)
+        for seed in range(1, args.seeds + 1):
+            for system in args.systems:
+                run = _ours if system.startswith("ours") else _in_process
+                results[system].append(dict(run(system, seed, args.goal, args.budget, work, args.pruner), seed=seed))
+                print(system, results[system][-1], flush=True)
+    (REPO / "bench" / "results" / "peers.json").write_text(json.dumps(results, indent=2))
+    _plot(results, args.systems, REPO / "bench" / "results" / "peers.png")
+    print()
+    print(_table(results, args.systems, args.goal, args.budget))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

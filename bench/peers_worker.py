@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""One in-process peer run for bench/peers.py: Keras Tuner (Hyperband, BayesianOptimization) or plain Optuna.
+
+Every trial of the run shares this process, as these tools do. The first epoch whose val_accuracy
+reaches the goal writes the result file (its wall-clock time) and ends the process; so does the budget.
+"""
+import argparse
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import ansible.module_utils
+
+REPO = Path(__file__).resolve().parent.parent
+ansible.module_utils.__path__.append(str(REPO / "module_utils"))
+
+import keras  # noqa: E402
+import optuna  # noqa: E402
+
+from ansible.module_utils.autotune import dataset as tune_dataset  # noqa: E402
+from ansible.module_utils.autotune import modelcode  # noqa: E402
+from ansible.module_utils.autotune import space as search_space  # noqa: E402
+from peers import SPACE  # noqa: E402
+
+TEMPLATE = str(REPO / "model_templates" / "cnn.py.j2")
+COUNT = {"trials": 0, "epochs": 0}
+
+
+def finish(out, reached_at):
+    Path(out).write_text(json.dumps(dict(COUNT, reached_at=reached_at)))
+    os._exit(0)  # pylint: disable=protected-access  # stop the whole search at once, as a goal stop does
+
+
+class Goal(keras.callbacks.Callback):
+    def __init__(self, goal, out):
+        super().__init__()
+        self.goal, self.out = goal, out
+
+    def on_epoch_end(self, epoch, logs=None):
+        COUNT["epochs"] += 1
+        if (logs or {}).get("val_accuracy", 0) >= self.goal - 1e-6:
+            finish(self.out, time.time())
+
+
+def build(params, data):
+    """The cnn template rendered with these values: the same model code our trials run."""
+    baseline = {n: s["default"] for n, s in modelcode.template_meta(TEMPLATE)["hyperparameters"].items()}
+    namespace = {}
+    exec(compile(modelcode.render(TEMPLATE, dict(baseline, **params)), TEMPLATE, "exec"), namespace)  # noqa: S102
+    COUNT["trials"] += 1
+    return namespace["build_model"](data[0].shape[1:], len(data[4])), namespace["TRAINING"]["batch_size"]
+
+
+def keras_tuner(kind, seed, data, goal, out, work):
+    import keras_tuner as kt  # pylint: disable=import-outside-toplevel
+
+    def hypermodel(hp):
+        params = {"blocks": hp.Int("blocks", 1, 3), "filters": hp.Int("filters", 4, 32, sampling="log"),
+                  "kernel_size": hp.Choice("kernel_size", [3, 5]),
+                  "dense_units": hp.Int("dense_units", 8, 128, sampling="log"),
+                  "learning_rate": hp.Float("learning_rate", 3e-4, 1e-2, sampling="log")}
+        return build(params, data)[0]
+
+    class Bayes(kt.BayesianOptimization):
+        def run_trial(self, trial, *args, **kwargs):
+            kwargs["epochs"] = trial.hyperparameters.Int("epochs", 1, 6)
+            return super().run_trial(trial, *args, **kwargs)
+
+    common = {"objective": "val_accuracy", "seed": seed, "directory": str(work), "project_name": f"{kind}-{seed}",
+              "overwrite": True}
+    tuner = (kt.Hyperband(hypermodel, max_epochs=6, factor=3, **common) if kind == "kt-hyperband"
+             else Bayes(hypermodel, max_trials=500, **common))
+    x_train, y_train, x_val, y_val, _ = data
+    tuner.search(x_train, y_train, validation_data=(x_val, y_val), batch_size=64, epochs=6,
+                 callbacks=[Goal(goal, out)], verbose=0)
+
+
+class Report(keras.callbacks.Callback):
+    """Optuna's per-epoch report and prune, as our controller does it across the process boundary."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float((logs or {})["val_accuracy"]), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned()
+
+
+def plain_optuna(seed, data, goal, out, pruner):
+    from ansible.module_utils.autotune import strategies  # pylint: disable=import-outside-toplevel
+    plan = {"space": SPACE, "baseline": {"epochs": 1}}
+    config = {"search": {"startup_trials": 4, "pruner": pruner}}
+    study = optuna.create_study(direction="maximize", pruner=strategies.make_pruner(config, plan),
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=True))
+    x_train, y_train, x_val, y_val, _ = data
+
+    def objective(trial):
+        keras.backend.clear_session()
+        params = search_space.suggest(trial, SPACE, {})
+        model, batch_size = build(params, data)
+        history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=params["epochs"],
+                            batch_size=batch_size, callbacks=[Report(trial), Goal(goal, out)], verbose=0)
+        return history.history["val_accuracy"][-1]
+
+    study.optimize(objective, n_trials=500)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("system", choices=["kt-hyperband", "kt-bayes", "optuna"])
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--goal", type=float, required=True)
+    parser.add_argument("--budget", type=int, required=True)
+    parser.add_argument("--pruner", default="median")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    threading.Timer(args.budget, finish, (args.out, None)).start()
+    packed = tune_dataset.prepare({"path": str(REPO / "data" / "catsdogs"), "image_size": [28, 28],
+                                   "color": "grayscale", "validation_split": 0.2, "seed": 1}, str(args.work / "data"))
+    from autotune_trainer.data import load_dataset  # noqa: E402  pylint: disable=import-outside-toplevel
+    data = load_dataset(packed["path"])
+    keras.utils.set_random_seed(args.seed)
+    if args.system == "optuna":
+        plain_optuna(args.seed, data, args.goal, args.out, args.pruner)
+    else:
+        keras_tuner(args.system, args.seed, data, args.goal, args.out, args.work)
+    finish(args.out, None)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, str(REPO / "trainer"))
+    sys.path.insert(0, str(REPO / "bench"))
+    main()
