@@ -127,6 +127,13 @@ SCHEMA = _object(
                     for name, runner in RUNNERS.items()}),
             description="a mapping with 'kind' and that runner's own block",
         ),
+        "workers": _object(
+            {
+                "heartbeat_interval": _integer("seconds >= 1 between a controller's heartbeats for its running trials"),
+                "grace_period": _integer("seconds >= 1 without a heartbeat before another controller retries the trial"),
+            },
+            description="a mapping with heartbeat_interval and grace_period (a study shared by several hosts)",
+        ),
         "run_dir": _string("a folder for the run's results"),
         "storage": _string("an Optuna storage URL, e.g. sqlite:///study.db or postgresql://host/db"),
     },
@@ -140,6 +147,7 @@ DEFAULTS = {
     "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost"},
+    "workers": {"heartbeat_interval": 10, "grace_period": 60},
     "runner": dict({"kind": "local"}, **{name: runner.CONFIG_DEFAULTS for name, runner in RUNNERS.items()}),
 }
 
@@ -184,7 +192,7 @@ def _resolve(base_dir, value):
 
 # What only the operator chooses (inventory, vault, playbook variables): from a pushed configuration these
 # are ignored, so pushed code never picks where results land, which database it reaches or how it runs.
-OPERATOR_ONLY = ("run_dir", "storage", "runner")
+OPERATOR_ONLY = ("run_dir", "storage", "runner", "workers")
 
 
 def load(path, overrides=None, pushed=False, data_roots=()):

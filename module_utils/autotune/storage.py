@@ -43,12 +43,30 @@ def stored_trials(name, storage):
     return next((s.n_trials for s in summaries if s.study_name == name), 0)
 
 
+def shared(url):
+    """A storage several controllers (hosts) may share: a database server, not a file of this host."""
+    return isinstance(url, str) and "://" in url and not url.startswith(("sqlite:", "file:"))
+
+
+def make_storage(url, workers):
+    """The storage of a study. A shared database gets Optuna's heartbeats, so a trial whose controller (host)
+    died is failed after the grace period and retried by another (RetryHeartbeatStaleTrialCallback), and a
+    connection the server dropped is replaced before use (pool_pre_ping) instead of failing the run."""
+    if not shared(url):
+        return url
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2},
+        heartbeat_interval=workers["heartbeat_interval"], grace_period=workers["grace_period"],
+        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+
+
 def open_study(config, plan, storage):
     """The study, created or resumed; the sampler's seed is offset by the trials stored, so a resume draws anew."""
+    url = storage if isinstance(storage, str) else storage.url
     try:
-        sampler = strategies.make_sampler(config, plan, stored_trials(config["study"], storage))
+        sampler = strategies.make_sampler(config, plan, stored_trials(config["study"], url))
         return optuna.create_study(study_name=config["study"], storage=storage, direction="maximize",
                                    load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config, plan))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
-        raise AutotuneError(f"storage: cannot open study {config['study']!r} at {masked_storage(storage)} "
+        raise AutotuneError(f"storage: cannot open study {config['study']!r} at {masked_storage(url)} "
                             f"({type(exc).__name__}: {masked_storage(str(exc))}); expected a reachable Optuna storage URL")

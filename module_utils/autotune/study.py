@@ -21,7 +21,7 @@ from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
 from ansible.module_utils.autotune.runners.base import FinishedTrial
-from ansible.module_utils.autotune.storage import open_study
+from ansible.module_utils.autotune.storage import make_storage, open_study
 from ansible.module_utils.autotune.trialdir import reaches
 
 RUNNING = optuna.trial.TrialState.RUNNING
@@ -30,6 +30,31 @@ CODE_DIR = "code"      # controller-owned copies of each trial's model code (nev
 VERIFY_DIR = "verify"  # where autotune_trainer.verify writes the score it measured
 # A reported score further than this from the saved model's own is shown as a reason on the trial.
 VERIFY_TOLERANCE = 0.005
+
+
+class Heartbeat:
+    """Optuna's heartbeats, recorded by hand (ask/tell has no heartbeat thread): this controller's running trials
+    beat every interval, and trials of controllers whose beat stopped are failed and retried (fail_stale_trials)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.last = 0.0
+        self.beaten = set()
+
+    def beat(self, study, running):
+        """A trial beats as soon as it runs (one never beaten is never found stale), then every interval."""
+        if not self.interval:
+            return
+        due = time.time() - self.last >= self.interval
+        for slot in running:
+            if due or slot.number not in self.beaten:
+                # Optuna's record_heartbeat takes the storage's trial id; Trial exposes no public accessor for it.
+                self.storage.record_heartbeat(slot.trial._trial_id)  # pylint: disable=protected-access
+                self.beaten.add(slot.number)
+        if due:
+            self.last = time.time()
+            optuna.storages.fail_stale_trials(study)
 
 
 class StudyLoop:
@@ -46,7 +71,8 @@ class StudyLoop:
 
     def run(self):
         """Ask, train, tell until a stop reason; returns (study, stop reason, trials run by this call)."""
-        study = open_study(self.config, self.plan, self.storage)
+        self.heartbeat = Heartbeat(make_storage(self.storage, self.config["workers"]))
+        study = open_study(self.config, self.plan, self.heartbeat.storage)
         self._retry_interrupted(study)
         self.tried = {search_space.frozen(t.user_attrs["params"]): t for t in study.trials
                       if t.state == COMPLETE and "params" in t.user_attrs and not t.user_attrs.get("duplicate_of")}
@@ -63,6 +89,7 @@ class StudyLoop:
                 reason = self._stop_reason(study)
             if not running:
                 return study, reason, new_trials
+            self.heartbeat.beat(study, running)
             for slot in [r for r in running if r.step(self.metric)]:
                 running.remove(slot)
                 self._finish(study, slot)
@@ -108,6 +135,11 @@ class StudyLoop:
         so a controller that dies mid-trial can be followed by one that resumes it. Returns (folder, resumed)."""
         frozen = study.get_trials(deepcopy=False)[trial.number]
         resumes = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        if resumes is not None and not os.path.isfile(os.path.join(self.run_dir, frozen.user_attrs.get("trial_dir", "-"),
+                                                                 trialdir.SPEC)):
+            # Retried from a controller (host) that died: its folder is not here, so it trains from epoch 0.
+            self.progress(f"trial {trial.number:3d}  retrying trial {resumes} of a controller that stopped, from epoch 0")
+            resumes = None
         if resumes is None:
             relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
             code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
