@@ -39,12 +39,24 @@ from ansible.module_utils.autotune import modelcode  # noqa: E402
 SAMPLE = REPO / "data" / "catsdogs"
 SIZE = 128
 PACK_CHILD = """
-import json, sys, time, ansible.module_utils
+import inspect, json, sys, time, ansible.module_utils
 ansible.module_utils.__path__.append(sys.argv[1])
 from ansible.module_utils.autotune import dataset
+said = {"progress": lambda line: print(line, file=sys.stderr, flush=True)}
 started = time.time()
-facts = dataset.prepare(json.loads(sys.argv[2]), sys.argv[3])
+facts = dataset.prepare(json.loads(sys.argv[2]), sys.argv[3],
+                        **(said if "progress" in inspect.signature(dataset.prepare).parameters else {}))
 print(json.dumps({"path": facts["path"], "seconds": round(time.time() - started, 2)}))
+"""
+OPEN_CHILD = """
+import sys, time
+import tensorflow  # noqa: F401 - imported before the clock starts, as in every trial
+from autotune_trainer.data import load_dataset
+started = time.time()
+data = load_dataset(sys.argv[1])
+if hasattr(data, "batches"):  # the streaming reader: the first training batch is part of opening it
+    next(iter(data.batches("train", 64, shuffle=True, seed=1)))
+print(round(time.time() - started, 3))
 """
 
 
@@ -108,6 +120,13 @@ def pack(images, cache):
                            "packed_mb": round(_disk_size(facts["path"]) / 2**20)}
 
 
+def data_open(packed):
+    """The data set's share of a trial's start-up and memory: from opening it to the first batch."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "trainer"), TF_CPP_MIN_LOG_LEVEL="2")
+    out, _, rss = _child([sys.executable, "-c", OPEN_CHILD, packed], env)
+    return {"data_open_seconds": float(out.strip().splitlines()[-1]), "data_open_rss_mb": round(rss)}
+
+
 def trial(packed, folder):
     """The cnn template's baseline (1 epoch, batch 64), trained once as the local runner would."""
     template = str(REPO / "model_templates" / "cnn.py.j2")
@@ -131,6 +150,7 @@ def main():
     parser.add_argument("--label", default="after", help="before / after: recorded with each figure")
     parser.add_argument("--work", type=Path, help="folder for images and packs (kept); default a temporary one")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--keep-packs", action="store_true", help="keep WORK/pack-LABEL-N after measuring")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="data-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -139,12 +159,14 @@ def main():
         images = build_set(work, n)
         packed, figures = pack(images, work / f"pack-{args.label}-{n}")
         shutil.rmtree(work / f"trial-{args.label}-{n}", ignore_errors=True)
+        figures.update(data_open(packed))
         figures.update(trial(packed, work / f"trial-{args.label}-{n}"))
         record = {"label": args.label, "images": n, "load": os.getloadavg()[0], **figures}
         print(json.dumps(record), flush=True)
         with open(out, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        shutil.rmtree(work / f"pack-{args.label}-{n}", ignore_errors=True)
+        if not args.keep_packs:
+            shutil.rmtree(work / f"pack-{args.label}-{n}", ignore_errors=True)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

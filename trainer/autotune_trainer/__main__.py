@@ -78,7 +78,7 @@ class Trial:
         # Batches stream from the packed files, scaled to [0, 1] per batch (data.py); validation too.
         train = self.data.batches("train", batch_size, shuffle=True, seed=int(self.spec.get("seed", 1)))
         history = model.fit(train, validation_data=self.data.batches("val", batch_size), epochs=epochs,
-                            callbacks=callbacks, verbose=2)
+                            shuffle=False, callbacks=callbacks, verbose=2)  # the pipeline shuffles, per epoch
         return model, epochs, batch_size, writer, history
 
 
