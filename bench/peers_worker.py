@@ -50,7 +50,7 @@ def build(params, data):
     namespace = {}
     exec(compile(modelcode.render(TEMPLATE, dict(baseline, **params)), TEMPLATE, "exec"), namespace)  # noqa: S102
     COUNT["trials"] += 1
-    return namespace["build_model"](data[0].shape[1:], len(data[4])), namespace["TRAINING"]["batch_size"]
+    return namespace["build_model"](data.input_shape, len(data.class_names)), namespace["TRAINING"]["batch_size"]
 
 
 def keras_tuner(kind, seed, data, goal, out, work):
@@ -72,9 +72,9 @@ def keras_tuner(kind, seed, data, goal, out, work):
               "overwrite": True}
     tuner = (kt.Hyperband(hypermodel, max_epochs=6, factor=3, **common) if kind == "kt-hyperband"
              else Bayes(hypermodel, max_trials=500, **common))
-    x_train, y_train, x_val, y_val, _ = data
-    tuner.search(x_train, y_train, validation_data=(x_val, y_val), batch_size=64, epochs=6,
-                 callbacks=[Goal(goal, out)], verbose=0)
+    # The same streaming input pipeline our trainer feeds (autotune_trainer.data): same batches, same scaling.
+    tuner.search(data.batches("train", 64, shuffle=True, seed=seed), validation_data=data.batches("val", 64),
+                 epochs=6, callbacks=[Goal(goal, out)], verbose=0)
 
 
 class Report(keras.callbacks.Callback):
@@ -96,14 +96,13 @@ def plain_optuna(seed, data, goal, out, pruner):
     config = {"search": {"startup_trials": 4, "pruner": pruner}}
     study = optuna.create_study(direction="maximize", pruner=strategies.make_pruner(config, plan),
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=True))
-    x_train, y_train, x_val, y_val, _ = data
-
     def objective(trial):
         keras.backend.clear_session()
         params = search_space.suggest(trial, SPACE, {})
         model, batch_size = build(params, data)
-        history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=params["epochs"],
-                            batch_size=batch_size, callbacks=[Report(trial), Goal(goal, out)], verbose=0)
+        history = model.fit(data.batches("train", batch_size, shuffle=True, seed=seed),
+                            validation_data=data.batches("val", batch_size), epochs=params["epochs"],
+                            callbacks=[Report(trial), Goal(goal, out)], verbose=0)
         return history.history["val_accuracy"][-1]
 
     study.optimize(objective, n_trials=500)

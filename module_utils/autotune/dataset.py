@@ -1,14 +1,24 @@
 """The input contract: a folder of class sub-folders of images (PNG/JPEG, any size, grey or colour).
 
-``prepare`` checks the folder, resizes every image to the configured size,
-splits it reproducibly (seeded, stratified) and packs it into one .npz that
-each trial reads (a local process, or a container with it mounted read-only).
-The pack is cached under its fingerprint, so a re-run or a resumed study does
-not decode the images again.
+``prepare`` checks the folder, splits it reproducibly (seeded, stratified),
+resizes every image to the configured size and packs it into one folder of
+uint8 .npy arrays (``x_train``, ``y_train``, ``x_val``, ``y_val``) and a
+``dataset.json``, which each trial reads a batch at a time (a local process, or
+a container with the folder mounted read-only): trials never hold the set in
+memory, and all trials of a host share it through the page cache
+(docs/data.md). Packing streams: the split is known before any image is
+decoded, so worker processes decode straight into pre-allocated files, in
+constant memory. The pack is cached under its fingerprint, so a re-run or a
+resumed study does not decode the images again.
 """
+import glob
 import hashlib
 import json
+import multiprocessing
 import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -16,6 +26,15 @@ from PIL import Image, UnidentifiedImageError
 from ansible.module_utils.autotune.errors import AutotuneError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The packed folder's contract, shared with trainer/autotune_trainer/data.py (a unit test pins the two).
+PACK_FORMAT = 1
+PACK_META = "dataset.json"
+PACK_PARTS = ("train", "val")
+CHUNK = 256  # images per decode job: one progress step, one short-lived mapping in a worker
+PARALLEL_FROM = 1000  # fewer images decode faster in this process than a pool starts
+PROGRESS_FROM = 5000  # larger sets report progress about every PROGRESS_SECONDS
+PROGRESS_SECONDS = 10.0
+DISK_RESERVE = 64 * 2**20  # left free after packing: the study and its trials write to the same disk
 
 
 def _inside(path, root):
@@ -55,7 +74,7 @@ def scan(path):
 
 
 def fingerprint(classes, image_size, color, validation_split, seed):
-    digest = hashlib.sha256(json.dumps([image_size, color, validation_split, seed]).encode())
+    digest = hashlib.sha256(json.dumps([image_size, color, validation_split, seed, PACK_FORMAT]).encode())
     for name, files in classes.items():
         for file_path in files:
             stat = os.stat(file_path)
@@ -98,31 +117,112 @@ def validation_files(dataset_config):
     return {"classes": names, "files": [files[i] for i in val], "labels": [int(labels[i]) for i in val]}
 
 
-def prepare(dataset_config, cache_dir):
-    """Validate and pack the data set; return facts about it, including the .npz path."""
+def _free_bytes(folder):
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder) or "."
+    return shutil.disk_usage(folder).free
+
+
+def _check_disk(cache_dir, n_images, image_bytes):
+    """Fail in one line, before anything is written, when the packed set cannot fit the disk."""
+    needed = n_images * (image_bytes + 8) + 4 * 4096  # images, int64 labels, the .npy headers
+    free = _free_bytes(cache_dir)
+    if needed + DISK_RESERVE > free:
+        raise AutotuneError(f"dataset: packing {n_images} images needs {needed / 2**20:.0f} MiB in {cache_dir!r} "
+                            f"(plus {DISK_RESERVE // 2**20} MiB to spare) but only {free / 2**20:.0f} MiB are free; "
+                            "expected enough free disk space, or a smaller dataset.image_size")
+    return needed
+
+
+def _reserve(target, size):
+    """Allocate the file's blocks now: a disk that fills meanwhile fails here, never as SIGBUS in a worker."""
+    try:
+        with open(target, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as exc:
+        raise AutotuneError(f"dataset: cannot reserve {size / 2**20:.0f} MiB for {target!r} ({exc.strerror}); "
+                            "expected enough free disk space for the packed data set")
+
+
+def _decode_chunk(job):
+    """Decode some images straight into rows of a packed .npy file (in a worker process); return how many."""
+    target, start, paths, size, mode = job
+    images = np.load(target, mmap_mode="r+")
+    for offset, path in enumerate(paths):
+        images[start + offset] = _load_image(path, size, mode)
+    images.flush()
+    del images  # unmap: a worker's memory does not grow with the set
+    return len(paths)
+
+
+def _workers(n_images):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if n_images < PARALLEL_FROM else cores
+
+
+def _decode_all(jobs, n_images, progress):
+    """Run the decode jobs, in parallel on the host's cores for larger sets; progress lines for large ones."""
+    workers, started, reported, done = _workers(n_images), time.monotonic(), time.monotonic(), 0
+    # fork: the workers inherit this module as imported (inside an Ansible module there is no file to re-import).
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) if workers > 1 else None)
+    try:
+        for count in (pool.map(_decode_chunk, jobs) if pool else map(_decode_chunk, jobs)):
+            done += count
+            now = time.monotonic()
+            if progress and n_images >= PROGRESS_FROM and (now - reported >= PROGRESS_SECONDS or done == n_images):
+                reported = now
+                progress(f"dataset: packed {done}/{n_images} images ({100 * done // n_images} %), "
+                         f"{now - started:.0f} s, {workers} worker(s)")
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pack(packed, files, labels, parts, names, shape, progress):
+    """Write the packed folder under a temporary name, then rename it into place (readers never see half a pack)."""
+    n_images = sum(len(order) for order in parts.values())
+    _check_disk(os.path.dirname(packed), n_images, int(np.prod(shape)))
+    for stale in glob.glob(glob.escape(packed) + ".partial-*"):  # a packer killed earlier (the run folder is locked)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp, mode = f"{packed}.partial-{os.getpid()}", "L" if shape[2] == 1 else "RGB"
+    os.makedirs(tmp)  # the cache folder too: the first thing written
+    try:
+        jobs = []
+        for part, order in parts.items():
+            np.save(os.path.join(tmp, f"y_{part}.npy"), labels[order])
+            target = os.path.join(tmp, f"x_{part}.npy")
+            images = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(len(order), *shape))
+            _reserve(target, images.offset + images.nbytes)
+            del images
+            jobs += [(target, start, [files[i] for i in order[start:start + CHUNK]], shape[:2], mode)
+                     for start in range(0, len(order), CHUNK)]
+        _decode_all(jobs, n_images, progress)
+        with open(os.path.join(tmp, PACK_META), "w", encoding="utf-8") as handle:
+            json.dump({"format": PACK_FORMAT, "classes": names, "input_shape": list(shape),
+                       **{f"n_{p}": len(parts[p]) for p in PACK_PARTS}}, handle)
+        os.rename(tmp, packed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(dataset_config, cache_dir, progress=None):
+    """Validate and pack the data set; return facts about it, including the packed folder's path.
+
+    ``progress`` (a callable taking one line) hears how packing a large set goes."""
     classes = scan(dataset_config["path"])
     size, color = dataset_config["image_size"], dataset_config["color"]
     split, seed = dataset_config["validation_split"], dataset_config["seed"]
     key = fingerprint(classes, size, color, split, seed)
-    packed = os.path.join(cache_dir, f"dataset-{key}.npz")
+    packed = os.path.join(cache_dir, f"dataset-{key}")
     names = list(classes)
     counts = {name: len(files) for name, files in classes.items()}
-    if not os.path.exists(packed):
-        mode = "L" if color == "grayscale" else "RGB"
-        images, labels = [], []
-        for label, name in enumerate(names):
-            for file_path in classes[name]:
-                images.append(_load_image(file_path, size, mode))
-                labels.append(label)
-        x, y = np.stack(images), np.asarray(labels, dtype=np.int64)
-        train, val = _split(y, split, seed)
-        if len(val) == 0 or len(train) == 0:
-            raise AutotuneError(f"dataset.path: {dataset_config['path']!r} is too small to split; expected at least 2 images per class")
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = packed + ".partial.npz"
-        np.savez(tmp, x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val], class_names=np.asarray(names))
-        os.replace(tmp, packed)
-    with np.load(packed, allow_pickle=False) as data:
-        n_train, n_val, shape = len(data["y_train"]), len(data["y_val"]), list(data["x_train"].shape[1:])
-    return {"path": packed, "classes": names, "counts": counts, "n_train": n_train, "n_val": n_val,
-            "input_shape": shape, "fingerprint": key, "source": dataset_config["path"]}
+    files = [f for name in names for f in classes[name]]
+    labels = np.asarray([label for label, name in enumerate(names) for _ in classes[name]], dtype=np.int64)
+    train, val = _split(labels, split, seed)
+    if len(val) == 0 or len(train) == 0:
+        raise AutotuneError(f"dataset.path: {dataset_config['path']!r} is too small to split; expected at least 2 images per class")
+    shape = (size[0], size[1], 1 if color == "grayscale" else 3)
+    if not os.path.isdir(packed):
+        _pack(packed, files, labels, {"train": train, "val": val}, names, shape, progress)
+    return {"path": packed, "classes": names, "counts": counts, "n_train": len(train), "n_val": len(val),
+            "input_shape": list(shape), "fingerprint": key, "source": dataset_config["path"]}

@@ -91,9 +91,9 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         check_run_dir(run_dir, config["study"])
         with open(os.path.join(run_dir, STUDY_MARK), "w", encoding="utf-8") as handle:
             handle.write(config["study"])
-        dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
-        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
         progress = ProgressLog(run_dir)
+        dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"), progress)  # lines for large sets
+        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
         watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress)
         progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
                  f"strategy {config['search']['strategy']}, runner {runner.name}, "

@@ -33,7 +33,7 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
     probe = (
         "import json, os, socket\n"
         "out = {'uid': os.getuid(), 'interfaces': sorted(os.listdir('/sys/class/net'))}\n"
-        "try:\n    open('/data/dataset.npz', 'ab').close(); out['data_write'] = 'allowed'\n"
+        "try:\n    open('/data/dataset/x_train.npy', 'ab').close(); out['data_write'] = 'allowed'\n"
         "except OSError as e:\n    out['data_write'] = e.strerror\n"
         "try:\n    socket.create_connection(('pypi.org', 443), timeout=5); out['network'] = 'connected'\n"
         "except OSError as e:\n    out['network'] = type(e).__name__\n"
@@ -60,7 +60,7 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
     assert attrs["HostConfig"]["ReadonlyRootfs"] is True and attrs["HostConfig"]["PidsLimit"] == 4096
     assert "/tmp" in attrs["HostConfig"]["Tmpfs"]
     binds = sorted(attrs["HostConfig"]["Binds"])
-    assert binds == sorted([f"{trial_dir}:/trial:rw", f"{packed}:/data/dataset.npz:ro"])
+    assert binds == sorted([f"{trial_dir}:/trial:rw", f"{packed}:/data/dataset:ro"])
     deadline = time.time() + 180
     while process.exit_code() is None and time.time() < deadline:
         time.sleep(0.5)
@@ -70,7 +70,7 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
     assert found["uid"] != 0
     assert found["interfaces"] == ["lo"] and found["network"] in ("gaierror", "OSError", "ConnectionRefusedError")
     assert found["data_write"] in ("Read-only file system", "Permission denied")
-    assert found["mounts"] == {"/data/dataset.npz": "ro", "/trial": "rw"}, "nothing else of the host is mounted"
+    assert found["mounts"] == {"/data/dataset": "ro", "/trial": "rw"}, "nothing else of the host is mounted"
     assert (trial_dir / "model.keras").exists() and "val_accuracy:" in (trial_dir / "trainer.log").read_text()
     assert _leftovers(engine, "isolation") == []
 

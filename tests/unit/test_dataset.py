@@ -1,8 +1,17 @@
 """The data contract: class folders of PNG/JPEG images of any size, grey or colour, split reproducibly."""
+import contextlib
+import os
+
 import numpy as np
 from PIL import Image
 
 from ansible.module_utils.autotune import dataset as tune_dataset
+
+
+@contextlib.contextmanager
+def _packed(path):
+    """The packed folder's arrays, as ``np.load`` of an .npz gave them before."""
+    yield {name: np.load(os.path.join(path, f"{name}.npy")) for name in ("x_train", "y_train", "x_val", "y_val")}
 
 
 def _mixed_folder(root):
@@ -26,8 +35,9 @@ def test_mixed_images_are_resized_and_split_stratified(tmp_path):
     facts = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
     assert facts["classes"] == ["cats", "dogs"] and facts["counts"] == {"cats": 10, "dogs": 10}
     assert facts["input_shape"] == [16, 12, 3]
-    with np.load(facts["path"]) as packed:
+    with _packed(facts["path"]) as packed:
         assert packed["x_train"].shape == (16, 16, 12, 3) and packed["x_val"].shape == (4, 16, 12, 3)
+        assert packed["x_train"].dtype == np.uint8 and packed["y_train"].dtype == np.int64
         assert sorted(np.bincount(packed["y_val"])) == [2, 2]  # stratified: two of each class
 
 
@@ -36,7 +46,7 @@ def test_split_is_reproducible_and_depends_on_seed(tmp_path):
     first = tune_dataset.prepare(_config(data, "grayscale"), str(tmp_path / "a"))
     again = tune_dataset.prepare(_config(data, "grayscale"), str(tmp_path / "b"))
     other = tune_dataset.prepare(_config(data, "grayscale", seed=2), str(tmp_path / "c"))
-    with np.load(first["path"]) as a, np.load(again["path"]) as b, np.load(other["path"]) as c:
+    with _packed(first["path"]) as a, _packed(again["path"]) as b, _packed(other["path"]) as c:
         assert np.array_equal(a["x_val"], b["x_val"]) and np.array_equal(a["y_train"], b["y_train"])
         assert not np.array_equal(a["x_val"], c["x_val"])
         assert a["x_train"].shape[-1] == 1

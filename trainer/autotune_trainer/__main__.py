@@ -1,4 +1,4 @@
-"""Entry point: ``python -m autotune_trainer TRIAL_DIR --data DATASET.npz``."""
+"""Entry point: ``python -m autotune_trainer TRIAL_DIR --data PACKED_DATASET_FOLDER``."""
 import argparse
 import importlib.util
 import json
@@ -33,7 +33,7 @@ class Trial:
 
     def __init__(self, trial_dir, spec, data):
         self.dir, self.spec = trial_dir, spec
-        self.x_train, self.y_train, self.x_val, self.y_val, self.class_names = data
+        self.data, self.class_names = data, data.class_names
         self.metric = spec.get("metric", "val_accuracy")
         self.metrics_path = trial_dir / trialdir.METRICS
         self.checkpoint_dir = trial_dir / trialdir.CHECKPOINT
@@ -55,7 +55,7 @@ class Trial:
             built = self.module.build_model(hp)
             return (built, int(hp.values.get("epochs", defaults.get("epochs", 3))),
                     int(hp.values.get("batch_size", defaults.get("batch_size", 64))))
-        built = self.module.build_model(input_shape=self.x_train.shape[1:], num_classes=len(self.class_names))
+        built = self.module.build_model(input_shape=self.data.input_shape, num_classes=len(self.class_names))
         return built, int(self.module.TRAINING["epochs"]), int(self.module.TRAINING["batch_size"])
 
     def fit(self, launched):
@@ -75,8 +75,10 @@ class Trial:
         goal = self.spec.get("goal")
         if goal is not None and self.spec.get("stop_at_goal", True):
             callbacks.append(GoalStop(self.metric, float(goal)))
-        history = model.fit(self.x_train, self.y_train, validation_data=(self.x_val, self.y_val), epochs=epochs,
-                            batch_size=batch_size, callbacks=callbacks, verbose=2)
+        # Batches stream from the packed files, scaled to [0, 1] per batch (data.py); validation too.
+        train = self.data.batches("train", batch_size, shuffle=True, seed=int(self.spec.get("seed", 1)))
+        history = model.fit(train, validation_data=self.data.batches("val", batch_size), epochs=epochs,
+                            shuffle=False, callbacks=callbacks, verbose=2)  # the pipeline shuffles, per epoch
         return model, epochs, batch_size, writer, history
 
 
@@ -157,11 +159,11 @@ def run_trial(trial_dir, load_data, launched):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autotune_trainer", description=__doc__)
     parser.add_argument("trial_dir", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="packed data set (.npz)")
+    parser.add_argument("--data", type=Path, required=True, help="packed data set (a folder)")
     args = parser.parse_args(argv)
     launched = _launch_time()
-    if not args.data.is_file():
-        print(f"autotune_trainer: data set {args.data} not found; expected a packed .npz", file=sys.stderr)
+    if not args.data.is_dir():
+        print(f"autotune_trainer: data set {args.data} not found; expected a packed data set folder", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     def load_data():

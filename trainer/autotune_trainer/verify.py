@@ -1,4 +1,4 @@
-"""``python -m autotune_trainer.verify TRIAL_DIR --data DATASET.npz --out OUT_DIR``: score a trained model.
+"""``python -m autotune_trainer.verify TRIAL_DIR --data PACKED_DATASET_FOLDER --out OUT_DIR``: score a trained model.
 
 The trial's own code wrote its metrics and its model; it could claim any score.
 This runs in a fresh process or container of its own, never imports the trial's
@@ -36,11 +36,12 @@ def accuracy(predictions, labels):
 
 
 def packed_split(data_path):
-    """The packed validation split, scaled to [0, 1] as the trainer feeds template and build_model(hp) models."""
+    """The packed validation split, scaled to [0, 1] as the trainer feeds template and build_model(hp) models:
+    (batches of 256, streamed, in the split's order; the labels)."""
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
 
-    _, _, x_val, y_val, _ = load_dataset(data_path)
-    return x_val, y_val
+    data = load_dataset(data_path)
+    return data.batches("val", 256), data.labels["val"]
 
 
 def images_as_read(model, split):
@@ -71,7 +72,7 @@ def main(argv=None):
     model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     split = trialdir.read_json(str(args.out / SPLIT))
     x_val, y_val = images_as_read(model, split) if split else packed_split(args.data)
-    measured = accuracy(model.predict(x_val, batch_size=256, verbose=0), y_val)
+    measured = accuracy(model.predict(x_val, verbose=0, **({"batch_size": 256} if split else {})), y_val)
     os.makedirs(args.out, exist_ok=True)
     trialdir.write_json(str(args.out / VERIFIED), {"val_accuracy": measured, "n_val": int(len(y_val))})
     return EXIT_OK

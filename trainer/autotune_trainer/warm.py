@@ -1,4 +1,4 @@
-"""``python -m autotune_trainer.warm --data DATASET.npz [--folder DIR]``: a trainer started before its trial is known.
+"""``python -m autotune_trainer.warm --data PACKED_FOLDER [--folder DIR]``: a trainer started before its trial is known.
 
 It imports Keras and loads the packed data set, then waits for its trial: on standard input, one
 line ``TRIAL_DIR<TAB>LAUNCH_TIME`` from the local runner; or, in a container (``--folder``), the

@@ -34,7 +34,7 @@ LABEL_PREFIX = "io.autotune"
 PROJECT_LABEL = f"{LABEL_PREFIX}.project"
 PROJECT = "autotune"
 NAME_PREFIX = "autotune-"
-TRIAL_MOUNT, DATA_MOUNT, VERIFY_MOUNT = "/trial", "/data/dataset.npz", "/verify"
+TRIAL_MOUNT, DATA_MOUNT, VERIFY_MOUNT = "/trial", "/data/dataset", "/verify"  # the packed folder (dataset.py)
 IMAGE_UID = 10001  # the trainer image's non-root user (roles/trainer_image)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a few per core
 
