@@ -34,7 +34,7 @@ def one_trial(runner, work, number, packed, params):
     (trial_dir / "trial.json").write_text(json.dumps({"number": number, "params": params, "model_api": "template",
                                                       "metric": "val_accuracy", "goal": None, "seed": 1}))
     started = time.time()
-    process = runner.start(str(trial_dir), packed, {"study": "overhead", "trial": str(number), "run_dir": work})
+    process = runner.start(str(trial_dir), packed, {"study": "overhead", "trial": f"{runner.name}-{number}", "run_dir": work})
     while process.exit_code() is None:
         time.sleep(0.05)
     process.cleanup()
@@ -55,10 +55,14 @@ def main():
     with tempfile.TemporaryDirectory(prefix="autotune-overhead-") as work:
         packed = tune_dataset.prepare({"path": str(REPO / "data" / "catsdogs"), "image_size": [28, 28],
                                        "color": "grayscale", "validation_split": 0.2, "seed": 1}, work)["path"]
-        for number in range(args.trials):
+        try:
+            for number in range(args.trials):
+                for runner in runners:
+                    figures[runner.name].append(one_trial(runner, work, number, packed, params))
+                    print(runner.name, figures[runner.name][-1], flush=True)
+        finally:
             for runner in runners:
-                figures[runner.name].append(one_trial(runner, work, number, packed, params))
-                print(runner.name, figures[runner.name][-1], flush=True)
+                runner.close()  # their warm spares
     mean = {name: {k: statistics.mean(r[k] for r in rows) for k in ("startup", "fit", "total")}
             for name, rows in figures.items()}
     print("\n| runner | start-up to first epoch (s) | fit (s) | total per trial (s) |")
