@@ -87,7 +87,7 @@ def test_code_after_fit_that_fails_keeps_the_trial(tmp_path, sample_data):
         "number": 0, "params": {}, "model_file": "model.py", "model_api": "script", "metric": "val_accuracy",
         "goal": 0.99, "stop_at_goal": True, "seed": 1, "defaults": {"data_root": str(EXAMPLE)}}))
     env = dict(os.environ, PYTHONPATH=str(REPO / "trainer"), TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "autotune_trainer", str(trial), "--data", str(trial / "model.py")],
+    done = subprocess.run([sys.executable, "-m", "autotune_trainer", str(trial), "--data", str(trial)],
                           cwd=trial, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "WARNING: the script failed after fit() (FileNotFoundError" in done.stderr
