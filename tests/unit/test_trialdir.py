@@ -61,3 +61,9 @@ def test_a_full_disk_keeps_the_earlier_file_and_leaves_no_tmp(tmp_path, monkeypa
         trialdir.write_json(str(path), {"kept": False})
     monkeypatch.undo()
     assert trialdir.read_json(str(path)) == {"kept": True} and not os.path.lexists(f"{path}.tmp")
+
+
+def test_test_files_have_unique_names_so_the_whole_suite_collects():
+    """pytest imports test modules by basename (rootdir-relative, no packages): a name twice breaks `make test`."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
