@@ -70,7 +70,7 @@ def main():
             while len(epochs(metrics)) < 2 + kill * (args.epochs // (args.kills + 2)):
                 time.sleep(0.1)
             time.sleep(rng.uniform(0.05, 0.9))  # a random moment inside an epoch
-            container = client.containers.list(filters={"label": ["io.autotune.study=healbench"]})[0]
+            container = client.containers.list(filters={"label": ["io.autotune.study=healbench", "io.autotune.trial=0000"]})[0]
             container.kill()
             killed_at = time.time()
             container.wait()

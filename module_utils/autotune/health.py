@@ -111,8 +111,9 @@ def heal(client, relaunch_limit=3, check_mode=False):
         raise AutotuneError(f"docker: cannot list containers ({exc}); expected a running engine")
     for container in containers:
         labels = container.labels
+        folder = trial_folder(labels)  # a warm container's label names its spare folder: say which trial it is
         entry = {"container": container.name, "study": labels.get(f"{LABEL_PREFIX}.study"),
-                 "trial": labels.get(f"{LABEL_PREFIX}.trial")}
+                 "trial": int(os.path.basename(folder)) if folder else labels.get(f"{LABEL_PREFIX}.trial")}
         decision, why = examine(container)
         if decision == "leave":
             actions.append(dict(entry, action="left", why=why))

@@ -55,7 +55,9 @@ def _wait(predicate, seconds, what):
 
 
 def _trial_container(client, study):
-    found = client.containers.list(all=True, filters={"label": [OURS, f"io.autotune.study={study}"]})
+    """The container training the study's trial 0 (not the warm spare waiting for the next trial)."""
+    found = client.containers.list(all=True, filters={"label": [OURS, f"io.autotune.study={study}",
+                                                                "io.autotune.trial=0000"]})
     return found[0] if found else None
 
 

@@ -182,8 +182,8 @@ def test_invalid_config_pushed_sends_a_failure_mail_naming_the_reason(tmp_path, 
     assert f"Commit: {sha}" in body and f"Repository: {bare}" in body and reason in body
     # Ansible shows the failed step's own error (rescued), then the play ends on one line with the reason.
     errors = [line for line in process.stdout.splitlines() if line.startswith("[ERROR]")]
-    assert errors[-1] == ("[ERROR]: Task failed: Action failed: Failed before tuning at 'Detect the model and its "
-                          f"environment': autotune.yml is invalid: {reason} (word mailed to ml-team@example.com)")
+    assert errors[-1] == ("[ERROR]: Task failed: Action failed: Failed before tuning at 'Read the model's facts': "
+                          f"autotune.yml is invalid: {reason} (word mailed to ml-team@example.com)")
     run_dir = tmp_path / "runs" / f"model-{sha[:7]}"
     assert json.loads((run_dir / "failure.delivery.json").read_text())["delivered"] is True
     _no_secret_anywhere(process.stdout, tmp_path / "runs")
