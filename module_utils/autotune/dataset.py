@@ -205,15 +205,22 @@ def _pack(packed, files, labels, parts, names, shape, progress):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare(dataset_config, cache_dir, progress=None):
+def packed_path(dataset_config, cache_dir, classes):
+    """Where the pack of these images goes (known before it is written: warm trainers wait for it there)."""
+    key = fingerprint(classes, dataset_config["image_size"], dataset_config["color"],
+                      dataset_config["validation_split"], dataset_config["seed"])
+    return os.path.join(cache_dir, f"dataset-{key}"), key
+
+
+def prepare(dataset_config, cache_dir, progress=None, classes=None):
     """Validate and pack the data set; return facts about it, including the packed folder's path.
 
-    ``progress`` (a callable taking one line) hears how packing a large set goes."""
-    classes = scan(dataset_config["path"])
+    ``progress`` (a callable taking one line) hears how packing a large set goes; ``classes`` is what
+    scan() found, when the caller has scanned already."""
+    classes = classes or scan(dataset_config["path"])
     size, color = dataset_config["image_size"], dataset_config["color"]
     split, seed = dataset_config["validation_split"], dataset_config["seed"]
-    key = fingerprint(classes, size, color, split, seed)
-    packed = os.path.join(cache_dir, f"dataset-{key}")
+    packed, key = packed_path(dataset_config, cache_dir, classes)
     names = list(classes)
     counts = {name: len(files) for name, files in classes.items()}
     files = [f for name in names for f in classes[name]]

@@ -92,21 +92,16 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         with open(os.path.join(run_dir, STUDY_MARK), "w", encoding="utf-8") as handle:
             handle.write(config["study"])
         progress = ProgressLog(run_dir)
-        dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"), progress)  # lines for large sets
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
-        watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress)
-        progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
-                 f"strategy {config['search']['strategy']}, runner {runner.name}, "
-                 f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}"
-                 + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
-        loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress)
         try:
-            study, stop_reason, new_trials = loop.run()
-        except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-            # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
-            raise AutotuneError(f"run: the host stopped the study ({type(exc).__name__}: {masked_storage(str(exc))[:300]}); "
-                                f"finished trials are kept in {masked_storage(storage)} and {run_dir}; expected free "
-                                "disk space and a reachable storage: fix it and run again to resume")
+            dataset = _data_with_warm_trainers(config, run_dir, runner, progress)
+            watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress)
+            progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
+                     f"strategy {config['search']['strategy']}, runner {runner.name}, "
+                     f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}"
+                     + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
+            study, stop_reason, new_trials = _study(StudyLoop(config, plan, dataset, runner, run_dir, storage, progress),
+                                                    storage, run_dir)
         finally:
             runner.close()  # nothing is left running after the study (warm spares)
         progress(f"stopped: {stop_reason}")
@@ -115,6 +110,25 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         summary.update(watch)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
         return summary
+
+
+def _data_with_warm_trainers(config, run_dir, runner, progress):
+    """Pack the data set while each slot's first trainer starts (imports Keras) beside it: trial 0 starts warm."""
+    cache_dir = os.path.join(run_dir, "data")
+    classes = tune_dataset.scan(config["dataset"]["path"])
+    pack, _ = tune_dataset.packed_path(config["dataset"], cache_dir, classes)
+    runner.warm_up(pack, {"study": config["study"], "run_dir": run_dir})
+    return tune_dataset.prepare(config["dataset"], cache_dir, progress, classes)  # lines for large sets
+
+
+def _study(loop, storage, run_dir):
+    try:
+        return loop.run()
+    except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+        # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
+        raise AutotuneError(f"run: the host stopped the study ({type(exc).__name__}: {masked_storage(str(exc))[:300]}); "
+                            f"finished trials are kept in {masked_storage(storage)} and {run_dir}; expected free "
+                            "disk space and a reachable storage: fix it and run again to resume")
 
 
 def _copy_regular(source, target):

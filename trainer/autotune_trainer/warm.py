@@ -38,6 +38,12 @@ def _wait_in(folder, poll=0.05):
         time.sleep(poll)
 
 
+def _wait_for(path, poll=0.05):
+    """A spare may start while the controller still packs the data set: the pack appears, complete, by a rename."""
+    while not path.is_dir():
+        time.sleep(poll)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autotune_trainer.warm", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -50,6 +56,7 @@ def main(argv=None):
     from autotune_trainer import callbacks  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
 
+    _wait_for(args.data)
     data = load_dataset(args.data)
     print("autotune_trainer.warm: ready", flush=True)
     if args.folder:

@@ -104,6 +104,11 @@ class Runner:
         the slot (0 .. slots-1) it runs in: a slot's share of the host (CPUs, a GPU) is always the same."""
         raise NotImplementedError
 
+    def warm_up(self, data_path, labels):
+        """Before the first trial (while the data set is still being packed): start each slot's trainer ahead,
+        so trial 0 does not pay the start-up either. ``data_path`` may not exist yet; the spare waits for it.
+        ``labels`` name study and run_dir. Runners without warm trainers do nothing."""
+
     def close(self):
         """The study is over: end whatever the runner keeps running ahead of trials (warm spares)."""
 

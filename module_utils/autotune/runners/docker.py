@@ -35,6 +35,7 @@ PROJECT_LABEL = f"{LABEL_PREFIX}.project"
 PROJECT = "autotune"
 NAME_PREFIX = "autotune-"
 TRIAL_MOUNT, DATA_MOUNT, VERIFY_MOUNT = "/trial", "/data/dataset", "/verify"  # the packed folder (dataset.py)
+DATA_PARENT_MOUNT = "/packs"  # a warm spare's view of the folder the pack is (being) written into
 IMAGE_UID = 10001  # the trainer image's non-root user (roles/trainer_image)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a few per core
 
@@ -227,7 +228,7 @@ class DockerRunner(Runner):
         self.network = network
         self.gpu_ids = list(gpu_ids or [])
         self.relaunch_grace = relaunch_grace
-        self.warm = warm
+        self.slots, self.warm = slots, warm
         self.spares = {}  # slot -> (container, spare folder)
 
     def describe(self):
@@ -258,11 +259,22 @@ class DockerRunner(Runner):
             self.spares[slot] = self._spare(data_path, labels)
         return process
 
+    def warm_up(self, data_path, labels):
+        for slot in range(self.slots) if self.warm else ():
+            if slot not in self.spares:
+                self.spares[slot] = self._spare(data_path, dict(labels, slot=str(slot)))
+
     def _spare(self, data_path, labels):
-        """The slot's next trainer, started now: Keras imported and data loaded before its trial exists."""
+        """The slot's next trainer, started now: Keras imported and data loaded before its trial exists.
+
+        It mounts the folder the data set is packed into, not the pack: a spare started during the packing
+        sees the finished pack appear there (the pack is renamed into place when complete)."""
         folder = spares.new_folder(labels["run_dir"], labels.get("slot", 0))
-        command = ["python", "-m", "autotune_trainer.warm", "--data", DATA_MOUNT, "--folder", TRIAL_MOUNT]
-        volumes = {folder: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
+        cache = os.path.dirname(os.path.abspath(data_path))
+        os.makedirs(cache, exist_ok=True)
+        command = ["python", "-m", "autotune_trainer.warm", "--data", f"{DATA_PARENT_MOUNT}/{os.path.basename(data_path)}",
+                   "--folder", TRIAL_MOUNT]
+        volumes = {folder: {"bind": TRIAL_MOUNT, "mode": "rw"}, cache: {"bind": DATA_PARENT_MOUNT, "mode": "ro"}}
         return self._run(command, volumes, folder, dict(labels, trial=os.path.basename(folder)), "train"), folder
 
     def _hand(self, spare, trial_dir, labels):

@@ -152,6 +152,11 @@ class LocalRunner(Runner):
             self.spares[slot] = self._spare(data_path, labels, cpus)
         return process
 
+    def warm_up(self, data_path, labels):
+        for slot in range(self.slots) if self.warm else ():
+            if slot not in self.spares:
+                self.spares[slot] = self._spare(data_path, dict(labels, slot=str(slot)), cpu_share(slot, self.slots))
+
     def close(self):
         for spare in self.spares.values():
             spare.close()
