@@ -15,10 +15,13 @@ kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the s
   ours-local     playbooks/tune.yml, local runner: a fresh process per trial (warm spares)
   ours-docker    playbooks/tune.yml, docker runner: a fresh container per trial
 
+``--our-pruners median asha hyperband`` runs each of our systems once per pruner (``ours-local/asha``,
+...): the side-by-side run that picks the default pruner.
+
 Each run is its own process; the clock starts when it is launched and stops at the wall-clock end of
 the first epoch whose val_accuracy reaches the goal (the peers' callback, our metrics.jsonl). Prints a
 Markdown table (median and IQR of time to goal, success within the budget, trials, epochs, start-up
-share), writes bench/results/peers.json and bench/results/peers.png (box plot). One training at a
+share), writes bench/results/peers.json and bench/results/peers.png (box plot; ``--name``). One training at a
 time: start it on an otherwise idle machine.
 """
 import argparse
@@ -41,13 +44,15 @@ SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_te
 
 def _ours(system, seed, goal, budget, work, pruner):
     """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
+    system, _, variant = system.partition("/")
+    pruner = variant or pruner
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
-    config.update(study=f"peers-{system}-{seed}", target={"metric": "val_accuracy", "goal": goal},
+    config.update(study=f"peers-{system}-{pruner}-{seed}", target={"metric": "val_accuracy", "goal": goal},
                   budget={"max_trials": 200, "max_seconds": budget, "trial_timeout": budget},
                   runner={"kind": system.split("-")[1]})
     config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
     config["search"].update(seed=seed, pruner=pruner)
-    path = work / f"{system}-{seed}.yml"
+    path = work / f"{system}-{pruner}-{seed}.yml"
     path.write_text(yaml.safe_dump(config))
     runs = work / "runs"
     started = time.time()
@@ -123,8 +128,14 @@ def main():
     parser.add_argument("--goal", type=float, default=0.94)
     parser.add_argument("--budget", type=int, default=300, help="seconds per run before it counts as not reached")
     parser.add_argument("--pruner", default="median", help="our pruner, and plain Optuna's")
+    parser.add_argument("--our-pruners", nargs="+", choices=("median", "asha", "hyperband", "none"),
+                        help="run each of our systems once per pruner (default: --pruner only)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--name", default="peers", help="bench/results/NAME.json and NAME.png")
     args = parser.parse_args()
+    if args.our_pruners:
+        args.systems = [variant for system in args.systems for variant in (
+            [f"{system}/{p}" for p in args.our_pruners] if system.startswith("ours") else [system])]
     results = {system: [] for system in args.systems}
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="autotune-peers-") as tmp:
@@ -134,8 +145,8 @@ def main():
                 run = _ours if system.startswith("ours") else _in_process
                 results[system].append(dict(run(system, seed, args.goal, args.budget, work, args.pruner), seed=seed))
                 print(system, results[system][-1], flush=True)
-    (REPO / "bench" / "results" / "peers.json").write_text(json.dumps(results, indent=2))
-    _plot(results, args.systems, REPO / "bench" / "results" / "peers.png")
+    (REPO / "bench" / "results" / f"{args.name}.json").write_text(json.dumps(results, indent=2))
+    _plot(results, args.systems, REPO / "bench" / "results" / f"{args.name}.png")
     print()
     print(_table(results, args.systems, args.goal, args.budget))
     return 0

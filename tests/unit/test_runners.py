@@ -64,5 +64,8 @@ def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
                                "1:1", "train")["device_requests"][0]["DeviceIDs"]  # pylint: disable=protected-access
                for t, slot in ((0, 0), (1, 1), (2, 0), (3, 1))]
     assert devices == [["2"], ["3"], ["2"], ["3"]], "two slots never share a GPU, whatever the trial numbers"
+    env = runner._options(["true"], {}, {"study": "s", "trial": "0", "run_dir": "/r"}, "1:1", "train")["environment"]
+    assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" == trainer_environment()["TF_FORCE_GPU_ALLOW_GROWTH"], \
+        "a warm spare waiting on a slot's GPU holds none of its memory until its trial trains"
     shares = [cpu_share(slot, 2, available={0, 1, 2, 3}) for slot in (0, 1)]
     assert shares == [{0, 1}, {2, 3}] and cpu_share(0, 1, available={0, 1}) == {0, 1}

@@ -17,6 +17,7 @@ from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.runners import spares
 from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
+from ansible.module_utils.autotune.runners.local import GPU_ALLOW_GROWTH
 
 try:
     import docker
@@ -345,7 +346,7 @@ class DockerRunner(Runner):
             "volumes": dict({os.path.abspath(p): {"bind": os.path.abspath(p), "mode": "ro"} for p in self.read_only_paths},
                             **{os.path.abspath(host): bind for host, bind in volumes.items()}),
             "environment": {"AUTOTUNE_LAUNCH_TIME": repr(time.time()), "PYTHONUNBUFFERED": "1",
-                            "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp"},
+                            "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp", "TF_FORCE_GPU_ALLOW_GROWTH": GPU_ALLOW_GROWTH},
             "network_mode": "bridge" if self.network else "none",
             # Pushed model code runs here: no capabilities, no privilege gain, nothing writable but the trial folder.
             "cap_drop": ["ALL"],

@@ -19,9 +19,15 @@ ENVIRONMENT_ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPD
                        "CUDA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")
 
 
+# TensorFlow takes GPU memory as a trial needs it, not all of it at its first operation: a slot's warm spare
+# (Keras imported, waiting) and a verification beside a trial hold none of the GPU they do not use yet.
+GPU_ALLOW_GROWTH = "true"
+
+
 def trainer_environment(extra_path=None):
     env = {name: os.environ[name] for name in ENVIRONMENT_ALLOWED if name in os.environ}
-    env.update(AUTOTUNE_LAUNCH_TIME=repr(time.time()), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(AUTOTUNE_LAUNCH_TIME=repr(time.time()), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2",
+               TF_FORCE_GPU_ALLOW_GROWTH=GPU_ALLOW_GROWTH)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH")]))
     return env
