@@ -15,6 +15,8 @@ is said in one progress line and the loop goes on.
 """
 import difflib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
@@ -54,23 +56,69 @@ def study_note(config, runner_name):
     ])
 
 
-def prepare(config, plan, storage, runner_name, base_url=None, progress=None):
+def prepare(config, plan, storage, runner_name, base_url=None, progress=None, notes=None):
     """Open (or create) the study, give it its user attributes and note; return its id and dashboard address.
 
     Called before the loop, so the progress header can give the address of a study that has no trial yet.
+    The note goes through ``notes`` (a Notes writer) when given, else it is written here and now.
     """
     study = open_study(config, plan, storage)
     for name, value in study_attrs(config, runner_name).items():
         study.set_user_attr(name, value)
     study.set_metric_names([config["target"]["metric"]])  # the dashboard's axes say val_accuracy, not "Objective 0"
-    try:
-        from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
-        save_note(study, study_note(config, runner_name))
-    except Exception as exc:  # pylint: disable=broad-except  # a lost note must not end a tuning run
-        if progress:
-            progress(f"study note not saved: {type(exc).__name__}: {masked_storage(str(exc))[:200]}")
+    (notes or Notes(progress, background=False)).study(study, study_note(config, runner_name))
     study_id = optuna.storages.get_storage(storage).get_study_id_from_name(study.study_name)
     return {"study_id": study_id, "dashboard_url": study_url(base_url, study_id)}
+
+
+def _save_note(target, body, what, progress):
+    try:
+        from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
+        save_note(target, body() if callable(body) else body)
+    except Exception as exc:  # pylint: disable=broad-except  # a lost note must not end a tuning run
+        if progress:
+            progress(f"{what} not saved: {type(exc).__name__}: {masked_storage(str(exc))[:200]}")
+        return False
+    return True
+
+
+def _lower_this_threads_priority():
+    """Linux gives each thread its own nice value: the notes thread yields the CPU to the trainers."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (OSError, AttributeError):
+        pass
+
+
+class Notes:
+    """Writes the dashboard notes, in order, from one low-priority worker thread.
+
+    Importing optuna_dashboard takes seconds (it imports optuna.importance, and scikit-learn where that is
+    installed): on the loop's thread it would delay trial 0 and every trial after a note. Here it happens
+    while trial 0 trains. ``close()`` waits for the notes still queued. ``background=False`` writes at once
+    (tests, and callers without a loop)."""
+
+    def __init__(self, progress=None, background=True):
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autotune-notes") if background else None
+        if self.pool:
+            self.pool.submit(_lower_this_threads_priority)
+
+    def _submit(self, function, *args):
+        if self.pool is None:
+            return function(*args)
+        self.pool.submit(function, *args)
+        return None
+
+    def study(self, study, body):
+        return self._submit(_save_note, study, body, "study note", self.progress)
+
+    def trial(self, study, trial, run_dir, metric):
+        return self._submit(annotate_trial, study, trial, run_dir, metric, self.progress)
+
+    def close(self):
+        if self.pool:
+            self.pool.shutdown(wait=True)
 
 
 def _read_code(run_dir, attrs):
@@ -132,16 +180,8 @@ def trial_note(trial, baseline, run_dir, metric):
 
 def annotate_trial(study, trial, run_dir, metric, progress=None):
     """Save the note of a trial the loop has just told the study (trial: the optuna.Trial it asked for)."""
-    try:
+    def body():
         trials = study.get_trials(deepcopy=False)
-        frozen = trials[trial.number]
         baseline = next((t for t in trials if t.user_attrs.get("baseline")), trials[0])
-        from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
-        save_note(trial, trial_note(frozen, baseline, run_dir, metric))
-    except Exception as exc:  # pylint: disable=broad-except  # a lost note must not end a tuning run
-        if progress:
-            progress(f"trial {trial.number:3d}  dashboard note not saved: {type(exc).__name__}: "
-                     f"{masked_storage(str(exc))[:200]}")
-        return False
-    return True
-
+        return trial_note(trials[trial.number], baseline, run_dir, metric)
+    return _save_note(trial, body, f"trial {trial.number:3d}  dashboard note", progress)

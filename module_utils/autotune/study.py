@@ -58,8 +58,9 @@ class Heartbeat:
 
 
 class StudyLoop:
-    def __init__(self, config, plan, dataset, runner, run_dir, storage, progress=None):
+    def __init__(self, config, plan, dataset, runner, run_dir, storage, progress=None, notes=None):
         self.config, self.plan, self.dataset, self.runner = config, plan, dataset, runner
+        self.notes = notes or dashboard.Notes(progress, background=False)
         self.run_dir = run_dir
         self.storage = storage
         self.progress = progress or (lambda line: None)
@@ -165,7 +166,7 @@ class StudyLoop:
         for name, item in attrs.items():
             slot.trial.set_user_attr(name, item)
         study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
-        dashboard.annotate_trial(study, slot.trial, self.run_dir, self.metric, self.progress)
+        self.notes.trial(study, slot.trial, self.run_dir, self.metric)
         self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"])))
         if state == COMPLETE:
             self.tried[search_space.frozen(slot.params)] = study.get_trials(deepcopy=False)[slot.number]
@@ -197,7 +198,7 @@ class StudyLoop:
                             "seconds": 0.0, "epochs": []}.items():
             trial.set_user_attr(name, value)
         study.tell(trial, earlier.value)
-        dashboard.annotate_trial(study, trial, self.run_dir, self.metric, self.progress)
+        self.notes.trial(study, trial, self.run_dir, self.metric)
         self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"])))
 
     def _retry_interrupted(self, study):

@@ -93,17 +93,19 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             handle.write(config["study"])
         progress = ProgressLog(run_dir)
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
+        notes = dashboard.Notes(progress)  # written beside the loop, not in its way
         try:
             dataset = _data_with_warm_trainers(config, run_dir, runner, progress)
-            watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress)
+            watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, notes)
             progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
                      f"strategy {config['search']['strategy']}, runner {runner.name}, "
                      f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}"
                      + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
-            study, stop_reason, new_trials = _study(StudyLoop(config, plan, dataset, runner, run_dir, storage, progress),
-                                                    storage, run_dir)
+            study, stop_reason, new_trials = _study(
+                StudyLoop(config, plan, dataset, runner, run_dir, storage, progress, notes), storage, run_dir)
         finally:
             runner.close()  # nothing is left running after the study (warm spares)
+            notes.close()
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)

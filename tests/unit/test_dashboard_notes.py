@@ -48,6 +48,22 @@ def _run_loop(tmp_path, script, **sections):
     return study, watch, lines
 
 
+def test_notes_written_from_the_worker_thread_are_all_there_after_close(tmp_path):
+    """tune.run writes notes beside the loop (importing optuna_dashboard costs seconds before trial 0)."""
+    config, plan, run_dir = _setup(tmp_path)
+    lines, storage = [], default_storage(run_dir)
+    notes = dashboard.Notes(lines.append)
+    dashboard.prepare(config, plan, storage, "fake", None, lines.append, notes)
+    loop = StudyLoop(config, plan, {"path": "unused.npz"}, FakeRunner(by_filters({4: [0.6], 8: [0.85]})), run_dir,
+                     storage, lines.append, notes)
+    study, _, _ = loop.run()
+    notes.close()
+    assert "val_accuracy >= 0.8" in get_note(study)
+    assert [_note(study, n).splitlines()[0] for n in (0, 1)] == [
+        "### Trial 0: finished, val_accuracy **0.6000**", "### Trial 1: finished, val_accuracy **0.8500**"]
+    assert not any("not saved" in line for line in lines)
+
+
 def test_study_url_is_the_studys_page_under_the_base_address():
     assert dashboard.study_url("http://127.0.0.1:8080/", 3) == "http://127.0.0.1:8080/dashboard/studies/3"
     assert dashboard.study_url("https://ci.example/optuna", 1) == "https://ci.example/optuna/dashboard/studies/1"
