@@ -36,8 +36,8 @@ def accuracy(predictions, labels):
 
 
 def packed_split(data_path):
-    """The packed validation split, scaled to [0, 1] as the trainer feeds template and build_model(hp) models:
-    (batches of 256, streamed, in the split's order; the labels)."""
+    """The packed validation split, pixels 0..255 as the trainer feeds template and build_model(hp) models
+    (each scales its own input): (batches of 256, streamed, in the split's order; the labels)."""
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
 
     data = load_dataset(data_path)
