@@ -166,8 +166,9 @@ def run_trial(trial_dir, load_data, launched):
     except Exception as exc:  # pylint: disable=broad-except
         if trialdir.read_metrics(str(trial_dir / trialdir.METRICS)):
             raise  # it trained: not the model code's fault as far as we can tell
-        return _model_failed(trial_dir, exc, "the script" if script else "build_model(hp) or its fit",
-                             None if script else len(data.class_names), result)
+        where = {"script": "the script", "keras_tuner": "build_model(hp) or its fit"}.get(spec.get("model_api"),
+                                                                                         "the model's code")
+        return _model_failed(trial_dir, exc, where, None if script else len(data.class_names), result)
     return _finish(trial, fitted, done_before, fit_started, launched, result)
 
 
