@@ -38,3 +38,24 @@ def test_any_other_exception_in_the_model_code_is_named_with_its_type():
     line = model_error(NameError("name 'layer' is not defined"), "the script")
     assert line == ("the script failed before training: NameError: name 'layer' is not defined; "
                     "fix the model code (trainer.log has the traceback) and push again")
+
+
+def test_running_out_of_memory_is_not_called_a_model_code_error(tmp_path):
+    import json  # pylint: disable=import-outside-toplevel
+
+    from autotune_trainer import __main__ as trainer  # pylint: disable=import-outside-toplevel
+
+    (tmp_path / "trial.json").write_text(json.dumps({"number": 0, "params": {}, "model_api": "keras_tuner",
+                                                     "seed": 1}))
+    (tmp_path / "model.py").write_text("def build_model(hp):\n    raise MemoryError('no room')\n")
+
+    class Data:
+        class_names = ["cat", "dog"]
+
+    with pytest.raises(MemoryError):
+        trainer.run_trial(tmp_path, lambda: Data(), launched=0.0)
+    assert not (tmp_path / "result.json").exists()
+    (tmp_path / "model.py").write_text("def build_model(hp):\n    raise KeyError('units')\n")
+    assert trainer.run_trial(tmp_path, lambda: Data(), launched=0.0) == trainer.EXIT_CRASH
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "model_error" and "KeyError: 'units'" in result["reason"]

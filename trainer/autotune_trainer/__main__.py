@@ -164,12 +164,16 @@ def run_trial(trial_dir, load_data, launched):
             trial = Trial(trial_dir, spec, data)
         fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
     except Exception as exc:  # pylint: disable=broad-except
-        if trialdir.read_metrics(str(trial_dir / trialdir.METRICS)):
-            raise  # it trained: not the model code's fault as far as we can tell
+        if trialdir.read_metrics(str(trial_dir / trialdir.METRICS)) or _out_of_memory(exc):
+            raise  # it trained, or memory ran out (a budget to raise, not code to fix): an ordinary failure
         where = {"script": "the script", "keras_tuner": "build_model(hp) or its fit"}.get(spec.get("model_api"),
                                                                                          "the model's code")
         return _model_failed(trial_dir, exc, where, None if script else len(data.class_names), result)
     return _finish(trial, fitted, done_before, fit_started, launched, result)
+
+
+def _out_of_memory(exc):
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError"
 
 
 def _model_failed(trial_dir, exc, where, classes, result):
