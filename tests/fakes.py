@@ -2,7 +2,8 @@
 
 A script maps a trial's parameters to what its trainer "does": a list of per-epoch
 metric values (one is revealed per poll, like a trainer writing metrics.jsonl), or
-'crash' / 'hang'. Real runners are tested with real training in tests/integration/.
+'crash' / 'hang' / 'model_error' (the model's own code failed before it trained). ``seen`` maps
+parameters to the hyperparameters a build_model(hp) named at run time (written as the trainer does). Real runners are tested with real training in tests/integration/.
 """
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
@@ -26,14 +27,14 @@ class FakeProcess(TrialProcess):
     def _code(self):
         if self.stopped:
             return -15
-        if self.values == "crash":
+        if self.values in ("crash", "model_error"):
             return 1
         if self.values == "hang" or self.shown < len(self.values):
             return None
         return 0
 
     def new_epochs(self):
-        if self.values in ("crash", "hang") or self.shown >= len(self.values):
+        if self.values in ("crash", "hang", "model_error") or self.shown >= len(self.values):
             return []
         self.shown += 1
         return [{"epoch": self.shown - 1, "val_accuracy": self.values[self.shown - 1]}]
@@ -43,11 +44,14 @@ class FakeProcess(TrialProcess):
         self.log.append(("stopped", self.trial_dir))
 
     def outcome(self):
-        if self.stopped or self.values == "crash":
+        if self.stopped or self.values in ("crash", "model_error"):
             return "failed", f"exit status {self.exit_code()}"
         return "finished", None
 
     def result(self):
+        if self.values == "model_error":
+            return {"status": trialdir.MODEL_ERROR, "reason": "build_model(hp) or its fit failed before training: "
+                    "ValueError: Arguments `target` and `output` must have the same shape; the model's output ..."}
         if self.values in ("crash", "hang") or self.stopped:
             return {}
         return {"status": "ok", "value": self.values[-1], "fit_seconds": 0.0, "startup_seconds": 0.0}
@@ -85,8 +89,8 @@ class FakeRunner(Runner):
     name = "fake"
     CONFIG_SCHEMA = {"script": {"type": "string", "description": "unused; the script is given in Python"}}
 
-    def __init__(self, script, measure=None):
-        self.script = script
+    def __init__(self, script, measure=None, seen=None):
+        self.script, self.seen = script, seen
         self.measure = measure or (lambda params, reported: reported)  # the saved model scores what was reported
         self.verified = []  # trial folders scored apart
         self.started = []  # (trial folder, labels) per start, in order
@@ -99,6 +103,8 @@ class FakeRunner(Runner):
 
     def start(self, trial_dir, data_path, labels):
         self.started.append((trial_dir, dict(labels)))
+        if self.seen and self.seen(self.params_of(trial_dir)):
+            trialdir.write_json(f"{trial_dir}/{trialdir.HP_SEEN}", self.seen(self.params_of(trial_dir)))
         return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log, self.flight)
 
     def verify(self, trial_dir, data_path, out_dir, labels):

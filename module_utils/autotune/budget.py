@@ -27,6 +27,10 @@ def stop_reason(trials, goal, budget, elapsed):
         return f"trial budget spent ({budget['max_trials']} trials)"
     if elapsed >= budget["max_seconds"]:
         return f"time budget spent ({budget['max_seconds']} s)"
+    if trials and trials[0].state == FAIL and trials[0].user_attrs.get("baseline") and \
+            trials[0].user_attrs.get("cause") == "model":
+        # The committed code itself is broken: every later trial would crash the same way.
+        return f"the committed model (trial {trials[0].number}) cannot train: {trials[0].user_attrs.get('reason')}"
     failures = 0
     for trial in reversed(trials):
         if trial.state != FAIL:

@@ -8,7 +8,8 @@ and comments survive, and the mail's diff is of their own file.
 Names of tunable points, in source order: ``conv<N>.filters``, ``conv<N>.kernel_size``,
 ``dense<N>.units`` (hidden layers only, never the last Dense), ``dropout<N>.rate``,
 ``optimizer.learning_rate``, ``fit.epochs``, ``fit.batch_size`` or ``data.batch_size``
-(from image_dataset_from_directory) and ``crp_blocks``.
+(from image_dataset_from_directory) and ``crp_blocks``. A value given through a module-level name bound once
+to a literal (``EPOCHS = 5`` ... ``fit(epochs=EPOCHS)``) is a point too: its assignment is rewritten.
 """
 import os
 
@@ -81,20 +82,87 @@ def _find_arg(call, position, keyword):
     return None
 
 
-class _Values(cst.CSTTransformer):
-    """One pass over the script: records every tunable literal and, given ``values``, rewrites those that differ."""
+def _assigned_names(module):
+    """How many times each plain name is bound anywhere in the module (assignments, loops, imports, defs)."""
+    counts = {}
 
-    def __init__(self, values=None, keras_ref=None):
+    class _Bindings(cst.CSTVisitor):
+        def visit_AssignTarget(self, node):
+            self._count(node.target)
+
+        def visit_AugAssign(self, node):
+            self._count(node.target)
+
+        def visit_AnnAssign(self, node):
+            self._count(node.target)
+
+        def visit_For(self, node):
+            self._count(node.target)
+
+        def visit_Global(self, node):
+            for item in node.names:
+                counts[item.name.value] = counts.get(item.name.value, 0) + 2  # rebound elsewhere: not a constant
+
+        @staticmethod
+        def _count(target):
+            for name in [target] if isinstance(target, cst.Name) else \
+                    [e.value for e in getattr(target, "elements", ()) if isinstance(e.value, cst.Name)]:
+                counts[name.value] = counts.get(name.value, 0) + 1
+
+    module.visit(_Bindings())
+    return counts
+
+
+def _constants(module):
+    """Module-level names bound once, to a number literal (``EPOCHS = 5``): {name: its literal node}.
+    A value the script reads from such a name is tuned by rewriting the assignment, not the call."""
+    counts, found = _assigned_names(module), {}
+    for statement in module.body:
+        body = getattr(statement, "body", ())
+        if isinstance(statement, cst.SimpleStatementLine) and len(body) == 1 and isinstance(body[0], cst.Assign):
+            targets = body[0].targets
+            if len(targets) == 1 and isinstance(targets[0].target, cst.Name) and _number(body[0].value) and \
+                    counts.get(targets[0].target.value) == 1:
+                found[targets[0].target.value] = body[0].value
+    return found
+
+
+def _with_constants(module, values):
+    """The module with its module-level ``NAME = literal`` assignments set to ``values`` ({name: value})."""
+    body = []
+    for statement in module.body:
+        small = getattr(statement, "body", ())
+        if isinstance(statement, cst.SimpleStatementLine) and len(small) == 1 and isinstance(small[0], cst.Assign) \
+                and isinstance(small[0].targets[0].target, cst.Name) and small[0].targets[0].target.value in values:
+            assign = small[0]
+            literal = _literal_like(assign.value, values[assign.targets[0].target.value])
+            statement = statement.with_changes(body=[assign.with_changes(value=literal)])
+        body.append(statement)
+    return module.with_changes(body=body)
+
+
+class _Values(cst.CSTTransformer):
+    """One pass over the script: records every tunable literal and, given ``values``, rewrites those that differ.
+
+    A value held in a module-level constant (``FILTERS = 32`` ... ``Conv2D(FILTERS, 3)``) is the point of its
+    first use; its new value is collected in ``constant_values`` for ``_with_constants``. Later uses of the
+    same name follow it (they are not points of their own)."""
+
+    def __init__(self, values=None, keras_ref=None, constants=None):
         super().__init__()
-        self.values, self.keras_ref = values or {}, keras_ref
+        self.values, self.keras_ref, self.constants = values or {}, keras_ref, constants or {}
         self.found, self.layers, self.counts = {}, [], {"conv": 0, "dense": 0, "dropout": 0}
         self.builds_model, self.fits, self.validated = False, 0, False
+        self.claimed, self.constant_values = {}, {}
 
     def _point(self, call, name, position, keyword, kind=None):
         index = _find_arg(call, position, keyword)
         if index is None:
             return call
-        parsed = _number(call.args[index].value)
+        node = call.args[index].value
+        if isinstance(node, cst.Name) and node.value in self.constants:
+            return self._constant_point(call, name, node.value, kind)
+        parsed = _number(node)
         if parsed is None or (kind and parsed[1] != kind):
             return call
         self.found.setdefault(name, {"value": parsed[0], "type": parsed[1]})
@@ -104,6 +172,16 @@ class _Values(cst.CSTTransformer):
         args = list(call.args)
         args[index] = args[index].with_changes(value=_literal_like(args[index].value, new))
         return call.with_changes(args=args)
+
+    def _constant_point(self, call, name, variable, kind):
+        parsed = _number(self.constants[variable])
+        if (kind and parsed[1] != kind) or self.claimed.setdefault(variable, name) != name:
+            return call
+        self.found.setdefault(name, {"value": parsed[0], "type": parsed[1], "variable": variable})
+        new = self.values.get(name)
+        if new is not None and new != parsed[0]:
+            self.constant_values[variable] = new
+        return call
 
     def leave_Call(self, original_node, updated_node):
         name, call = _callee(updated_node.func), updated_node
@@ -317,7 +395,7 @@ def read(source, origin):
     fit() on validation data.
     """
     module = _parse(source, origin)
-    values = _Values(keras_ref=_keras_ref(module))
+    values = _Values(keras_ref=_keras_ref(module), constants=_constants(module))
     module.visit(values)
     names = [layer.split("(")[0].split(".")[-1] for layer in values.layers]
     if not values.builds_model:
@@ -376,7 +454,10 @@ def rewrite(source, params, committed, block_sequence=None):
     if not changed:
         return source
     module = cst.parse_module(source)
-    module = module.visit(_Values(values=changed, keras_ref=_keras_ref(module)))
+    values = _Values(values=changed, keras_ref=_keras_ref(module), constants=_constants(module))
+    module = module.visit(values)
+    if values.constant_values:
+        module = _with_constants(module, values.constant_values)
     if "crp_blocks" in changed and block_sequence is not None:
         module = module.visit(_Blocks(target=int(changed["crp_blocks"]), chosen=block_sequence))
     code = module.code

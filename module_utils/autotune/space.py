@@ -117,3 +117,23 @@ def check_ladder(ladder, space):
     missing = [name for name in ladder if name not in space]
     if missing:
         raise AutotuneError(f"search.ladder: {missing} not in the search space; expected names from {sorted(space)}")
+
+
+def registered(seen, baseline):
+    """Of the names a trial's build_model(hp) asked for at run time (trainer hp.py), those new to the model with a
+    valid range: ({name: spec}, {name: default}, [one line per name left out and why])."""
+    space, defaults, lines = {}, {}, []
+    for name, entry in sorted(seen.items()):
+        if name in baseline or not isinstance(entry, dict) or entry.get("spec") is None:
+            continue  # known already, or hp.Fixed: nothing to search
+        spec, default = entry["spec"], entry.get("default")
+        problems = check({name: spec}, {name: default}, field="hyperparameter")
+        if spec.get("type") not in ("int", "float", "categorical", "bool") or \
+                (spec["type"] in ("int", "float") and not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high"))):
+            problems = [f"hyperparameter.{name}: {spec!r} is not a range autotune can search; expected hp.Int, "
+                        "hp.Float, hp.Choice or hp.Boolean with literal bounds"]
+        if problems:
+            lines.extend(problems)
+            continue
+        space[name], defaults[name] = spec, default
+    return space, defaults, lines

@@ -75,6 +75,8 @@ class StudyLoop:
         self.heartbeat = Heartbeat(make_storage(self.storage, self.config["workers"]))
         study = open_study(self.config, self.plan, self.heartbeat.storage)
         self._retry_interrupted(study)
+        for earlier in study.trials:  # names registered by trials of an earlier run of this study
+            self._register(earlier.user_attrs.get("registered_hp") or {}, earlier.number)
         self.tried = {search_space.frozen(t.user_attrs["params"]): t for t in study.trials
                       if t.state == COMPLETE and "params" in t.user_attrs and not t.user_attrs.get("duplicate_of")}
         running, new_trials, reason = [], 0, None
@@ -161,6 +163,7 @@ class StudyLoop:
             state, value, attrs = trialrun.conclude(slot, self.metric)
         finally:
             slot.process.cleanup()
+        self._register(slot.process.hp_seen(), slot.number, attrs)
         if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
             state, value, attrs = self._verified(slot, value, attrs)
         for name, item in attrs.items():
@@ -170,6 +173,21 @@ class StudyLoop:
         self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"])))
         if state == COMPLETE:
             self.tried[search_space.frozen(slot.params)] = study.get_trials(deepcopy=False)[slot.number]
+
+    def _register(self, seen, number, attrs=None):
+        """Names build_model(hp) built at run time (hp.Choice(f"filters_{i}", ...)) join the search from the next
+        trial on, as Keras Tuner registers a name when it first sees it (Optuna's define-by-run takes new names)."""
+        space, defaults, lines = search_space.registered(seen, self.plan["baseline"])
+        for line in lines:
+            self.progress(f"trial {number:3d}  WARNING: not searched: {line}")
+        if not space:
+            return
+        self.plan["space"].update(space)
+        self.plan["baseline"].update(defaults)
+        if attrs is not None:
+            attrs["registered_hp"] = {name: {"spec": spec, "default": defaults[name]} for name, spec in space.items()}
+        self.progress(f"trial {number:3d}  registered {', '.join(sorted(space))} (named at run time): "
+                      "searched from the next trial")
 
     def _stop_all(self, study, running):
         """The goal was reached: the trials still in flight in other slots are stopped, recorded as stopped."""

@@ -11,6 +11,7 @@ health check writes its relaunch record; nothing else crosses the boundary.
               model.keras    the trained model
               checkpoint/    Keras BackupAndRestore state, so a relaunch resumes
               trainer.log    the trainer's output
+              hyperparameters_seen.json   hp names build_model(hp) asked for beyond the trial's params
   health      health.json    relaunch count and history (docker runner)
   controller  handed.json    written last when a waiting warm container is handed the trial (docker runner)
   controller  stopped_by_controller   the controller ended it on purpose: never relaunch
@@ -35,6 +36,9 @@ SAVED_MODEL = "model.keras"
 CHECKPOINT = "checkpoint"
 LOG = "trainer.log"
 HEALTH = "health.json"
+HP_SEEN = "hyperparameters_seen.json"  # names built at run time (hp.Choice(f"filters_{i}")): searched from then on
+# result.json's status when the model's own code failed before it trained (a shape or loss mismatch)
+MODEL_ERROR = "model_error"
 STOPPED_MARKER = "stopped_by_controller"
 RUN_LOCK = ".tune.lock"  # held by the run directory's controller while it runs
 HANDED = "handed.json"  # a warm trainer container waits for it: the trial is now in its folder (docker runner)

@@ -121,7 +121,9 @@ def conclude(seen, metric):
     last_lines = process.log_tail()
     attrs["log_tail"] = last_lines
     attrs["reason"] = str(result.get("reason") or detail or "failed")[:500]
-    if attrs["outcome"] == "failed" and last_lines:
+    if result.get("status") == trialdir.MODEL_ERROR:
+        attrs["cause"] = "model"  # the trainer's one line names the cause and the fix (trainer diagnose.py)
+    elif attrs["outcome"] == "failed" and last_lines:
         attrs["reason"] = f"{attrs['reason']}: {last_lines[-1][:300]}"
     return optuna.trial.TrialState.FAIL, None, attrs
 

@@ -93,3 +93,21 @@ def test_code_after_fit_that_fails_keeps_the_trial(tmp_path, sample_data):
     assert "WARNING: the script failed after fit() (FileNotFoundError" in done.stderr
     result = json.loads((trial / "result.json").read_text())
     assert result["status"] == "ok" and result["epochs_run"] == 1 and result["value"] > 0.5
+
+
+def test_a_script_that_fails_before_fit_says_so_in_one_line(tmp_path, sample_data):
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    source = (EXAMPLE / "train.py").read_text().replace("model.compile(", "model.compile(lost=1, ")
+    (trial / "model.py").write_text(source)
+    (trial / "trial.json").write_text(json.dumps({
+        "number": 0, "params": {}, "model_file": "model.py", "model_api": "script", "metric": "val_accuracy",
+        "goal": 0.99, "stop_at_goal": True, "seed": 1, "defaults": {"data_root": str(EXAMPLE)}}))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "trainer"), TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-m", "autotune_trainer", str(trial), "--data", str(trial)],
+                          cwd=trial, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1
+    result = json.loads((trial / "result.json").read_text())
+    assert result["status"] == "model_error"
+    assert result["reason"].startswith("the script failed before training: TypeError: ") and "lost" in result["reason"]
+    assert result["reason"].endswith("fix the model code (trainer.log has the traceback) and push again")

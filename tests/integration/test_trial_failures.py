@@ -30,7 +30,7 @@ def failing_study(tmp_path_factory, sample_data):
 def test_each_failure_is_recorded_with_its_reason(failing_study):
     trials = {t["params"]["behaviour"]: t for t in failing_study["trials"]}
     assert trials["crash"]["outcome"] == "failed"
-    assert "deliberate crash in build_model" in trials["crash"]["reason"]
+    assert "RuntimeError: deliberate crash in build_model; fix the model code" in trials["crash"]["reason"]
     assert trials["crash"]["log_tail"], "the last lines of the trainer log are kept"
     assert trials["nan"]["outcome"] == "nan" and "NaN" in trials["nan"]["reason"]
     assert trials["hang"]["outcome"] == "timed_out" and trials["hang"]["reason"] == "timed out after 20 s"
@@ -38,7 +38,7 @@ def test_each_failure_is_recorded_with_its_reason(failing_study):
 
 
 def test_the_study_goes_on_after_failures(failing_study):
-    assert [t["params"]["behaviour"] for t in failing_study["trials"]] == ["crash", "nan", "hang", "ok"]
+    assert [t["params"]["behaviour"] for t in failing_study["trials"]] == ["nan", "crash", "hang", "ok"]
     assert failing_study["trials"][-1]["outcome"] == "finished"
     assert failing_study["best_trial"] == 3 and failing_study["n_failed"] == 3
     assert failing_study["stop_reason"] == "trial budget spent (4 trials)"
@@ -55,7 +55,8 @@ def test_no_trainer_process_outlives_its_timeout(failing_study):
 def test_consecutive_failures_stop_the_study(tmp_path, sample_data):
     summary = _tune(tmp_path, max_failures=2)
     assert summary["n_trials"] == 2 and summary["n_completed"] == 0
-    assert summary["stop_reason"].startswith("2 consecutive trials failed (last: loss became NaN")
+    assert summary["stop_reason"].startswith("2 consecutive trials failed (last: build_model(hp) or its fit failed "
+                                             "before training: RuntimeError: deliberate crash in build_model")
     saved = json.loads((tmp_path / "runs" / "catsdogs" / "summary.json").read_text())
     assert saved["reached"] is False and saved["best_value"] is None
 

@@ -42,7 +42,8 @@ def test_model_facts_reports_the_sample_cnn(tmp_path, sample_data):
     assert not outcome.failed and outcome.result["changed"] is False
     assert outcome.result["framework"] == "keras" and outcome.result["kind"] == "cnn"
     assert outcome.result["api"] == "template"
-    assert outcome.result["layers"][0] == "Conv2D(4, kernel_size=3, padding='same')"
+    # The template scales its own 0..255 input first, as user models do (docs/configuration.md).
+    assert outcome.result["layers"][:2] == ["Rescaling(1.0 / 255)", "Conv2D(4, kernel_size=3, padding='same')"]
     assert outcome.result["hyperparameters"]["epochs"] == 1
 
 

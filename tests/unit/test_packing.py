@@ -119,7 +119,7 @@ def test_the_reader_takes_rows_without_loading_the_set(tmp_path):
         trainer_data.load_dataset(facts["path"])
 
 
-def test_batches_are_scaled_per_batch_shuffled_per_epoch_and_validation_keeps_its_order(tmp_path):
+def test_batches_are_pixels_0_to_255_shuffled_per_epoch_and_validation_keeps_its_order(tmp_path):
     data = _folder(tmp_path / "data")
     facts = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
     packed, expected = trainer_data.load_dataset(facts["path"]), _arrays(facts["path"])
@@ -128,12 +128,25 @@ def test_batches_are_scaled_per_batch_shuffled_per_epoch_and_validation_keeps_it
     for batches in epochs:
         assert [len(y) for _, y in batches] == [8, 8, 8, 3]
         x = np.concatenate([x for x, _ in batches])
-        assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
-        rows = {tuple(np.round(r * 255).astype(np.uint8).ravel()): y for r, y in
+        # As keras.utils.image_dataset_from_directory gives them: the model scales its own input.
+        assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 1.0
+        rows = {tuple(r.astype(np.uint8).ravel()): y for r, y in
                 zip(x, np.concatenate([y for _, y in batches]))}
         truth = {tuple(r.ravel()): y for r, y in zip(expected["x_train"], expected["y_train"])}
         assert rows == truth, "every training image once per epoch, with its own label"
     assert not np.array_equal(epochs[0][0][1], epochs[1][0][1]) or not np.array_equal(epochs[0][0][0], epochs[1][0][0])
     val = [(x.numpy(), y.numpy()) for x, y in packed.batches("val", 4)]
     assert np.array_equal(np.concatenate([y for _, y in val]), expected["y_val"])
-    assert np.allclose(np.concatenate([x for x, _ in val]), expected["x_val"] / 255.0)
+    assert np.array_equal(np.concatenate([x for x, _ in val]), expected["x_val"].astype(np.float32))
+
+
+def test_labels_come_in_the_form_the_loss_wants(tmp_path):
+    data = _folder(tmp_path / "data")
+    packed = trainer_data.load_dataset(tune_dataset.prepare(_config(data), str(tmp_path / "cache"))["path"])
+    truth = np.concatenate([y.numpy() for _, y in packed.batches("val", 4)])
+    one_hot = np.concatenate([y.numpy() for _, y in packed.batches("val", 4, labels="one_hot")])
+    binary = np.concatenate([y.numpy() for _, y in packed.batches("val", 4, labels="binary")])
+    assert one_hot.shape == (len(truth), len(packed.class_names)) and np.array_equal(one_hot.argmax(axis=1), truth)
+    assert binary.shape == (len(truth), 1) and binary.dtype == np.float32 and np.array_equal(binary[:, 0], truth)
+    scaled = next(iter(packed.batches("val", 4, scale=1 / 255)))[0].numpy()
+    assert scaled.max() <= 1.0

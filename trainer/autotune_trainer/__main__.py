@@ -52,7 +52,11 @@ class Trial:
         if self.spec.get("model_api") == "keras_tuner":
             from autotune_trainer.hp import FixedHyperParameters  # pylint: disable=import-outside-toplevel
             hp = FixedHyperParameters(params)
-            built = self.module.build_model(hp)
+            try:
+                built = self.module.build_model(hp)
+            finally:  # names seen before a crash count too: the controller searches them from the next trial
+                if hp.registered:
+                    trialdir.write_json(str(self.dir / trialdir.HP_SEEN), hp.registered)
             return (built, int(hp.values.get("epochs", defaults.get("epochs", 3))),
                     int(hp.values.get("batch_size", defaults.get("batch_size", 64))))
         built = self.module.build_model(input_shape=self.data.input_shape, num_classes=len(self.class_names))
@@ -63,6 +67,7 @@ class Trial:
         import keras  # pylint: disable=import-outside-toplevel
 
         from autotune_trainer.callbacks import GoalStop, MetricsWriter  # pylint: disable=import-outside-toplevel
+        from autotune_trainer.labels import label_form  # pylint: disable=import-outside-toplevel
 
         model, epochs, batch_size = self.build()
         writer = MetricsWriter(self.metrics_path, launched)
@@ -75,9 +80,11 @@ class Trial:
         goal = self.spec.get("goal")
         if goal is not None and self.spec.get("stop_at_goal", True):
             callbacks.append(GoalStop(self.metric, float(goal)))
-        # Batches stream from the packed files, scaled to [0, 1] per batch (data.py); validation too.
-        train = self.data.batches("train", batch_size, shuffle=True, seed=int(self.spec.get("seed", 1)))
-        history = model.fit(train, validation_data=self.data.batches("val", batch_size), epochs=epochs,
+        # Batches stream from the packed files as pixels 0..255 (the model scales its own input, as with Keras'
+        # image_dataset_from_directory), labels in the form the model's loss wants (labels.py); validation too.
+        form = label_form(model, len(self.class_names))
+        train = self.data.batches("train", batch_size, shuffle=True, seed=int(self.spec.get("seed", 1)), labels=form)
+        history = model.fit(train, validation_data=self.data.batches("val", batch_size, labels=form), epochs=epochs,
                             shuffle=False, callbacks=callbacks, verbose=2)  # the pipeline shuffles, per epoch
         return model, epochs, batch_size, writer, history
 
@@ -146,14 +153,41 @@ def run_trial(trial_dir, load_data, launched):
     import keras  # noqa: E402  pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(int(spec.get("seed", 1)))
-    if spec.get("model_api") == "script":  # the user's own script, which reads its own data (script.py)
-        from autotune_trainer.script import ScriptTrial  # pylint: disable=import-outside-toplevel
-        trial = ScriptTrial(trial_dir, spec)
-    else:
-        trial = Trial(trial_dir, spec, load_data())
-    result = {"status": "ok", "metric": trial.metric}
-    fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
+    script = spec.get("model_api") == "script"
+    data = None if script else load_data()  # the user's script reads its own data (script.py)
+    result = {"status": "ok", "metric": spec.get("metric", "val_accuracy")}
+    try:
+        if script:
+            from autotune_trainer.script import ScriptTrial  # pylint: disable=import-outside-toplevel
+            trial = ScriptTrial(trial_dir, spec)
+        else:
+            trial = Trial(trial_dir, spec, data)
+        fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
+    except Exception as exc:  # pylint: disable=broad-except
+        if trialdir.read_metrics(str(trial_dir / trialdir.METRICS)) or _out_of_memory(exc):
+            raise  # it trained, or memory ran out (a budget to raise, not code to fix): an ordinary failure
+        where = {"script": "the script", "keras_tuner": "build_model(hp) or its fit"}.get(spec.get("model_api"),
+                                                                                         "the model's code")
+        return _model_failed(trial_dir, exc, where, None if script else len(data.class_names), result)
     return _finish(trial, fitted, done_before, fit_started, launched, result)
+
+
+def _out_of_memory(exc):
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError"
+
+
+def _model_failed(trial_dir, exc, where, classes, result):
+    """The model's own code failed before its first epoch: one line with the cause and the fix, in result.json."""
+    import traceback  # pylint: disable=import-outside-toplevel
+
+    from autotune_trainer.diagnose import model_error  # pylint: disable=import-outside-toplevel
+
+    traceback.print_exc()
+    line = model_error(exc, where, classes)
+    print(f"autotune_trainer: {line}", file=sys.stderr, flush=True)
+    result.update(status=trialdir.MODEL_ERROR, reason=line)
+    trialdir.write_json(str(trial_dir / trialdir.RESULT), result)
+    return EXIT_CRASH
 
 
 def main(argv=None):

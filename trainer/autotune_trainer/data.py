@@ -2,7 +2,8 @@
 
 Images are never loaded whole: each batch's rows are read (``os.preadv``) from the
 packed file through the page cache, which every trial and slot of the host
-shares, and turned into float32 in [0, 1] inside the ``tf.data`` pipeline that
+shares, and turned into float32 pixels 0..255 (as ``keras.utils.image_dataset_from_directory``
+gives them: the model scales its own input) inside the ``tf.data`` pipeline that
 feeds ``fit``, ``evaluate`` and ``predict``. A trial's memory and start-up do not
 grow with the data set (docs/data.md). Reading batches rather than memory-mapping
 the arrays keeps the pages out of the trial's own resident memory too.
@@ -68,13 +69,25 @@ class PackedData:
                                  "labels; expected one label per image")
         self.input_shape = tuple(self.images["train"].shape[1:])
 
-    def batches(self, part, batch_size, shuffle=False, seed=None):
-        """A tf.data pipeline of (float32 images in [0, 1], int64 labels) batches of one split."""
-        return batches(self.images[part], self.labels[part], batch_size, shuffle, seed)
+    def batches(self, part, batch_size, shuffle=False, seed=None, labels="int", scale=1.0):
+        """A tf.data pipeline of (float32 pixels 0..255 times ``scale``, labels) batches of one split;
+        ``labels``: "int" (int64), "one_hot" (float32, one column per class) or "binary" (float32, one column)."""
+        return batches(self.images[part], self.labels[part], batch_size, shuffle, seed,
+                       labels_as=labels, classes=len(self.class_names), scale=scale)
 
 
-def batches(images, labels, batch_size, shuffle=False, seed=None):
-    """Batches of ``images.take(index)`` scaled per batch, reshuffled every epoch when ``shuffle``, prefetched."""
+def _labels_as(y, form, classes):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    if form == "one_hot":
+        return tf.one_hot(y, classes, dtype=tf.float32)
+    if form == "binary":
+        return tf.reshape(tf.cast(y, tf.float32), (-1, 1))
+    return y
+
+
+def batches(images, labels, batch_size, shuffle=False, seed=None, labels_as="int", classes=None, scale=1.0):
+    """Batches of ``images.take(index)`` as float32 per batch, reshuffled every epoch when ``shuffle``, prefetched."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     shape = tuple(images.shape[1:])
@@ -87,7 +100,8 @@ def batches(images, labels, batch_size, shuffle=False, seed=None):
         x, y = tf.numpy_function(take, [index], (tf.uint8, tf.int64), stateful=False)
         x.set_shape((None, *shape))
         y.set_shape((None,))
-        return tf.cast(x, tf.float32) / 255.0, y
+        x = tf.cast(x, tf.float32)
+        return (x if scale == 1.0 else x * scale), _labels_as(y, labels_as, classes)
 
     order = tf.data.Dataset.range(len(images))
     if shuffle:

@@ -36,8 +36,8 @@ def accuracy(predictions, labels):
 
 
 def packed_split(data_path):
-    """The packed validation split, scaled to [0, 1] as the trainer feeds template and build_model(hp) models:
-    (batches of 256, streamed, in the split's order; the labels)."""
+    """The packed validation split, pixels 0..255 as the trainer feeds template and build_model(hp) models
+    (each scales its own input): (batches of 256, streamed, in the split's order; the labels)."""
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
 
     data = load_dataset(data_path)
@@ -45,15 +45,19 @@ def packed_split(data_path):
 
 
 def images_as_read(model, split):
-    """The validation images themselves, at the model's input size and channels, pixels 0..255 as Keras' image
-    readers give them: a script's model carries its own scaling (docs/scripts.md)."""
+    """The validation images themselves, at the model's input size and channels, pixels 0..255 decoded and resized
+    as ``keras.utils.image_dataset_from_directory`` does (tf.io.decode_image, bilinear tf.image.resize): a script's
+    model carries its own scaling (docs/scripts.md). TensorFlow's own decoders: the trainer image has no Pillow."""
     import numpy as np  # pylint: disable=import-outside-toplevel
-    from keras.utils import img_to_array, load_img  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     height, width, channels = model.input_shape[1:4]
-    mode = "grayscale" if channels == 1 else "rgb"
-    images = [img_to_array(load_img(path, target_size=(height, width), color_mode=mode)) for path in split["files"]]
-    return np.stack(images), np.asarray(split["labels"])
+
+    def read(path):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        return tf.image.resize(image, (height, width), method="bilinear").numpy()
+
+    return np.stack([read(path) for path in split["files"]]), np.asarray(split["labels"])
 
 
 def main(argv=None):

@@ -51,6 +51,11 @@ class TrialProcess:
         """The trainer's result.json, or {} when it wrote none."""
         return trialdir.read_json(self._path(trialdir.RESULT), {}) or {}
 
+    def hp_seen(self):
+        """Hyperparameters build_model(hp) asked for beyond the trial's params (name -> spec, default), or {}."""
+        seen = trialdir.read_json(self._path(trialdir.HP_SEEN), {})
+        return seen if isinstance(seen, dict) else {}
+
     def health(self):
         """The health check's record for this trial, or {}."""
         return trialdir.read_json(self._path(trialdir.HEALTH), {}) or {}
