@@ -68,6 +68,9 @@ class StudyLoop:
         self.slots = config["runner"].get("slots") or 1
         self.started = time.time()
         self.tried = {}
+        # Called as after_trial(trial, trial_dir, attrs) when a trial ended, before it is told: a fleet worker
+        # copies the trial's files off the host there (fleet.py, optuna.artifacts); attrs may take more attributes.
+        self.after_trial = None
 
     def run(self):
         """Ask, train, tell until a stop reason; returns (study, stop reason, trials run by this call)."""
@@ -82,19 +85,33 @@ class StudyLoop:
             if reason == "goal reached":
                 self._stop_all(study, running)
                 running = []
-            while reason is None and len(running) < self.slots:
+            while (reason is None or self._owed_retry(study, reason)) and len(running) < self.slots:
                 new_trials += 1
                 started = self._start(study, self._free_slot(running))
                 running += [started] if started else []
                 reason = self._stop_reason(study)
-            if not running:
+            waiting = not running  # nothing of ours runs: we stay only for other workers' trials
+            if waiting and not self._others_running(study, reason):
                 return study, reason, new_trials
             self.heartbeat.beat(study, running)
             for slot in [r for r in running if r.step(self.metric)]:
                 running.remove(slot)
                 self._finish(study, slot)
-            if running:
+            if running or waiting:
                 time.sleep(trialrun.POLL_SECONDS)
+
+    def _owed_retry(self, study, reason):
+        """The trial budget counts a dead worker's trial once, as its retry: that retry (WAITING) still trains."""
+        return reason.startswith("trial budget spent") and any(
+            optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+    def _others_running(self, study, reason):
+        """On a shared storage, a worker whose trial budget is spent stays while other workers' trials run: if one
+        of those hosts dies, its trial is failed after the grace period and retried here (never lost)."""
+        return (bool(self.heartbeat.interval) and bool(reason) and reason.startswith("trial budget spent")
+                and time.time() - self.started < self.budget["max_seconds"]
+                and bool(study.get_trials(deepcopy=False, states=(RUNNING,))))
 
     def _free_slot(self, running):
         """The lowest slot index not in use: a slot keeps its GPU (and CPU share) from one trial to the next."""
@@ -162,6 +179,8 @@ class StudyLoop:
             slot.process.cleanup()
         if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
             state, value, attrs = self._verified(slot, value, attrs)
+        if self.after_trial:
+            self.after_trial(slot.trial, slot.trial_dir, attrs)
         for name, item in attrs.items():
             slot.trial.set_user_attr(name, item)
         study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
