@@ -87,8 +87,11 @@ class RetryingRDBStorage(optuna.storages.RDBStorage):
     closed, and a call that still meets a dropped or refused connection is retried (RETRY_DELAYS)."""
 
 
+# Every method: public ones, and the private ones Optuna itself calls from outside the class (_CachedStorage reads
+# trials through _get_trials and creates them through _create_new_trial; fail_stale_trials uses _get_stale_trial_ids).
 for _name in [n for n in vars(optuna.storages.RDBStorage) if not n.startswith("__")]:
-    if (not _name.startswith("_") or _name == "_get_stale_trial_ids") and callable(getattr(optuna.storages.RDBStorage, _name)):
+    if callable(getattr(optuna.storages.RDBStorage, _name)) and not isinstance(
+            vars(optuna.storages.RDBStorage)[_name], (staticmethod, classmethod)):
         setattr(RetryingRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
 
@@ -102,7 +105,7 @@ def make_storage(url, workers):
     return RetryingRDBStorage(
         url, engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2},
         heartbeat_interval=workers["heartbeat_interval"], grace_period=workers["grace_period"],
-        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
 
 
 def open_study(config, plan, storage):
