@@ -111,6 +111,11 @@ class ArtifactUploader:
         attrs["artifacts"] = uploaded
 
 
+def worker_seed(worker):
+    """A stable offset of the sampler's seed per worker name."""
+    return int(hashlib.sha256(worker.encode()).hexdigest()[:6], 16)
+
+
 def check_data(packed, fingerprint, study, storage, worker):
     """A worker joins only with the study's data set: its packed folder must match the study's fingerprint."""
     found = pack_fingerprint(packed)
@@ -140,6 +145,8 @@ def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=
     check_data(packed, fingerprint, config["study"], storage, worker)
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
+    # Each worker its own seed: workers started together would otherwise draw the same points in the same order.
+    config = dict(config, search=dict(config["search"], seed=config["search"]["seed"] + worker_seed(worker)))
     with RunDirLock(run_dir):
         progress = ProgressLog(run_dir)
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))

@@ -109,8 +109,8 @@ def _config(folder, study, **sections):
     config = {"study": study, "dataset": {"path": str(SAMPLE_DATA)},
               "model": {"template": "cnn", "baseline": {"filters": 8, "dense_units": 32, "epochs": 2}},
               "search": {"strategy": "random", "pruner": "none",
-                         "space": {"filters": {"type": "int", "low": 4, "high": 64},
-                                   "dense_units": {"type": "int", "low": 8, "high": 64}}},
+                         "space": {"filters": {"type": "int", "low": 4, "high": 16},
+                                   "dense_units": {"type": "int", "low": 8, "high": 32}}},
               "budget": {"max_trials": 5, "trial_timeout": 300, "max_seconds": 900},
               "target": {"goal": 0.999},
               "workers": {"heartbeat_interval": 1, "grace_period": 8}}
