@@ -208,7 +208,7 @@ class FleetWorkers:
 
 def collect(config, plan, run_dir, storage, artifacts, workers):
     """Controller: the study and every trial's artifacts into run_dir; summary.json as for one host."""
-    database = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_size": 1, "max_overflow": 0})
+    database = make_storage(storage, config["workers"])
     study = optuna.load_study(study_name=config["study"], storage=database)
     store = optuna.artifacts.FileSystemArtifactStore(artifacts) if artifacts else None
     fetched = sum(_download(store, database, t, run_dir) for t in study.trials) if store else 0

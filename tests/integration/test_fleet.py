@@ -188,6 +188,7 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
     assert any(_overlap(a, b) for a in by_host["host-a"] for b in by_host["host-b"]), "the hosts trained at once"
 
     run_dir = tmp_path / "runs" / study
+    assert (run_dir / "summary.json").is_file(), output[-4000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["n_completed"] == 5 and summary["runner"] == "fleet"
     assert summary["runner_details"]["lost"] == ["host-a"]
@@ -240,6 +241,7 @@ def test_goal_on_one_host_stops_the_other_and_other_data_is_refused(fleet_hosts,
     output = fleet_hosts.finish(play)
 
     trials = _trials(postgres_url, study)
+    assert (tmp_path / "runs" / study / "summary.json").is_file(), output[-4000:]
     assert trials[0].state == COMPLETE and trials[0].value >= 0.75, output[-3000:]
     assert _host(trials[1]) not in ("", _host(trials[0])), "trial 1 ran on the other host"
     assert trials[1].state != COMPLETE and "reached the goal" in trials[1].user_attrs.get("reason", ""), \

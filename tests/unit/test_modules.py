@@ -96,7 +96,7 @@ def test_documented_options_match_each_modules_argument_spec():
     import subprocess  # pylint: disable=import-outside-toplevel
 
     from conftest import BIN, REPO  # pylint: disable=import-outside-toplevel
-    names = ["model_facts", "tune_model", "tune_report", "trial_health"]
+    names = ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker"]
     shown = subprocess.run([str(BIN / "ansible-doc"), "--json", "-t", "module", *names], cwd=REPO, check=True,
                            capture_output=True, text=True, env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                                                                 "PATH": f"{BIN}:/usr/bin:/bin"})
