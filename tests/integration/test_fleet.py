@@ -200,6 +200,9 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
     assert "Goal not reached" in output, output[-3000:]
     password = postgres_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
     assert password not in output and password not in (run_dir / "summary.json").read_text()
+    survivor = fleet_hosts.containers["host-b"]  # what Ansible left on the host: async results, the run folder
+    left = survivor.exec_run(["sh", "-c", "cat ~/.ansible_async/* ~/autotune-fleet/runs/*/*/progress.log"])
+    assert b"trial budget spent" in left.output and password.encode() not in left.output
 
 
 def _other_pack(packed, target):
