@@ -125,7 +125,8 @@ def main():
     params = module.params
     config, plan, run_dir, storage = prepare_or_fail(module, params["runs_root"], params["storage"])
     if module.check_mode:
-        module.exit_json(changed=False, run_dir=run_dir, study=config["study"], msg="configuration, model and data set are valid")
+        module.exit_json(changed=False, run_dir=run_dir, study=config["study"],
+                         msg="configuration, model and data set are valid")
     try:
         if params["action"] == "create":
             result = fleet.create(config, plan, run_dir, storage)
