@@ -7,7 +7,7 @@ ANSIBLE_ARGS ?=
 RUN_DIR ?= runs/catsdogs
 DASHBOARD_PORT ?= 8080
 
-.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers clean dashboard dashboard-service
+.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers bench-fleet clean dashboard dashboard-service
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ lint: venv
 bench-peers: venv data/catsdogs
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/peers.py $(BENCH_ARGS)
+
+# The fleet's figures (docs/measurements.md): needs root, Docker with the worker image and PostgreSQL (.ci/run's set-up).
+bench-fleet: venv data/catsdogs
+	PATH="$(abspath $(BIN)):$$PATH" AUTOTUNE_TEST_PG_URL_FILE=$${AUTOTUNE_TEST_PG_URL_FILE:-$$HOME/.autotune-ci/pg.url} \
+		$(BIN)/python bench/fleet_bench.py $(BENCH_ARGS)
 
 bench: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/tune_bench.py $(BENCH_ARGS)

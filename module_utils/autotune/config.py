@@ -296,3 +296,8 @@ def param_lines(field, spec):
     if kind == "categorical" and not spec.get("choices"):
         return [f"{field}: {spec!r} is invalid; expected 'choices' with at least one value"]
     return []
+
+
+def merged(base, override):
+    """``override`` merged deeply into a copy of ``base`` (the way overrides meet the file)."""
+    return _merge(base, override)

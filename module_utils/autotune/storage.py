@@ -1,9 +1,13 @@
 """Where a study lives: its Optuna storage, opened with the strategy's sampler and the pruner."""
+import functools
 import os
 import re
+import threading
+import time
 import warnings
 
 import optuna
+from sqlalchemy import exc as sa_exc
 
 from ansible.module_utils.autotune import strategies
 from ansible.module_utils.autotune.errors import AutotuneError
@@ -48,16 +52,60 @@ def shared(url):
     return isinstance(url, str) and "://" in url and not url.startswith(("sqlite:", "file:"))
 
 
+# Seconds to wait before each retry of a storage call that lost its database connection: about 30 s in all,
+# enough for a PostgreSQL restart (measured: a few seconds); then the error goes up and the run stops in one line.
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15)
+_TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, optuna.exceptions.StorageInternalError)
+_depth = threading.local()
+
+
+def _retrying(method):
+    """A storage call retried with backoff when the connection dropped (server restart, network blip).
+
+    Only the outermost call retries (a public method calling another one does not multiply the waits). A call that
+    failed that way was rolled back by the server, so doing it again does not write twice."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if getattr(_depth, "value", 0):
+            return method(self, *args, **kwargs)
+        _depth.value = 1
+        try:
+            for delay in RETRY_DELAYS + (None,):
+                try:
+                    return method(self, *args, **kwargs)
+                except _TRANSIENT:
+                    if delay is None:
+                        raise
+                    time.sleep(delay)
+        finally:
+            _depth.value = 0
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose calls survive a database restart: pool_pre_ping replaces connections the server
+    closed, and a call that still meets a dropped or refused connection is retried (RETRY_DELAYS)."""
+
+
+# Every method: public ones, and the private ones Optuna itself calls from outside the class (_CachedStorage reads
+# trials through _get_trials and creates them through _create_new_trial; fail_stale_trials uses _get_stale_trial_ids).
+for _name in [n for n in vars(optuna.storages.RDBStorage) if not n.startswith("__")]:
+    if callable(getattr(optuna.storages.RDBStorage, _name)) and not isinstance(
+            vars(optuna.storages.RDBStorage)[_name], (staticmethod, classmethod)):
+        setattr(RetryingRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
+
+
 def make_storage(url, workers):
     """The storage of a study. A shared database gets Optuna's heartbeats, so a trial whose controller (host)
-    died is failed after the grace period and retried by another (RetryHeartbeatStaleTrialCallback), and a
-    connection the server dropped is replaced before use (pool_pre_ping) instead of failing the run."""
+    died is failed after the grace period and retried by another (RetryHeartbeatStaleTrialCallback), a
+    connection the server dropped is replaced before use (pool_pre_ping), and a call that meets the server
+    restarting is retried (RetryingRDBStorage) instead of failing the run."""
     if not shared(url):
         return url
-    return optuna.storages.RDBStorage(
+    return RetryingRDBStorage(
         url, engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2},
         heartbeat_interval=workers["heartbeat_interval"], grace_period=workers["grace_period"],
-        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
 
 
 def open_study(config, plan, storage):

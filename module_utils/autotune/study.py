@@ -10,6 +10,7 @@ trial its controller left running is failed and retried (Optuna's
 RetryHeartbeatStaleTrialCallback) in the same folder, from its checkpoint.
 """
 import os
+import threading
 import time
 
 import optuna
@@ -33,28 +34,46 @@ VERIFY_TOLERANCE = 0.005
 
 
 class Heartbeat:
-    """Optuna's heartbeats, recorded by hand (ask/tell has no heartbeat thread): this controller's running trials
-    beat every interval, and trials of controllers whose beat stopped are failed and retried (fail_stale_trials)."""
+    """Optuna's heartbeats, recorded by hand (ask/tell has no heartbeat thread of its own): this controller's running
+    trials beat from a thread every interval — also while the loop is busy (verifying a model, starting a trainer)
+    — and trials of controllers whose beat stopped are failed and retried (fail_stale_trials)."""
 
     def __init__(self, storage):
         self.storage = storage
         self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
         self.last = 0.0
         self.beaten = set()
+        self.ids = frozenset()
+        self.stopped = threading.Event()
+        self.thread = None
 
     def beat(self, study, running):
         """A trial beats as soon as it runs (one never beaten is never found stale), then every interval."""
         if not self.interval:
             return
-        due = time.time() - self.last >= self.interval
-        for slot in running:
-            if due or slot.number not in self.beaten:
-                # Optuna's record_heartbeat takes the storage's trial id; Trial exposes no public accessor for it.
-                self.storage.record_heartbeat(slot.trial._trial_id)  # pylint: disable=protected-access
-                self.beaten.add(slot.number)
-        if due:
+        # Optuna's record_heartbeat takes the storage's trial id; Trial exposes no public accessor for it.
+        ids = frozenset(slot.trial._trial_id for slot in running)  # pylint: disable=protected-access
+        for trial_id in ids - self.beaten:
+            self.storage.record_heartbeat(trial_id)
+        self.beaten |= ids
+        self.ids = ids  # read by the thread; a frozenset is replaced whole, never changed in place
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._beat_on, name="autotune-heartbeat", daemon=True)
+            self.thread.start()
+        if time.time() - self.last >= self.interval:
             self.last = time.time()
             optuna.storages.fail_stale_trials(study)
+
+    def _beat_on(self):
+        while not self.stopped.wait(self.interval):
+            for trial_id in self.ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # pylint: disable=broad-except  # the loop's own next call reports a lost storage
+                    break
+
+    def close(self):
+        self.stopped.set()
 
 
 class StudyLoop:
@@ -69,10 +88,19 @@ class StudyLoop:
         self.slots = config["runner"].get("slots") or 1
         self.started = time.time()
         self.tried = {}
+        # Called as after_trial(trial, trial_dir, attrs) when a trial ended, before it is told: a fleet worker
+        # copies the trial's files off the host there (fleet.py, optuna.artifacts); attrs may take more attributes.
+        self.after_trial = None
 
     def run(self):
         """Ask, train, tell until a stop reason; returns (study, stop reason, trials run by this call)."""
         self.heartbeat = Heartbeat(make_storage(self.storage, self.config["workers"]))
+        try:
+            return self._run()
+        finally:
+            self.heartbeat.close()
+
+    def _run(self):
         study = open_study(self.config, self.plan, self.heartbeat.storage)
         self._retry_interrupted(study)
         for earlier in study.trials:  # names registered by trials of an earlier run of this study
@@ -85,19 +113,45 @@ class StudyLoop:
             if reason == "goal reached":
                 self._stop_all(study, running)
                 running = []
-            while reason is None and len(running) < self.slots:
+            while (reason is None or self._owed_retry(study, reason)) and len(running) < self.slots:
                 new_trials += 1
                 started = self._start(study, self._free_slot(running))
                 running += [started] if started else []
                 reason = self._stop_reason(study)
-            if not running:
+            waiting = not running  # nothing of ours runs: we stay only for other workers' trials
+            if waiting and not self._others_running(study, reason):
                 return study, reason, new_trials
             self.heartbeat.beat(study, running)
-            for slot in [r for r in running if r.step(self.metric)]:
-                running.remove(slot)
-                self._finish(study, slot)
-            if running:
+            for slot in list(running):
+                try:
+                    if slot.step(self.metric):
+                        running.remove(slot)
+                        self._finish(study, slot)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self._taken_away(slot, running)
+            if running or waiting:
                 time.sleep(trialrun.POLL_SECONDS)
+
+    def _taken_away(self, slot, running):
+        """Another worker failed this trial as stale (its heartbeat came late): its retry trains it; stop ours."""
+        if slot in running:
+            running.remove(slot)
+        slot.stop("failed by another worker: its heartbeat was late")
+        slot.process.cleanup()
+        self.progress(f"trial {slot.number:3d}  failed by another worker (heartbeat late); its retry trains it")
+
+    def _owed_retry(self, study, reason):
+        """The trial budget counts a dead worker's trial once, as its retry: that retry (WAITING) still trains."""
+        return reason.startswith("trial budget spent") and any(
+            optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) is not None
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+    def _others_running(self, study, reason):
+        """On a shared storage, a worker whose trial budget is spent stays while other workers' trials run: if one
+        of those hosts dies, its trial is failed after the grace period and retried here (never lost)."""
+        return (bool(self.heartbeat.interval) and bool(reason) and reason.startswith("trial budget spent")
+                and time.time() - self.started < self.budget["max_seconds"]
+                and bool(study.get_trials(deepcopy=False, states=(RUNNING,))))
 
     def _free_slot(self, running):
         """The lowest slot index not in use: a slot keeps its GPU (and CPU share) from one trial to the next."""
@@ -166,6 +220,8 @@ class StudyLoop:
         self._register(slot.process.hp_seen(), slot.number, attrs)
         if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
             state, value, attrs = self._verified(slot, value, attrs)
+        if self.after_trial:
+            self.after_trial(slot.trial, slot.trial_dir, attrs)
         for name, item in attrs.items():
             slot.trial.set_user_attr(name, item)
         study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)

@@ -97,7 +97,7 @@ def test_documented_options_match_each_modules_argument_spec():
     import subprocess  # pylint: disable=import-outside-toplevel
 
     from conftest import BIN, REPO  # pylint: disable=import-outside-toplevel
-    names = ["model_facts", "tune_model", "tune_report", "trial_health"]
+    names = ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker"]
     shown = subprocess.run([str(BIN / "ansible-doc"), "--json", "-t", "module", *names], cwd=REPO, check=True,
                            capture_output=True, text=True, env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                                                                 "PATH": f"{BIN}:/usr/bin:/bin"})
@@ -140,3 +140,28 @@ def test_failure_report_reads_recipients_from_an_invalid_config_and_check_mode_w
     assert sorted(p.name for p in run_dir.iterdir()) == ["failure.eml", "failure.txt"]
     config.write_text("notify: [unclosed\n")
     assert _run(tune_report, dict(args, write_eml=False)).result["recipients"] == []
+
+
+def test_fleet_study_check_mode_validates_and_writes_nothing(tmp_path, sample_data):
+    import fleet_study  # pylint: disable=import-outside-toplevel
+    outcome = _run(fleet_study, {"config": str(write_config(tmp_path)), "templates_dir": str(TEMPLATES),
+                                 "runs_root": str(tmp_path / "runs"), "storage": "postgresql://u:secret@127.0.0.1:1/x"},
+                   check_mode=True)
+    assert not outcome.failed and outcome.result["run_dir"] == str(tmp_path / "runs" / "catsdogs")
+    assert not (tmp_path / "runs").exists() and "secret" not in json.dumps(outcome.result)
+
+
+def test_fleet_study_refuses_a_file_storage_in_one_line(tmp_path, sample_data):
+    import fleet_study  # pylint: disable=import-outside-toplevel
+    outcome = _run(fleet_study, {"config": str(write_config(tmp_path)), "templates_dir": str(TEMPLATES),
+                                 "runs_root": str(tmp_path / "runs"), "storage": f"sqlite:///{tmp_path}/s.db"})
+    assert outcome.failed and "expected a database server URL" in outcome.result["msg"]
+    assert "\n" not in outcome.result["msg"]
+
+
+def test_fleet_worker_refuses_zero_slots_in_one_line(tmp_path):
+    import fleet_worker  # pylint: disable=import-outside-toplevel
+    outcome = _run(fleet_worker, {"config": str(tmp_path / "a.yml"), "templates_dir": str(TEMPLATES),
+                                  "storage": "postgresql://u:p@h/d", "dataset": str(tmp_path), "fingerprint": "x",
+                                  "worker": "h1", "slots": 0})
+    assert outcome.failed and outcome.result["msg"] == "slots: 0 is invalid; expected an integer >= 1"

@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: the controller's side of a fleet study (create it; collect it for the report)."""
+
+DOCUMENTATION = r"""
+---
+module: fleet_study
+short_description: Create a study that many trainer hosts share, or collect it into one run folder
+description:
+  - The controller's side of C(playbooks/fleet.yml) (docs/fleet.md).
+  - C(create) validates the configuration, the model and the data set, packs the data set once into the run folder,
+    creates the study in a database server with the packed data set's fingerprint, and enqueues the committed
+    baseline as trial 0, once. A study created earlier with other data is refused in one line.
+  - C(collect) reads the study and downloads every trial's files from Optuna's artifact store (I(artifacts)) into
+    the run folder at the paths a single-host run uses, then writes C(summary.json), the plot and the best model,
+    so C(tune_report) and the mail work as for one host, even when the host that trained a trial is gone.
+extends_documentation_fragment:
+  - autotune_config
+options:
+  action:
+    description: C(create) the study before the workers start, or C(collect) it after they ended.
+    type: str
+    choices: [create, collect]
+    default: create
+  storage:
+    description:
+      - Optuna storage URL of a database server every trainer host reaches (C(postgresql://...)).
+      - Holds the database password, so it is never logged; give it from the vault or the environment.
+    type: str
+    required: true
+  artifacts:
+    description: Root of the shared folder of Optuna's C(FileSystemArtifactStore) the workers upload to (collect).
+    type: path
+  workers:
+    description: The workers' results (C(fleet_worker)'s return values; C(lost) true for a host that vanished).
+    type: list
+    elements: dict
+    default: []
+attributes:
+  check_mode:
+    support: full
+    description: Validates the configuration, the model and the data set; creates and writes nothing.
+  diff_mode:
+    support: none
+author:
+  - autotune maintainers
+"""
+
+EXAMPLES = r"""
+- name: Create the study and enqueue the baseline once
+  fleet_study:
+    action: create
+    config: examples/catsdogs/autotune.yml
+    templates_dir: model_templates
+    storage: "{{ vault_autotune_storage }}"
+  register: fleet
+
+- name: Collect the study and its artifacts
+  fleet_study:
+    action: collect
+    config: examples/catsdogs/autotune.yml
+    templates_dir: model_templates
+    storage: "{{ vault_autotune_storage }}"
+    artifacts: /srv/autotune-artifacts
+    workers: "{{ fleet_workers }}"
+"""
+
+RETURN = r"""
+run_dir:
+  description: The controller's run folder.
+  returned: always
+  type: str
+study:
+  description: The study's name.
+  returned: success
+  type: str
+dataset:
+  description: The packed data set on the controller (create), shipped to each host.
+  returned: success and action is create
+  type: str
+fingerprint:
+  description: Digest of the packed data set's bytes, recorded in the study; a host with another refuses to join.
+  returned: success and action is create
+  type: str
+  sample: 3f2a9c0d1e4b5a67
+baseline_enqueued:
+  description: Whether this call enqueued the baseline (false when the study already had trials).
+  returned: success and action is create
+  type: bool
+n_trials:
+  description: Trials in the study.
+  returned: success
+  type: int
+reached:
+  description: Whether the best trial reached the goal (collect).
+  returned: success and action is collect
+  type: bool
+summary_path:
+  description: Path of summary.json (collect).
+  returned: success and action is collect
+  type: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.autotune import fleet
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
+from ansible.module_utils.autotune.report import SUMMARY_NAME
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            CONFIG_ARGUMENTS,
+            action=dict(type="str", choices=["create", "collect"], default="create"),
+            storage=dict(type="str", required=True, no_log=True),
+            artifacts=dict(type="path"),
+            workers=dict(type="list", elements="dict", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    config, plan, run_dir, storage = prepare_or_fail(module, params["runs_root"], params["storage"])
+    if module.check_mode:
+        module.exit_json(changed=False, run_dir=run_dir, study=config["study"],
+                         msg="configuration, model and data set are valid")
+    try:
+        if params["action"] == "create":
+            result = fleet.create(config, plan, run_dir, storage)
+            module.exit_json(changed=result["baseline_enqueued"], **result)
+        summary = fleet.collect(config, plan, run_dir, storage, params["artifacts"], params["workers"])
+    except AutotuneError as exc:
+        module.fail_json(msg=str(exc), run_dir=run_dir)
+    module.exit_json(changed=summary["artifacts_fetched"] > 0, run_dir=run_dir, study=config["study"],
+                     n_trials=summary["n_trials"], reached=summary["reached"], best_value=summary["best_value"],
+                     stop_reason=summary["stop_reason"], summary_path=os.path.join(run_dir, SUMMARY_NAME))
+
+
+if __name__ == "__main__":
+    main()

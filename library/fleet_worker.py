@@ -1,0 +1,164 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: one trainer host's worker on a study the fleet shares."""
+
+DOCUMENTATION = r"""
+---
+module: fleet_worker
+short_description: Train trials of a shared study on this host until the study stops
+description:
+  - The trainer hosts' side of C(playbooks/fleet.yml) (docs/fleet.md). Runs the same study loop as C(tune_model)
+    against a study in a database server that C(fleet_study) created, with I(slots) trials at once, each in a
+    fresh local process; other hosts' workers ask the same study at the same time.
+  - Joins only when the shipped packed data set (I(dataset)) matches I(fingerprint) and the study's recorded one;
+    otherwise fails in one line and trains nothing.
+  - Records Optuna heartbeats for its running trials and fails and retries (C(RetryHeartbeatStaleTrialCallback))
+    the trials of hosts whose heartbeat stopped; a reached goal anywhere stops its trials within one poll.
+  - Each ended trial's files (code, metrics, result, log, saved model) go to Optuna's artifact store under
+    I(artifacts), a folder every host and the controller share, so they outlive the host.
+options:
+  config:
+    description: Path of the tune configuration on this host (shipped by the play).
+    type: path
+    required: true
+  templates_dir:
+    description: Folder of model templates on this host.
+    type: path
+    required: true
+  overrides:
+    description: Configuration values that replace those of the file (same structure, merged deeply).
+    type: dict
+    default: {}
+  runs_root:
+    description: Parent of this worker's run folder (C(<runs_root>/<study>/<worker>)).
+    type: path
+    default: runs
+  storage:
+    description: Optuna storage URL of the database server (holds the password, so it is never logged).
+    type: str
+    required: true
+  dataset:
+    description: The packed data set on this host (the folder C(fleet_study) packed, shipped by the play).
+    type: path
+    required: true
+  fingerprint:
+    description: The packed data set's fingerprint the controller computed (C(fleet_study)'s C(fingerprint)).
+    type: str
+    required: true
+  worker:
+    description: This worker's name (the inventory host name); it names the run folder and is recorded on each trial.
+    type: str
+    required: true
+  slots:
+    description: Trials this host trains at once.
+    type: int
+    default: 1
+  artifacts:
+    description: Root of the shared C(FileSystemArtifactStore) folder; empty keeps the trials' files on this host only.
+    type: path
+  trainer_path:
+    description: Folder holding the C(autotune_trainer) package, where it is not installed (the worker image has it).
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Checks the configuration and that the data set matches the study's; trains nothing.
+  diff_mode:
+    support: none
+author:
+  - autotune maintainers
+"""
+
+EXAMPLES = r"""
+- name: Train trials of the shared study on this host
+  fleet_worker:
+    config: ~/autotune-fleet/catsdogs/autotune.yml
+    templates_dir: ~/autotune-fleet/model_templates
+    runs_root: ~/autotune-runs
+    storage: "{{ autotune_storage }}"
+    dataset: ~/autotune-fleet/catsdogs/dataset-0123456789abcdef
+    fingerprint: 3f2a9c0d1e4b5a67
+    worker: "{{ inventory_hostname }}"
+    slots: 2
+    artifacts: /srv/autotune-artifacts
+  async: 3600
+  poll: 5
+"""
+
+RETURN = r"""
+worker:
+  description: This worker's name.
+  returned: success
+  type: str
+run_dir:
+  description: This worker's run folder on the host.
+  returned: always
+  type: str
+stop_reason:
+  description: Why this worker stopped (the study's goal or budget).
+  returned: success
+  type: str
+new_trials:
+  description: Trials this worker asked for (duplicates answered at once included).
+  returned: success
+  type: int
+trained:
+  description: Numbers of the trials this worker trained.
+  returned: success
+  type: list
+  elements: int
+progress:
+  description: One line per trial this worker finished.
+  returned: success
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.autotune import config as tune_config
+from ansible.module_utils.autotune import fleet
+from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.modelcode import plan as model_plan
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            config=dict(type="path", required=True),
+            templates_dir=dict(type="path", required=True),
+            overrides=dict(type="dict", default={}),
+            runs_root=dict(type="path", default="runs"),
+            storage=dict(type="str", required=True, no_log=True),
+            dataset=dict(type="path", required=True),
+            fingerprint=dict(type="str", required=True),
+            worker=dict(type="str", required=True),
+            slots=dict(type="int", default=1),
+            artifacts=dict(type="path"),
+            trainer_path=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["slots"] < 1:
+        module.fail_json(msg=f"slots: {params['slots']} is invalid; expected an integer >= 1")
+    # The host trains from the shipped pack, in fresh local processes (the worker image holds the trainer).
+    here = {"dataset": {"path": params["dataset"]}, "runner": {"kind": "local", "slots": params["slots"]}}
+    try:
+        config = tune_config.load(params["config"], tune_config.merged(params["overrides"], here))
+        plan = model_plan(config, params["templates_dir"])
+        run_dir = os.path.join(os.path.abspath(params["runs_root"]), config["study"], params["worker"])
+        if module.check_mode:
+            fleet.check_data(params["dataset"], params["fingerprint"], config["study"], params["storage"], params["worker"])
+            module.exit_json(changed=False, run_dir=run_dir, msg="the data set matches the study's; this host may join")
+        result = fleet.work(config, plan, run_dir, params["storage"], params["worker"], params["dataset"],
+                            params["fingerprint"], params["artifacts"], params["trainer_path"])
+    except AutotuneError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=bool(result["trained"]), **result)
+
+
+if __name__ == "__main__":
+    main()

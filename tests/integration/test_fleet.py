@@ -1,0 +1,261 @@
+"""playbooks/fleet.yml on a real fleet: trainer "hosts" are containers of the worker image with host networking (so
+PostgreSQL on 127.0.0.1 is reached) and their own file systems, reached by Ansible through the
+community.docker.docker connection; the controller is localhost. A shared folder (bind-mounted at the same path
+into every host) stands in for the operator's NFS share of Optuna's artifact store."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from conftest import REPO, SAMPLE_DATA, missing
+from containers_support import engine, require_root
+from ansible.module_utils.autotune import dataset as tune_dataset
+from ansible.module_utils.autotune import fleet
+
+WORKER_IMAGE = "autotune-worker-keras:cpu-latest"
+COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+                           optuna.trial.TrialState.FAIL)
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def worker_image():
+    require_root()
+    client = engine()
+    try:
+        client.images.get(WORKER_IMAGE)
+    except Exception:  # pylint: disable=broad-except  # docker.errors.ImageNotFound: build it as an operator does
+        built = subprocess.run([str(BIN / "ansible-playbook"), "playbooks/worker_image.yml"], cwd=REPO, text=True,
+                               capture_output=True, timeout=1200, check=False)
+        if built.returncode != 0:
+            missing(f"the worker image could not be built: {built.stdout[-1500:]}")
+    return client
+
+
+class Fleet:
+    """Host containers, their inventory, and ansible-playbook runs of playbooks/fleet.yml against them."""
+
+    def __init__(self, client, work, postgres_url):
+        self.client, self.work, self.url = client, work, postgres_url
+        self.tag = uuid.uuid4().hex[:6]
+        self.artifacts = work / "artifacts"
+        self.artifacts.mkdir(mode=0o777)
+        self.artifacts.chmod(0o777)  # the hosts' trainer user (uid 10001) writes there
+        self.containers = {}
+        self.secrets = work / "secrets.yml"  # the storage URL reaches Ansible as -e @FILE (0600), never on argv
+        self.secrets.write_text(yaml.safe_dump({"autotune_storage": postgres_url}))
+        self.secrets.chmod(0o600)
+
+    def host(self, name):
+        container = self.client.containers.run(
+            WORKER_IMAGE, ["sleep", "infinity"], name=f"autotune-fleet-{self.tag}-{name}", detach=True,
+            network_mode="host", volumes={str(self.artifacts): {"bind": str(self.artifacts), "mode": "rw"}})
+        self.containers[name] = container
+        return container
+
+    def inventory(self, **host_vars):
+        hosts = {name: {"ansible_connection": "community.docker.docker", "ansible_host": c.name,
+                        "ansible_python_interpreter": "/opt/trainer/bin/python", **host_vars.get(name, {})}
+                 for name, c in self.containers.items() if name in host_vars}
+        path = self.work / f"inventory-{len(list(self.work.glob('inventory-*')))}.yml"
+        path.write_text(yaml.safe_dump({"all": {
+            "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+            "children": {"trainers": {"hosts": hosts}}}}))
+        return path
+
+    def start(self, inventory, config):
+        extra = {"autotune_config": str(config), "autotune_runs_root": str(self.work / "runs"),
+                 "autotune_fleet_artifacts": str(self.artifacts), "autotune_fleet_poll": 1,
+                 "autotune_build_sample_data": False}
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                   PATH=f"{BIN}:{os.environ['PATH']}")
+        self.log = self.work / f"play-{uuid.uuid4().hex[:6]}.log"
+        with open(self.log, "w", encoding="utf-8") as out:
+            return subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/fleet.yml", "-v",
+                                     "-e", f"@{self.secrets}", "-e", json.dumps(extra)],
+                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def finish(self, play, timeout=400):
+        """The playbook's whole output once it ended (its end, in the failure, when it does not)."""
+        try:
+            play.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            play.kill()
+            pytest.fail(f"the playbook did not end within {timeout} s: {self.log.read_text()[-4000:]}")
+        return self.log.read_text()
+
+    def close(self):
+        for container in self.containers.values():
+            container.remove(force=True)
+
+
+@pytest.fixture
+def fleet_hosts(worker_image, tmp_path, postgres_url):
+    hosts = Fleet(worker_image, tmp_path, postgres_url)
+    yield hosts
+    hosts.close()
+
+
+def _config(folder, study, **sections):
+    config = {"study": study, "dataset": {"path": str(SAMPLE_DATA)},
+              "model": {"template": "cnn", "baseline": {"filters": 8, "dense_units": 32, "epochs": 2}},
+              "search": {"strategy": "random", "pruner": "none",
+                         "space": {"filters": {"type": "int", "low": 4, "high": 16},
+                                   "dense_units": {"type": "int", "low": 8, "high": 32}}},
+              "budget": {"max_trials": 5, "trial_timeout": 300, "max_seconds": 900},
+              "target": {"goal": 0.999},
+              "workers": {"heartbeat_interval": 1, "grace_period": 8}}
+    config.update(sections)
+    path = folder / "autotune.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _trials(url, study):
+    """The study's trials, or None while the database restarts."""
+    try:
+        return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    except Exception:  # pylint: disable=broad-except  # the server is restarting: ask again
+        return None
+
+
+def _host(trial):
+    return os.path.basename(trial.user_attrs.get("run_dir", ""))
+
+
+def _wait(predicate, process, what, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the playbook ended before {what} (rc {process.returncode})")
+        if predicate():
+            return
+        time.sleep(0.3)
+    process.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _overlap(a, b):
+    return a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+
+
+def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, tmp_path, postgres_url, sample_data):
+    """Both hosts train at once; PostgreSQL restarts mid-study; host a dies mid-trial: its trial is trained again by
+    host b, the study completes with no trial lost or doubled, and host a's finished trials still reach the report."""
+    study = f"fleet-{uuid.uuid4().hex[:8]}"
+    fleet_hosts.host("host-a")
+    fleet_hosts.host("host-b")
+    inventory = fleet_hosts.inventory(**{"host-a": {}, "host-b": {}})
+    play = fleet_hosts.start(inventory, _config(tmp_path, study))
+
+    def both_running():
+        trials = _trials(postgres_url, study) or []
+        return {_host(t) for t in trials if t.state == RUNNING} == {"host-a", "host-b"}
+    _wait(both_running, play, "both hosts training at once")
+    restarted = subprocess.run(["pg_ctlcluster", "15", "main", "restart"], capture_output=True, text=True, check=False)
+    assert restarted.returncode == 0, restarted.stderr
+
+    def a_mid_second_trial():
+        trials = _trials(postgres_url, study) or []
+        mine = [t for t in trials if _host(t) == "host-a"]
+        return (any(t.state == COMPLETE for t in mine)
+                and any(t.state == RUNNING and t.intermediate_values for t in mine))
+    _wait(a_mid_second_trial, play, "host a's second trial past its first epoch")
+    fleet_hosts.containers["host-a"].kill()
+    output = fleet_hosts.finish(play)
+
+    trials = _trials(postgres_url, study)
+    retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t): t for t in trials}
+    retried.pop(None, None)
+    failed = [t for t in trials if t.state == FAIL]
+    assert [t.number for t in failed] == list(retried), "only the dead host's trial failed, and it was retried"
+    assert len(retried) == 1 and _host(failed[0]) == "host-a"
+    assert retried[failed[0].number].state == COMPLETE and _host(retried[failed[0].number]) == "host-b"
+    assert not [t for t in trials if t.state == RUNNING], "no trial is left hanging"
+    counted = [t for t in trials if t.number not in retried]
+    assert len(counted) == 5 and all(t.state == COMPLETE and len(t.intermediate_values) == 2 for t in counted), \
+        "the budget's five trials all finished: none lost to the restart or the dead host, none counted twice"
+    by_host = {h: [t for t in counted if _host(t) == h] for h in ("host-a", "host-b")}
+    assert any(_overlap(a, b) for a in by_host["host-a"] for b in by_host["host-b"]), "the hosts trained at once"
+
+    run_dir = tmp_path / "runs" / study
+    assert (run_dir / "summary.json").is_file(), output[-4000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_completed"] == 5 and summary["runner"] == "fleet"
+    assert summary["runner_details"]["lost"] == ["host-a"]
+    for trial in counted:  # host a's finished trials too: from the artifact store, not from the dead host
+        folder = run_dir / trial.user_attrs["trial_dir"]
+        assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2, trial.number
+        assert (folder / "model.py").is_file() and (folder / "model.keras").is_file()
+    assert (run_dir / "best_model.keras").is_file() and (run_dir / "result.eml").is_file()
+    assert "Goal not reached" in output, output[-3000:]
+    password = postgres_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert password not in output and password not in (run_dir / "summary.json").read_text()
+    survivor = fleet_hosts.containers["host-b"]  # what Ansible left on the host: async results, the run folder
+    left = survivor.exec_run(["sh", "-c", "cat ~/.ansible_async/* ~/autotune-fleet/runs/*/*/progress.log"])
+    assert b"trial budget spent" in left.output and password.encode() not in left.output
+
+
+def _other_pack(packed, target):
+    """The same data set with two validation labels swapped: other data under the same name."""
+    shutil.copytree(packed, target)
+    labels = np.load(target / "y_val.npy")
+    labels[[0, -1]] = labels[[-1, 0]] if labels[0] != labels[-1] else 1 - labels[[0, -1]]
+    np.save(target / "y_val.npy", labels)
+
+
+def test_goal_on_one_host_stops_the_other_and_other_data_is_refused(fleet_hosts, tmp_path, postgres_url,
+                                                                   sample_data):
+    """Trial 0 (fast) and trial 1 (a slow learning rate, enqueued by the operator) start on two hosts; trial 0 reaches
+    the goal and the other host's trial stops. A third host holding other data refuses to join, in one line."""
+    study = f"fleet-goal-{uuid.uuid4().hex[:8]}"
+    config = _config(tmp_path, study, target={"goal": 0.75}, budget={"max_trials": 4, "trial_timeout": 300},
+                     model={"template": "cnn", "baseline": {"filters": 8, "dense_units": 32, "epochs": 3,
+                                                            "learning_rate": 0.003}},
+                     search={"strategy": "random", "pruner": "none",
+                             "space": {"learning_rate": {"type": "float", "low": 0.000001, "high": 0.003, "log": True},
+                                       "epochs": {"type": "int", "low": 1, "high": 40}}})
+    target = optuna.create_study(study_name=study, storage=postgres_url, direction="maximize")
+    target.enqueue_trial({"learning_rate": 0.003, "epochs": 3}, user_attrs={"baseline": True})
+    target.enqueue_trial({"learning_rate": 0.000001, "epochs": 40})  # barely learns: cannot reach 0.75 first
+    loaded = yaml.safe_load(config.read_text())
+    packed = Path(tune_dataset.prepare(dict(loaded["dataset"], image_size=[28, 28], color="grayscale",
+                                            validation_split=0.2, seed=1),
+                                       str(tmp_path / "runs" / study / "data"))["path"])
+    _other_pack(packed, tmp_path / "other" / packed.name)
+    for name in ("host-a", "host-b", "host-c"):
+        fleet_hosts.host(name)
+    home = "/home/trainer/autotune-fleet"
+    container = fleet_hosts.containers["host-c"]
+    container.exec_run(["mkdir", "-p", f"{home}/{study}"])
+    subprocess.run(["docker", "cp", str(tmp_path / "other" / packed.name), f"{container.name}:{home}/{study}/"], check=True)
+    container.exec_run(["chown", "-R", "10001:10001", f"{home}/{study}"], user="root")
+    inventory = fleet_hosts.inventory(**{"host-a": {}, "host-b": {}, "host-c": {"autotune_fleet_ship_data": False}})
+    play = fleet_hosts.start(inventory, config)
+    output = fleet_hosts.finish(play)
+
+    trials = _trials(postgres_url, study)
+    assert (tmp_path / "runs" / study / "summary.json").is_file(), output[-4000:]
+    assert trials[0].state == COMPLETE and trials[0].value >= 0.75, output[-3000:]
+    goal_at = trials[0].datetime_complete
+    stopped = [t for t in trials if t.state != COMPLETE and "reached the goal" in t.user_attrs.get("reason", "")]
+    assert stopped, [(t.number, t.state, t.user_attrs.get("reason")) for t in trials]
+    for trial in stopped:  # in flight on another host when trial 0 reached the goal, and stopped then
+        assert _host(trial) not in ("", _host(trials[0])) and trial.datetime_start < goal_at
+        assert len(trial.intermediate_values) < trial.params["epochs"], "stopped within its run, not at its end"
+        assert (trial.datetime_complete - goal_at).total_seconds() < 30
+    assert not [t for t in trials if t.state == COMPLETE and t.datetime_start > goal_at], "nothing trained after"
+    assert not [t for t in trials if _host(t) == "host-c"], "the host with other data trained nothing"
+    refusals = [line for line in output.splitlines() if "holds data set" in line and "does not join" in line]
+    assert refusals and all("host-c" in line for line in refusals), output[-3000:]
+    assert fleet.pack_fingerprint(str(packed)) in refusals[0]
+    assert json.loads((tmp_path / "runs" / study / "summary.json").read_text())["reached"] is True
