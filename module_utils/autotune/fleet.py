@@ -15,6 +15,7 @@ import time
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
+from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, trialdir
@@ -150,7 +151,9 @@ def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=
     with RunDirLock(run_dir):
         progress = ProgressLog(run_dir)
         runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
-        loop = StudyLoop(config, plan, _pack_facts(packed, fingerprint), runner, run_dir, storage, progress)
+        runner.warm_up(packed, {"study": config["study"], "run_dir": run_dir})  # the host's first trial starts warm
+        notes = dashboard.Notes(progress)
+        loop = StudyLoop(config, plan, _pack_facts(packed, fingerprint), runner, run_dir, storage, progress, notes)
         loop.after_trial = ArtifactUploader(artifacts, worker, progress)
         progress(f"worker {worker}: study {config['study']}, {runner.describe()}")
         try:
@@ -160,6 +163,7 @@ def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=
                                 "expected a reachable storage: the study keeps what finished, run the play again")
         finally:
             runner.close()
+            notes.close()
         trained = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_dir") == run_dir]
         return {"worker": worker, "run_dir": run_dir, "stop_reason": reason, "new_trials": new_trials,
                 "trained": trained, "seconds": round(time.time() - started, 3), "progress": progress.lines}
