@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`. Each sets itself up.
 PYTHON ?= python3
 VENV   ?= .venv
+BENCH_VENV ?= .venv-bench
 BIN    := $(VENV)/bin
 CONFIG ?= examples/catsdogs/autotune.yml
 ANSIBLE_ARGS ?=
@@ -55,9 +56,17 @@ lint: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production
 
 # Time to the goal against Keras Tuner and plain Optuna, side by side (docs/measurements.md); an idle machine.
-bench-peers: venv data/catsdogs
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/peers.py $(BENCH_ARGS)
+# The peers' own packages (Keras Tuner, scipy, scikit-learn, tensorboard) live in a venv of their own that
+# sees the product's packages through a .pth file: installed into .venv they would slow our trainers
+# (Keras imports scipy when it is there) and the measurement would not be of the product as shipped.
+$(BENCH_VENV)/.installed: requirements-bench.txt $(BIN)/.installed
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$$($(BENCH_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/autotune-product.pth"
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench-peers: venv data/catsdogs $(BENCH_VENV)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/peers.py --peer-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 # The fleet's figures (docs/measurements.md): needs root, Docker with the worker image and PostgreSQL (.ci/run's set-up).
 bench-fleet: venv data/catsdogs

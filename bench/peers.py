@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark against the peers: time from the command's start to the first epoch at the goal.
 
-    .venv/bin/pip install -r requirements-bench.txt     # Keras Tuner and what its optimizers need
-    .venv/bin/python bench/peers.py [--seeds 5] [--goal 0.94] [--systems ...] [--budget 300]
+    make bench-peers BENCH_ARGS="--seeds 5"     # builds .venv-bench (Keras Tuner & co.) beside .venv
+    .venv/bin/python bench/peers.py --peer-python .venv-bench/bin/python [--seeds 5] [--goal 0.94] [--systems ...]
 
 Systems, run interleaved (seed by seed) in one invocation, on the same packed data (the sample
 cats vs dogs, 28x28 grey), the same search space (examples/catsdogs: blocks 1-3, filters 4-32 log,
@@ -39,6 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SYSTEMS = ("kt-hyperband", "kt-bayes", "optuna", "ours-local", "ours-docker")
+PEER_PYTHON = [sys.executable]  # --peer-python: the bench venv with Keras Tuner (make bench-peers)
 SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())["search"]["space"]
 
 
@@ -77,7 +78,7 @@ def _ours(system, seed, goal, budget, work, pruner):
 def _in_process(system, seed, goal, budget, work, pruner):
     """A peer in a process of its own (bench/peers_worker.py), which writes its result file and exits."""
     out = work / f"{system}-{seed}.json"
-    command = [sys.executable, str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
+    command = [PEER_PYTHON[0], str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
                str(goal), "--budget", str(budget), "--pruner", pruner, "--work", str(work), "--out", str(out)]
     started = time.time()
     subprocess.run(command, cwd=REPO, capture_output=True, timeout=budget + 300, check=False,
@@ -132,7 +133,10 @@ def main():
                         help="run each of our systems once per pruner (default: --pruner only)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--name", default="peers", help="bench/results/NAME.json and NAME.png")
+    parser.add_argument("--peer-python", default=sys.executable,
+                        help="the Python that runs the in-process peers (one with Keras Tuner; not our trainers' venv)")
     args = parser.parse_args()
+    PEER_PYTHON[0] = args.peer_python
     if args.our_pruners:
         args.systems = [variant for system in args.systems for variant in (
             [f"{system}/{p}" for p in args.our_pruners] if system.startswith("ours") else [system])]
