@@ -20,7 +20,7 @@ kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the s
 
 Each run is its own process; the clock starts when it is launched and stops at the wall-clock end of
 the first epoch whose val_accuracy reaches the goal (the peers' callback, our metrics.jsonl). Prints a
-Markdown table (median and IQR of time to goal, success within the budget, trials, epochs, start-up
+Markdown table (median of time to goal, a missed goal counting as the slowest; IQR of the runs that reached it; success within the budget, trials, epochs, start-up
 share), writes bench/results/peers.json and bench/results/peers.png (box plot; ``--name``). One training at a
 time: start it on an otherwise idle machine.
 """
@@ -101,7 +101,9 @@ def _table(results, systems, goal, budget):
     for system in systems:
         runs = results[system]
         times = sorted(r["seconds"] for r in runs if r["seconds"] is not None)
-        median = f"{statistics.median(times):.1f}" if times else f"> {budget}"
+        # A run that missed the goal counts as slower than every run that reached it (not left out).
+        middle = statistics.median(times + [float("inf")] * (len(runs) - len(times))) if runs else float("inf")
+        median = f"{middle:.1f}" if middle != float("inf") else f"> {budget}"
         low, high = _quartiles(times)
         trials = statistics.median([r["trials"] for r in runs if r["trials"] is not None] or [0])
         epochs = statistics.median([r["epochs"] for r in runs if r["epochs"] is not None] or [0])
