@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 from ansible.module_utils.autotune.health import heal  # noqa: E402
+from ansible.module_utils.autotune.runners import spares  # noqa: E402
 
 
 def epochs(metrics):
@@ -70,7 +71,9 @@ def main():
             while len(epochs(metrics)) < 2 + kill * (args.epochs // (args.kills + 2)):
                 time.sleep(0.1)
             time.sleep(rng.uniform(0.05, 0.9))  # a random moment inside an epoch
-            container = client.containers.list(filters={"label": ["io.autotune.study=healbench", "io.autotune.trial=0000"]})[0]
+            # Trial 0's container: a warm spare handed it (spares.json names the trial its label became).
+            container = [c for c in client.containers.list(filters={"label": ["io.autotune.study=healbench"]})
+                         if spares.folder_of(str(work / "runs" / "healbench"), c.labels.get("io.autotune.trial")) == "0000"][0]
             container.kill()
             killed_at = time.time()
             container.wait()

@@ -10,6 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from ansible.module_utils.autotune.runners import spares
 from conftest import TRAINER_IMAGE as IMAGE, BIN, REPO, run_playbook, write_config
 
 
@@ -54,10 +55,11 @@ def _wait(predicate, seconds, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _trial_container(client, study):
-    """The container training the study's trial 0 (not the warm spare waiting for the next trial)."""
-    found = client.containers.list(all=True, filters={"label": [OURS, f"io.autotune.study={study}",
-                                                                "io.autotune.trial=0000"]})
+def _trial_container(client, study, run_dir):
+    """The container training the study's trial 0: a warm spare handed it (its label names the spare folder,
+    spares.json the trial it became), or a cold one labelled 0000; never the spare waiting for trial 1."""
+    found = client.containers.list(all=True, filters={"label": [OURS, f"io.autotune.study={study}"]})
+    found = [c for c in found if spares.folder_of(str(run_dir), c.labels.get("io.autotune.trial")) == "0000"]
     return found[0] if found else None
 
 
@@ -71,19 +73,19 @@ def _finish(process, run_dir, tmp_path):
 def test_killed_container_is_relaunched_and_resumes(engine, tmp_path, sample_data):
     process, run_dir = _start_controller(tmp_path, "healkill")
     _wait(lambda: len(_epochs(run_dir)) >= 3, 300, "three epochs")
-    container = _trial_container(engine, "healkill")
+    container = _trial_container(engine, "healkill", run_dir)
     container.kill()
     done = len(_epochs(run_dir))
     _wait(lambda: (container.reload() or container.status) == "exited", 30, "the container to die")
     healed = _health()
     assert healed.returncode == 0, healed.stdout[-2000:]
-    assert "relaunched autotune-healkill-0000" in healed.stdout and "(study healkill, trial 0): it died (exit 137" in healed.stdout
+    assert f"relaunched {container.name} (study healkill, trial 0): it died (exit 137" in healed.stdout, healed.stdout[-2000:]
     trial = _finish(process, run_dir, tmp_path)
     assert trial["outcome"] == "finished" and trial["relaunches"] == 1
     assert trial["resumed_from_epoch"] >= done - 1
     epochs = _epochs(run_dir)
     assert epochs == list(range(len(epochs))) and epochs[-1] == trial["params"]["epochs"] - 1, "no epoch trained twice"
-    assert _trial_container(engine, "healkill") is None, "the finished trial's container is removed"
+    assert _trial_container(engine, "healkill", run_dir) is None, "the finished trial's container is removed"
 
 
 def _daemon_ctl(action):
@@ -104,7 +106,8 @@ def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sa
     assert healed.returncode == 0, healed.stdout[-3000:]
     assert "TASK [Start the Docker daemon again]" in healed.stdout
     assert docker.from_env().ping()
-    assert "relaunched autotune-healdaemon-0000" in healed.stdout, healed.stdout[-4000:]
+    assert "(study healdaemon, trial 0): it died" in healed.stdout, healed.stdout[-4000:]
+    assert f"relaunched {_trial_container(docker.from_env(), 'healdaemon', run_dir).name} " in healed.stdout
     trial = _finish(process, run_dir, tmp_path)
     assert trial["outcome"] == "finished" and trial["relaunches"] == 1 and trial["resumed_from_epoch"] >= 1
     epochs = _epochs(run_dir)
