@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from autotune_trainer import trialdir
+from autotune_trainer import ending, trialdir
 from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK
 
 
@@ -154,6 +154,8 @@ def run_trial(trial_dir, load_data, launched):
 
     keras.utils.set_random_seed(int(spec.get("seed", 1)))
     script = spec.get("model_api") == "script"
+    if script:
+        ending.ordinary_exit_needed()
     data = None if script else load_data()  # the user's script reads its own data (script.py)
     result = {"status": "ok", "metric": spec.get("metric", "val_accuracy")}
     try:
@@ -219,4 +221,4 @@ def run(entry=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    ending.leave(run())

@@ -91,4 +91,6 @@ def run():
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    from autotune_trainer.ending import leave
+
+    leave(run())
