@@ -127,45 +127,59 @@ class LocalRunner(Runner):
     CONFIG_SCHEMA = {
         "python": {"type": "string", "minLength": 1,
                    "description": "the Python interpreter that runs the trainer (default: the controller's)"},
-        "warm": {"type": "boolean", "description": "true or false: keep a trainer started ahead per slot"},
+        "warm": {"type": "boolean", "description": "true or false: keep trainers started ahead per slot"},
+        "spares": {"type": "integer", "minimum": 1, "maximum": 4,
+                   "description": "an integer 1-4: trainers kept started ahead per slot when warm"},
     }
-    CONFIG_DEFAULTS = {"warm": True}
+    CONFIG_DEFAULTS = {"warm": True, "spares": 2}
 
-    def __init__(self, trainer_path=None, python=None, slots=1, warm=True):
+    def __init__(self, trainer_path=None, python=None, slots=1, warm=True, spares=2):
         self.trainer_path = trainer_path
         self.python = python or sys.executable
-        self.slots, self.warm = slots, warm
-        self.spares = {}  # slot -> Spare
+        self.slots, self.warm, self.spares_per_slot = slots, warm, spares
+        self.spares = {}  # slot -> [Spare], oldest (readiest) first
 
     @classmethod
     def from_config(cls, block, framework, trainer_path=None, slots=1):
-        return cls(trainer_path=trainer_path, python=block.get("python"), slots=slots, warm=block.get("warm", True))
+        return cls(trainer_path=trainer_path, python=block.get("python"), slots=slots, warm=block.get("warm", True),
+                   spares=block.get("spares", 2))
 
     def describe(self):
-        return {"runner": self.name, "python": self.python, "warm": self.warm}
+        return {"runner": self.name, "python": self.python, "warm": self.warm, "spares": self.spares_per_slot}
 
     def start(self, trial_dir, data_path, labels):
-        """The slot's warm spare takes the trial when it is ready; a fresh spare is started for the next one."""
+        """The slot's oldest ready spare takes the trial; the slot is topped up with fresh spares for the next ones."""
         slot = int(labels.get("slot", 0))
         cpus = cpu_share(slot, self.slots)
-        spare = self.spares.pop(slot, None)
-        process = spare.hand(trial_dir) if spare and spare.ready_for(data_path) else None
-        if process is None:
-            if spare:
+        process = None
+        queue = self.spares.get(slot, [])
+        while process is None and queue:
+            spare = queue.pop(0)
+            process = spare.hand(trial_dir) if spare.ready_for(data_path) else None
+            if process is None:
                 spare.close()
+        if process is None:
             process = self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir, cpus)
-        if self.warm:
-            self.spares[slot] = self._spare(data_path, labels, cpus)
+        self._top_up(slot, data_path, labels, cpus)
         return process
 
     def warm_up(self, data_path, labels):
+        """Each slot's first trainer starts while the data set is packed; the slot's others once it is handed a trial."""
         for slot in range(self.slots) if self.warm else ():
-            if slot not in self.spares:
-                self.spares[slot] = self._spare(data_path, dict(labels, slot=str(slot)), cpu_share(slot, self.slots))
+            if not self.spares.get(slot):
+                self.spares[slot] = [self._spare(data_path, dict(labels, slot=str(slot)), cpu_share(slot, self.slots))]
+
+    def _top_up(self, slot, data_path, labels, cpus):
+        # Two per slot by default: a trial of one short epoch ends before a spare started at its hand-over has
+        # imported Keras (about 3.4 s), so the next trial's spare must have been started a trial earlier.
+        queue = self.spares.setdefault(slot, [])
+        while self.warm and len(queue) < self.spares_per_slot:
+            queue.append(self._spare(data_path, labels, cpus))
 
     def close(self):
-        for spare in self.spares.values():
-            spare.close()
+        for queue in self.spares.values():
+            for spare in queue:
+                spare.close()
         self.spares = {}
 
     def _spare(self, data_path, labels, cpus):
