@@ -16,7 +16,8 @@ kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the s
   ours-docker    playbooks/tune.yml, docker runner: a fresh container per trial
 
 ``--our-pruners median asha hyperband`` runs each of our systems once per pruner (``ours-local/asha``,
-...): the side-by-side run that picks the default pruner.
+...): the side-by-side run that picks the default pruner; ``--our-slots 1 2`` once per number of trials at
+once (``ours-local/slots=2``).
 
 Each run is its own process; the clock starts when it is launched and stops at the wall-clock end of
 the first epoch whose val_accuracy reaches the goal (the peers' callback, our metrics.jsonl). Prints a
@@ -43,17 +44,29 @@ PEER_PYTHON = [sys.executable]  # --peer-python: the bench venv with Keras Tuner
 SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())["search"]["space"]
 
 
+def _variant(system, pruner):
+    """(system, pruner, slots) of a name such as ours-local, ours-local/asha or ours-local/median,slots=2."""
+    system, _, variant = system.partition("/")
+    slots = None
+    for part in filter(None, variant.split(",")):
+        if part.startswith("slots="):
+            slots = int(part[len("slots="):])
+        else:
+            pruner = part
+    return system, pruner, slots
+
+
 def _ours(system, seed, goal, budget, work, pruner):
     """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
-    system, _, variant = system.partition("/")
-    pruner = variant or pruner
+    name = system.replace("/", "-").replace(",", "-").replace("=", "")
+    system, pruner, slots = _variant(system, pruner)
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
-    config.update(study=f"peers-{system}-{pruner}-{seed}", target={"metric": "val_accuracy", "goal": goal},
+    config.update(study=f"peers-{name}-{seed}", target={"metric": "val_accuracy", "goal": goal},
                   budget={"max_trials": 200, "max_seconds": budget, "trial_timeout": budget},
-                  runner={"kind": system.split("-")[1]})
+                  runner=dict({"kind": system.split("-")[1]}, **({"slots": slots} if slots else {})))
     config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
     config["search"].update(seed=seed, pruner=pruner)
-    path = work / f"{system}-{pruner}-{seed}.yml"
+    path = work / f"{name}-{seed}.yml"
     path.write_text(yaml.safe_dump(config))
     runs = work / "runs"
     started = time.time()
@@ -133,15 +146,19 @@ def main():
     parser.add_argument("--pruner", default="median", help="our pruner, and plain Optuna's")
     parser.add_argument("--our-pruners", nargs="+", choices=("median", "asha", "hyperband", "none"),
                         help="run each of our systems once per pruner (default: --pruner only)")
+    parser.add_argument("--our-slots", nargs="+", type=int,
+                        help="run each of our systems once per number of slots (trials at once; default: the config's)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--name", default="peers", help="bench/results/NAME.json and NAME.png")
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the Python that runs the in-process peers (one with Keras Tuner; not our trainers' venv)")
     args = parser.parse_args()
     PEER_PYTHON[0] = args.peer_python
-    if args.our_pruners:
+    if args.our_pruners or args.our_slots:
+        variants = [",".join(filter(None, (p, f"slots={n}" if n else ""))) for p in (args.our_pruners or [""])
+                    for n in (args.our_slots or [None])]
         args.systems = [variant for system in args.systems for variant in (
-            [f"{system}/{p}" for p in args.our_pruners] if system.startswith("ours") else [system])]
+            [f"{system}/{v}" for v in variants] if system.startswith("ours") else [system])]
     results = {system: [] for system in args.systems}
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="autotune-peers-") as tmp:
