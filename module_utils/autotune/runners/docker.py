@@ -303,9 +303,9 @@ class DockerRunner(Runner):
         return process
 
     def warm_up(self, data_path, labels):
-        """Not for containers yet: trial 0 starts cold. A container the health check restarts re-resolves its
-        bind mounts, and a spare's folder has been renamed to its trial's by then, so a relaunched spare would
-        wait on an empty folder (docs/self-healing.md, known limits); trial 0 is the one the heal tests kill."""
+        for slot in range(self.slots) if self.warm else ():
+            if slot not in self.spares:
+                self.spares[slot] = self._spare(data_path, dict(labels, slot=str(slot)))
 
     def _spare(self, data_path, labels):
         """The slot's next trainer, started now: Keras imported and data loaded before its trial exists.
