@@ -59,7 +59,7 @@ actions:
   type: list
   elements: dict
 relaunched:
-  description: Number of containers started again.
+  description: Number of containers started again or replaced by a fresh one.
   returned: success
   type: int
 skipped_overlap:
