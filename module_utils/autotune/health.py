@@ -4,11 +4,10 @@ A trial container is ours when it carries io.autotune.project=autotune. One
 that stopped abnormally (killed, crashed engine, daemon restart, host reboot),
 whose trial has no result, that the controller did not stop on purpose, and
 whose study's controller is alive (it holds the run directory's lock), is
-started again, or replaced by a fresh container on its trial's folder when it was
-a warm spare handed the trial (relaunch.py): the trainer resumes from its last
-epoch checkpoint. Containers
-that finished, failed by themselves (crash, NaN, OOM), belong to finished
-studies or are not ours are never touched. A trial relaunched too often is
+started again, or replaced by a fresh container on its trial's folder when it
+was a warm spare handed the trial (relaunch.py): the trainer resumes from its
+last epoch checkpoint. Containers that finished, failed by themselves (crash,
+NaN, OOM), belong to finished studies or are not ours are never touched. A trial relaunched too often is
 given up, with the reason written where its controller reads it.
 """
 import fcntl
