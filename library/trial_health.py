@@ -11,6 +11,10 @@ description:
   - Finds the containers labelled C(io.autotune.project=autotune). One that stopped abnormally (killed,
     engine stopped, host rebooted) while its study's controller is alive is started again; the trial
     resumes from its last epoch checkpoint.
+  - A warm spare container handed a trial is not started again (its bind mount names the spare folder,
+    renamed to the trial's since) but replaced by a fresh container with the same image, user,
+    environment, labels and host configuration, on the trial's folder; the spare's log is appended to
+    the trial's log and the spare removed.
   - Never touches containers that finished or failed by themselves, that the controller stopped, of
     finished studies, or that are not labelled as ours.
   - A trial relaunched I(relaunch_limit) times is given up and its controller records the reason.
@@ -48,12 +52,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 actions:
-  description: One entry per container looked at (action relaunched, gave_up or left, and why).
+  description: >-
+    One entry per container looked at (action relaunched, gave_up or left, and why); a replaced warm
+    spare's entry names its fresh container in C(replacement).
   returned: success
   type: list
   elements: dict
 relaunched:
-  description: Number of containers started again.
+  description: Number of containers started again or replaced by a fresh one.
   returned: success
   type: int
 skipped_overlap:

@@ -4,9 +4,10 @@ A trial container is ours when it carries io.autotune.project=autotune. One
 that stopped abnormally (killed, crashed engine, daemon restart, host reboot),
 whose trial has no result, that the controller did not stop on purpose, and
 whose study's controller is alive (it holds the run directory's lock), is
-started again: the trainer resumes from its last epoch checkpoint. Containers
-that finished, failed by themselves (crash, NaN, OOM), belong to finished
-studies or are not ours are never touched. A trial relaunched too often is
+started again, or replaced by a fresh container on its trial's folder when it
+was a warm spare handed the trial (relaunch.py): the trainer resumes from its
+last epoch checkpoint. Containers that finished, failed by themselves (crash,
+NaN, OOM), belong to finished studies or are not ours are never touched. A trial relaunched too often is
 given up, with the reason written where its controller reads it.
 """
 import fcntl
@@ -16,6 +17,7 @@ import time
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.relaunch import relaunch
 from ansible.module_utils.autotune.runners import spares
 from ansible.module_utils.autotune.runners.docker import (
     LABEL_PREFIX, NAME_PREFIX, PROJECT, PROJECT_LABEL, TASK_LABEL, abnormal_end)
@@ -130,7 +132,9 @@ def heal(client, relaunch_limit=3, check_mode=False):
             actions.append(dict(entry, action="gave_up", why=health["gave_up"]))
             continue
         if not check_mode:
-            container.start()
+            replacement = relaunch(client, container, trial_dir)
+            if replacement:
+                entry["replacement"] = replacement
             health["relaunches"] += 1
             health["history"].append({"at": time.time(), "why": why})
             trialdir.write_json(os.path.join(trial_dir, trialdir.HEALTH), health)

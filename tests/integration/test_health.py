@@ -15,6 +15,9 @@ from conftest import TRAINER_IMAGE as IMAGE, BIN, REPO, run_playbook, write_conf
 
 
 OURS = "io.autotune.project=autotune"
+# What a replacement container must keep of the spare it replaces (runners/docker.py _options).
+CONFINEMENT = ("CapDrop", "SecurityOpt", "ReadonlyRootfs", "Tmpfs", "PidsLimit", "NanoCpus", "Memory", "MemorySwap",
+               "Init", "NetworkMode", "DeviceRequests", "LogConfig")
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +31,12 @@ def _health(**extra):
     return result
 
 
-def _start_controller(tmp_path, study, epochs=14):
+def _start_controller(tmp_path, study, epochs=14, warm=True):
+    docker_block = {"cpus": 2, "memory": "2g", "relaunch_grace": 240, "warm": warm}
     config = write_config(tmp_path, study=study, target={"goal": 0.999}, budget={"max_trials": 1},
                           model={"template": "cnn", "baseline": {"epochs": epochs, "batch_size": 32, "filters": 8}},
                           search={"space": {"epochs": {"type": "int", "low": epochs, "high": epochs + 2}}},
-                          runner={"kind": "docker", "docker": {"cpus": 2, "memory": "2g", "relaunch_grace": 240}})
+                          runner={"kind": "docker", "docker": docker_block})
     extra = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")}
     command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e", json.dumps(extra)]
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
@@ -41,9 +45,13 @@ def _start_controller(tmp_path, study, epochs=14):
     return process, tmp_path / "runs" / study
 
 
-def _epochs(run_dir):
+def _records(run_dir):
     path = run_dir / "trials" / "0000" / "metrics.jsonl"
-    return [json.loads(l)["epoch"] for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+
+
+def _epochs(run_dir):
+    return [record["epoch"] for record in _records(run_dir)]
 
 
 def _wait(predicate, seconds, what):
@@ -70,21 +78,34 @@ def _finish(process, run_dir, tmp_path):
     return summary["trials"][0]
 
 
-def test_killed_container_is_relaunched_and_resumes(engine, tmp_path, sample_data):
+def test_killed_spare_is_replaced_on_the_trial_folder_and_resumes(engine, tmp_path, sample_data):
     process, run_dir = _start_controller(tmp_path, "healkill")
     _wait(lambda: len(_epochs(run_dir)) >= 3, 300, "three epochs")
     container = _trial_container(engine, "healkill", run_dir)
+    assert spares.SPARE_NAME.match(container.labels["io.autotune.trial"]), "trial 0 went to the warm spare"
     container.kill()
-    done = len(_epochs(run_dir))
+    killed_at = time.time()
     _wait(lambda: (container.reload() or container.status) == "exited", 30, "the container to die")
+    done = len(_epochs(run_dir))
     healed = _health()
     assert healed.returncode == 0, healed.stdout[-2000:]
     assert f"relaunched {container.name} (study healkill, trial 0): it died (exit 137" in healed.stdout, healed.stdout[-2000:]
+    assert "resumed in a fresh container autotune-healkill-0000-" in healed.stdout
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(container.id)  # removed: no later health pass acts on it again
+    fresh = _trial_container(engine, "healkill", run_dir)
+    assert fresh.labels["io.autotune.trial"] == "0000"
+    assert fresh.attrs["HostConfig"]["Binds"][0] == f"{run_dir}/trials/0000:/trial:rw"
+    assert {k: fresh.attrs["HostConfig"][k] for k in CONFINEMENT} == {k: container.attrs["HostConfig"][k] for k in CONFINEMENT}
     trial = _finish(process, run_dir, tmp_path)
     assert trial["outcome"] == "finished" and trial["relaunches"] == 1
     assert trial["resumed_from_epoch"] >= done - 1
     epochs = _epochs(run_dir)
     assert epochs == list(range(len(epochs))) and epochs[-1] == trial["params"]["epochs"] - 1, "no epoch trained twice"
+    log = (run_dir / "trials" / "0000" / "trainer.log").read_text()
+    last = f"Epoch {epochs[-1] + 1}/"  # trained by the replacement: the spare was killed epochs before
+    assert log.index("trial handed to warm trainer") < log.index(last), "the spare's log is kept, then the replacement's"
+    print(f"kill -> resumed epoch done: {_records(run_dir)[done]['time'] - killed_at:.1f} s")
     assert _trial_container(engine, "healkill", run_dir) is None, "the finished trial's container is removed"
 
 
@@ -96,7 +117,8 @@ def _daemon_ctl(action):
 
 
 def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sample_data):
-    process, run_dir = _start_controller(tmp_path, "healdaemon", epochs=40)
+    # Cold, with no spare: the dead container is started again in place (its mount is the trial folder).
+    process, run_dir = _start_controller(tmp_path, "healdaemon", epochs=40, warm=False)
     _wait(lambda: len(_epochs(run_dir)) >= 2, 300, "two epochs")
     stopped = _daemon_ctl("stop")
     assert stopped.returncode == 0, stopped.stderr
@@ -107,7 +129,9 @@ def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sa
     assert "TASK [Start the Docker daemon again]" in healed.stdout
     assert docker.from_env().ping()
     assert "(study healdaemon, trial 0): it died" in healed.stdout, healed.stdout[-4000:]
-    assert f"relaunched {_trial_container(docker.from_env(), 'healdaemon', run_dir).name} " in healed.stdout
+    cold = _trial_container(docker.from_env(), "healdaemon", run_dir)
+    assert cold.labels["io.autotune.trial"] == "0000" and f"relaunched {cold.name} " in healed.stdout
+    assert "fresh container" not in healed.stdout
     trial = _finish(process, run_dir, tmp_path)
     assert trial["outcome"] == "finished" and trial["relaunches"] == 1 and trial["resumed_from_epoch"] >= 1
     epochs = _epochs(run_dir)

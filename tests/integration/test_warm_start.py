@@ -30,7 +30,7 @@ def _runner(kind):
     return DockerRunner(TRAINER_IMAGE, cpus=1, memory="2g")
 
 
-@pytest.mark.parametrize("kind", ["local"])  # the docker runner starts trial 0 cold (DockerRunner.warm_up)
+@pytest.mark.parametrize("kind", ["local", "docker"])
 def test_the_first_trial_is_handed_to_a_trainer_started_before_the_data_was_packed(kind, tmp_path, sample_data,
                                                                                    request):
     if kind == "docker":

@@ -42,17 +42,35 @@ PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a few per core
 
 
 TASK_LABEL = f"{LABEL_PREFIX}.task"  # train (relaunched by the health check when it dies) or verify (never)
+TRIAL_LABEL = f"{LABEL_PREFIX}.trial"  # the trial folder's name, or a warm spare's folder name (runners/spares.py)
 
 
 def labels_for(study, trial, run_dir, task="train"):
-    return {PROJECT_LABEL: PROJECT, f"{LABEL_PREFIX}.study": study, f"{LABEL_PREFIX}.trial": str(trial),
+    return {PROJECT_LABEL: PROJECT, f"{LABEL_PREFIX}.study": study, TRIAL_LABEL: str(trial),
             f"{LABEL_PREFIX}.run_dir": run_dir, TASK_LABEL: task}
+
+
+def container_name(study, trial, task="train"):
+    return f"{NAME_PREFIX}{study}-{trial}-{'' if task == 'train' else task + '-'}{uuid.uuid4().hex[:6]}"
+
+
+def training_containers(client, run_dir, folder):
+    """Training containers of this run folder's trial ``folder``, warm ones handed it included."""
+    found = client.containers.list(all=True, filters={"label": [
+        f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{TASK_LABEL}=train"]})
+    return [c for c in found if spares.folder_of(run_dir, c.labels.get(TRIAL_LABEL)) == folder]
 
 
 def abnormal_end(state):
     """A trainer container that died from outside (kill, daemon stop, reboot) rather than ending itself."""
     return (state.get("Status") in ("exited", "dead") and not state.get("OOMKilled")
             and state.get("ExitCode") not in trialdir.TRAINER_EXITS)
+
+
+def _not_dead_from_outside(container):
+    """Two dead containers of one trial must not adopt each other back and forth."""
+    container.reload()
+    return not abnormal_end(container.attrs.get("State", {}))
 
 
 def gpu_for_slot(gpu_ids, slot):
@@ -73,13 +91,17 @@ class DockerProcess(TrialProcess):
     A container that dies from outside is not final at once: the health check
     (playbooks/health.yml, every minute from cron) relaunches it and the trial
     continues from its checkpoint, so the loop waits ``relaunch_grace`` seconds
-    for that. While the engine does not answer, the loop waits as well.
+    for that. A warm spare handed the trial is not started again but replaced by
+    a fresh container on the trial's folder (relaunch.py): given ``run_dir``, the
+    process adopts that container and goes on with it. While the engine does not
+    answer, the loop waits as well.
     """
 
-    def __init__(self, container, trial_dir, relaunch_grace):
+    def __init__(self, container, trial_dir, relaunch_grace, run_dir=None):
         super().__init__(trial_dir)
         self.container = container
         self.relaunch_grace = relaunch_grace
+        self.run_dir = run_dir  # None (a verify container): nothing replaces it
         self.state = {}
         self.dead_since = None
         self.reason = None
@@ -88,9 +110,7 @@ class DockerProcess(TrialProcess):
         try:
             self.container.reload()
         except NotFound:
-            self.state = {"Status": "removed", "ExitCode": -1}
-            self.reason = "the trial container was removed from outside"
-            return -1
+            return self._removed()
         except ENGINE_ERRORS:
             return None  # the engine is down or restarting: the health check brings it back
         self.state = self.container.attrs.get("State", {})
@@ -98,8 +118,36 @@ class DockerProcess(TrialProcess):
             self.dead_since = None
             return None
         if abnormal_end(self.state) and not os.path.lexists(self._path(trialdir.STOPPED_MARKER)):
-            return self._dead_from_outside()
+            return None if self._adopt() else self._dead_from_outside()
         return self.state.get("ExitCode")
+
+    def _removed(self):
+        """None while a replacement may still come (the health check removes a spare it replaced), else -1."""
+        if self._adopt():
+            return None
+        self.dead_since = self.dead_since or time.time()
+        if time.time() - self.dead_since < self.relaunch_grace:
+            return None
+        self.state = {"Status": "removed", "ExitCode": -1}
+        self.reason = f"the trial container was removed from outside and not replaced within {self.relaunch_grace} s"
+        return -1
+
+    def _adopt(self):
+        """Go on with the container the health check started in this one's place; False when there is none."""
+        if not self.run_dir:
+            return False
+        try:
+            found = [c for c in training_containers(self.container.client, self.run_dir,
+                                                    os.path.basename(self.trial_dir))
+                     if c.id != self.container.id and _not_dead_from_outside(c)]
+        except ENGINE_ERRORS:
+            return False
+        if not found:
+            return False
+        # Running first: one that ended by itself between two polls is adopted too, for its exit status.
+        self.container = max(found, key=lambda c: (c.status == "running", c.attrs.get("Created", "")))
+        self.dead_since = None
+        return True
 
     def _dead_from_outside(self):
         """None while the health check may still relaunch it, else its exit code with the reason set."""
@@ -236,18 +284,12 @@ class DockerRunner(Runner):
         return {"runner": self.name, "image": self.image_name, "image_id": self.image.id, "cpus": self.cpus,
                 "memory": self.memory, "network": self.network, "gpu_ids": self.gpu_ids, "warm": self.warm}
 
-    def _existing(self, run_dir, folder):
-        """Training containers of this run folder's trial ``folder``, warm ones handed it included."""
-        found = self.client.containers.list(all=True, filters={"label": [
-            f"{PROJECT_LABEL}={PROJECT}", f"{LABEL_PREFIX}.run_dir={run_dir}", f"{TASK_LABEL}=train"]})
-        return [c for c in found if spares.folder_of(run_dir, c.labels.get(f"{LABEL_PREFIX}.trial")) == folder]
-
     def start(self, trial_dir, data_path, labels):
         """Adopt the container still training this trial, else hand it to the slot's warm spare, else start one."""
-        for container in self._existing(labels["run_dir"], os.path.basename(trial_dir)):
+        for container in training_containers(self.client, labels["run_dir"], os.path.basename(trial_dir)):
             if container.status in ("running", "created", "restarting"):
                 # A controller resuming its study adopts the container still training the trial.
-                return DockerProcess(container, trial_dir, self.relaunch_grace)
+                return DockerProcess(container, trial_dir, self.relaunch_grace, labels["run_dir"])
             container.remove(force=True)
         slot = int(labels.get("slot", 0))
         process = self._hand(self.spares.pop(slot, None), trial_dir, labels)
@@ -255,15 +297,15 @@ class DockerRunner(Runner):
             command = ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT]
             volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
             process = DockerProcess(self._run(command, volumes, trial_dir, labels, "train"), trial_dir,
-                                    self.relaunch_grace)
+                                    self.relaunch_grace, labels["run_dir"])
         if self.warm:
             self.spares[slot] = self._spare(data_path, labels)
         return process
 
     def warm_up(self, data_path, labels):
-        """Not for containers yet: trial 0 starts cold. A container the health check restarts re-resolves its
-        bind mounts, and a spare's folder has been renamed to its trial's by then, so a relaunched spare would
-        wait on an empty folder (docs/self-healing.md, known limits); trial 0 is the one the heal tests kill."""
+        for slot in range(self.slots) if self.warm else ():
+            if slot not in self.spares:
+                self.spares[slot] = self._spare(data_path, dict(labels, slot=str(slot)))
 
     def _spare(self, data_path, labels):
         """The slot's next trainer, started now: Keras imported and data loaded before its trial exists.
@@ -297,7 +339,7 @@ class DockerRunner(Runner):
         spares.go(trial_dir)
         if os.geteuid() == 0:
             os.lchown(os.path.join(trial_dir, trialdir.HANDED), IMAGE_UID, IMAGE_UID)
-        return DockerProcess(container, trial_dir, self.relaunch_grace)
+        return DockerProcess(container, trial_dir, self.relaunch_grace, labels["run_dir"])
 
     def _discard(self, container, folder):
         try:
@@ -339,7 +381,7 @@ class DockerRunner(Runner):
             "command": command,
             "detach": True,
             "init": True,  # docker-init as PID 1 forwards signals: a stop ends the trainer at once
-            "name": f"{NAME_PREFIX}{labels['study']}-{trial}-{'' if task == 'train' else task + '-'}{uuid.uuid4().hex[:6]}",
+            "name": container_name(labels["study"], trial, task),
             "labels": labels_for(labels["study"], trial, labels["run_dir"], task),
             "user": user,
             "working_dir": TRIAL_MOUNT,
