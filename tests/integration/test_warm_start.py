@@ -47,8 +47,7 @@ def test_the_first_trial_is_handed_to_a_trainer_started_before_the_data_was_pack
         assert tune_dataset.prepare(config, str(cache))["path"] == pack
         trial_dir = _trial(tmp_path / "trials" / "0000")
         process = runner.start(str(trial_dir), pack, dict(labels, trial="0000", slot="0"))
-        if kind == "local":
-            assert len(runner.spares[0]) == 2, "the slot is topped up: the next two trials' trainers start now"
+        assert runner.spares.waiting(0) == 2, "the slot is topped up: the next two trials' trainers start now"
         deadline = time.time() + 240
         while process.exit_code() is None and time.time() < deadline:
             time.sleep(0.5)

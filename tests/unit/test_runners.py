@@ -4,7 +4,7 @@ import pytest
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune.errors import AutotuneError, ConfigError
 from ansible.module_utils.autotune.runners import RUNNERS, make_runner, runner_facts
-from ansible.module_utils.autotune.runners.base import Runner
+from ansible.module_utils.autotune.runners.base import Runner, SparePool
 from ansible.module_utils.autotune.runners.local import LocalRunner, trainer_environment
 
 
@@ -69,3 +69,27 @@ def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
         "a warm spare waiting on a slot's GPU holds none of its memory until its trial trains"
     shares = [cpu_share(slot, 2, available={0, 1, 2, 3}) for slot in (0, 1)]
     assert shares == [{0, 1}, {2, 3}] and cpu_share(0, 1, available={0, 1}) == {0, 1}
+
+
+def test_the_spare_pool_hands_the_readiest_live_spare_and_tops_the_slot_up():
+    started = iter(range(100))
+    pool = SparePool(per_slot=2)
+    pool.first(0, lambda: next(started))
+    pool.first(0, lambda: next(started))
+    assert pool.waiting(0) == 1, "warm-up starts one per slot, once"
+    pool.top_up(0, lambda: next(started))
+    assert pool.queues[0] == [0, 1]
+    dead = {0}
+    handed = pool.take(0, lambda spare: None if spare in dead else f"trial on spare {spare}")
+    assert handed == "trial on spare 1", "a dead spare is passed over; the oldest live one takes the trial"
+    assert pool.take(0, lambda spare: spare) is None, "an empty slot: the runner starts a cold trainer"
+    pool.top_up(1, lambda: next(started))
+    assert pool.queues[1] == [2, 3] and len(pool) == 2
+    assert sorted(pool.drain()) == [2, 3] and len(pool) == 0
+
+
+def test_no_spares_are_started_when_warm_is_off():
+    pool = SparePool(per_slot=2, enabled=False)
+    pool.first(0, lambda: "spare")
+    pool.top_up(0, lambda: "spare")
+    assert len(pool) == 0 and pool.take(0, lambda spare: spare) is None

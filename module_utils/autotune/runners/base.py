@@ -121,3 +121,47 @@ class Runner:
         """Start ``autotune_trainer.verify`` apart from the trial: it scores the saved model (read-only) on the
         validation split and writes out_dir/verified.json, so a trial cannot claim a score it does not have."""
         raise NotImplementedError
+
+
+class SparePool:
+    """Trainers started ahead of their trials (warm spares), per slot, oldest (readiest) first.
+
+    A runner says how to hand a trial to one of its spares (``hand(spare)`` -> a TrialProcess, or None when
+    that spare died: it is discarded and the next one tried) and how to start one (``start()``); the pool
+    keeps ``per_slot`` of them per slot when ``enabled``.
+    """
+
+    def __init__(self, per_slot=2, enabled=True):
+        self.per_slot, self.enabled = per_slot, enabled
+        self.queues = {}
+
+    def __len__(self):
+        return sum(len(queue) for queue in self.queues.values())
+
+    def waiting(self, slot):
+        return len(self.queues.get(slot, ()))
+
+    def first(self, slot, start):
+        """Warm-up: the slot's first spare only, started while the data set is packed (the others would compete
+        with it for the CPU trial 0 waits on); the slot is topped up once that one is handed a trial."""
+        if self.enabled and not self.queues.get(slot):
+            self.queues[slot] = [start()]
+
+    def take(self, slot, hand):
+        queue = self.queues.get(slot, [])
+        while queue:
+            process = hand(queue.pop(0))
+            if process is not None:
+                return process
+        return None
+
+    def top_up(self, slot, start):
+        queue = self.queues.setdefault(slot, [])
+        while self.enabled and len(queue) < self.per_slot:
+            queue.append(start())
+
+    def drain(self):
+        """Every spare not handed a trial, for the runner to end; the pool is empty after."""
+        left = [spare for queue in self.queues.values() for spare in queue]
+        self.queues = {}
+        return left

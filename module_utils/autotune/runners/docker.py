@@ -8,6 +8,7 @@ read-only root file system, and on GPU hosts one GPU. Its end is classified
 (finished, failed, timed out, killed for memory); its log is kept in the trial
 folder and the container removed.
 """
+import functools
 import os
 import shutil
 import time
@@ -16,7 +17,7 @@ import uuid
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.runners import spares
-from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
+from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess
 from ansible.module_utils.autotune.runners.local import GPU_ALLOW_GROWTH
 
 try:
@@ -225,10 +226,12 @@ class DockerRunner(Runner):
         "docker_host": {"type": "string", "minLength": 1, "description": "a Docker engine URL, e.g. unix:///var/run/docker.sock"},
         "relaunch_grace": {"type": "integer", "minimum": 1,
                            "description": "seconds >= 1 to wait for the health check to relaunch a dead container"},
-        "warm": {"type": "boolean", "description": "true or false: keep a trainer container started ahead per slot"},
+        "warm": {"type": "boolean", "description": "true or false: keep trainer containers started ahead per slot"},
+        "spares": {"type": "integer", "minimum": 1, "maximum": 4,
+                   "description": "an integer 1-4: trainer containers kept started ahead per slot when warm"},
     }
     CONFIG_DEFAULTS = {
-        "network": False, "gpu_ids": [], "relaunch_grace": 180, "warm": True,
+        "network": False, "gpu_ids": [], "relaunch_grace": 180, "warm": True, "spares": 2,
         "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
     }
 
@@ -255,10 +258,10 @@ class DockerRunner(Runner):
         return cls(cls.image_for(block, framework), cpus=block.get("cpus"), memory=block.get("memory"),
                    network=block.get("network", False), gpu_ids=block.get("gpu_ids"),
                    base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180), slots=slots,
-                   warm=block.get("warm", True))
+                   warm=block.get("warm", True), spares=block.get("spares", 2))
 
     def __init__(self, image, cpus=None, memory=None, network=False, gpu_ids=None, base_url=None, relaunch_grace=180,
-                 slots=1, warm=True):
+                 slots=1, warm=True, spares=2):
         if not HAS_DOCKER:
             raise AutotuneError("runner.kind: docker needs the Python 'docker' package on the controller; expected it installed")
         try:
@@ -278,11 +281,12 @@ class DockerRunner(Runner):
         self.gpu_ids = list(gpu_ids or [])
         self.relaunch_grace = relaunch_grace
         self.slots, self.warm = slots, warm
-        self.spares = {}  # slot -> (container, spare folder)
+        self.spares = SparePool(spares, warm)  # of (container, spare folder)
 
     def describe(self):
         return {"runner": self.name, "image": self.image_name, "image_id": self.image.id, "cpus": self.cpus,
-                "memory": self.memory, "network": self.network, "gpu_ids": self.gpu_ids, "warm": self.warm}
+                "memory": self.memory, "network": self.network, "gpu_ids": self.gpu_ids, "warm": self.warm,
+                "spares": self.spares.per_slot}
 
     def start(self, trial_dir, data_path, labels):
         """Adopt the container still training this trial, else hand it to the slot's warm spare, else start one."""
@@ -292,20 +296,18 @@ class DockerRunner(Runner):
                 return DockerProcess(container, trial_dir, self.relaunch_grace, labels["run_dir"])
             container.remove(force=True)
         slot = int(labels.get("slot", 0))
-        process = self._hand(self.spares.pop(slot, None), trial_dir, labels)
+        process = self.spares.take(slot, lambda spare: self._hand(spare, trial_dir, labels))
         if process is None:
             command = ["python", "-m", "autotune_trainer", TRIAL_MOUNT, "--data", DATA_MOUNT]
             volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "rw"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"}}
             process = DockerProcess(self._run(command, volumes, trial_dir, labels, "train"), trial_dir,
                                     self.relaunch_grace, labels["run_dir"])
-        if self.warm:
-            self.spares[slot] = self._spare(data_path, labels)
+        self.spares.top_up(slot, lambda: self._spare(data_path, labels))
         return process
 
     def warm_up(self, data_path, labels):
-        for slot in range(self.slots) if self.warm else ():
-            if slot not in self.spares:
-                self.spares[slot] = self._spare(data_path, dict(labels, slot=str(slot)))
+        for slot in range(self.slots):
+            self.spares.first(slot, functools.partial(self._spare, data_path, dict(labels, slot=str(slot))))
 
     def _spare(self, data_path, labels):
         """The slot's next trainer, started now: Keras imported and data loaded before its trial exists.
@@ -321,9 +323,7 @@ class DockerRunner(Runner):
         return self._run(command, volumes, folder, dict(labels, trial=os.path.basename(folder)), "train"), folder
 
     def _hand(self, spare, trial_dir, labels):
-        """The trial, handed to a waiting spare; None when there is none or it died (a cold one starts)."""
-        if spare is None:
-            return None
+        """The trial, handed to a waiting spare; None when it died (the next spare, or a cold start, takes it)."""
         container, folder = spare
         try:
             container.reload()
@@ -350,9 +350,8 @@ class DockerRunner(Runner):
 
     def close(self):
         """Spares not handed a trial are removed with their folders: nothing is left running after the study."""
-        for container, folder in self.spares.values():
+        for container, folder in self.spares.drain():
             self._discard(container, folder)
-        self.spares = {}
 
     def verify(self, trial_dir, data_path, out_dir, labels):
         os.makedirs(out_dir, exist_ok=True)

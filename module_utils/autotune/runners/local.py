@@ -5,6 +5,7 @@ environment, never the controller's own: the controller may hold SMTP or databas
 secrets, and the model code it runs is pushed code.
 """
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import time
 
 from ansible.module_utils.autotune import trialdir
-from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
+from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess
 
 # What a trainer needs from the controller's environment; everything else (secrets included) stays out.
 ENVIRONMENT_ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
@@ -136,8 +137,8 @@ class LocalRunner(Runner):
     def __init__(self, trainer_path=None, python=None, slots=1, warm=True, spares=2):
         self.trainer_path = trainer_path
         self.python = python or sys.executable
-        self.slots, self.warm, self.spares_per_slot = slots, warm, spares
-        self.spares = {}  # slot -> [Spare], oldest (readiest) first
+        self.slots, self.warm = slots, warm
+        self.spares = SparePool(spares, warm)
 
     @classmethod
     def from_config(cls, block, framework, trainer_path=None, slots=1):
@@ -145,42 +146,33 @@ class LocalRunner(Runner):
                    spares=block.get("spares", 2))
 
     def describe(self):
-        return {"runner": self.name, "python": self.python, "warm": self.warm, "spares": self.spares_per_slot}
+        return {"runner": self.name, "python": self.python, "warm": self.warm, "spares": self.spares.per_slot}
 
     def start(self, trial_dir, data_path, labels):
-        """The slot's oldest ready spare takes the trial; the slot is topped up with fresh spares for the next ones."""
+        """The slot's readiest spare takes the trial; the slot is topped up with fresh spares for the next ones."""
         slot = int(labels.get("slot", 0))
         cpus = cpu_share(slot, self.slots)
-        process = None
-        queue = self.spares.get(slot, [])
-        while process is None and queue:
-            spare = queue.pop(0)
+
+        def hand(spare):
             process = spare.hand(trial_dir) if spare.ready_for(data_path) else None
             if process is None:
                 spare.close()
+            return process
+
+        process = self.spares.take(slot, hand)
         if process is None:
             process = self._spawn(["autotune_trainer", trial_dir, "--data", data_path], trial_dir, cpus)
-        self._top_up(slot, data_path, labels, cpus)
+        self.spares.top_up(slot, lambda: self._spare(data_path, labels, cpus))
         return process
 
     def warm_up(self, data_path, labels):
-        """Each slot's first trainer starts while the data set is packed; the slot's others once it is handed a trial."""
-        for slot in range(self.slots) if self.warm else ():
-            if not self.spares.get(slot):
-                self.spares[slot] = [self._spare(data_path, dict(labels, slot=str(slot)), cpu_share(slot, self.slots))]
-
-    def _top_up(self, slot, data_path, labels, cpus):
-        # Two per slot by default: a trial of one short epoch ends before a spare started at its hand-over has
-        # imported Keras (about 3.4 s), so the next trial's spare must have been started a trial earlier.
-        queue = self.spares.setdefault(slot, [])
-        while self.warm and len(queue) < self.spares_per_slot:
-            queue.append(self._spare(data_path, labels, cpus))
+        for slot in range(self.slots):
+            self.spares.first(slot, functools.partial(self._spare, data_path, dict(labels, slot=str(slot)),
+                                                      cpu_share(slot, self.slots)))
 
     def close(self):
-        for queue in self.spares.values():
-            for spare in queue:
-                spare.close()
-        self.spares = {}
+        for spare in self.spares.drain():
+            spare.close()
 
     def _spare(self, data_path, labels, cpus):
         """Start the slot's next trainer now; its output goes to a log of its own until it is handed a trial."""
