@@ -73,7 +73,7 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
     assert found["mounts"] == {"/data/dataset": "ro", "/trial": "rw"}, "nothing else of the host is mounted"
     assert (trial_dir / "model.keras").exists() and "val_accuracy:" in (trial_dir / "trainer.log").read_text()
     spare = [c for c in _leftovers(engine, "isolation") if c.labels["io.autotune.trial"].startswith(".spare-")]
-    assert len(spare) == 2 and {c.status for c in spare} == {"running"}, "the next two trials' warm containers wait"
+    assert len(spare) == 1 and spare[0].status == "running", "the next trial's warm container waits"
     runner.close()
     assert _leftovers(engine, "isolation") == [] and not list((tmp_path / "trials").glob(".spare-*")), \
         "nothing is left after the study: the unused spare and its folder are removed"

@@ -26,8 +26,8 @@ def _trial(folder):
 
 def _runner(kind):
     if kind == "local":
-        return LocalRunner(trainer_path=str(REPO / "trainer"))
-    return DockerRunner(TRAINER_IMAGE, cpus=1, memory="2g")
+        return LocalRunner(trainer_path=str(REPO / "trainer"), spares=2)
+    return DockerRunner(TRAINER_IMAGE, cpus=1, memory="2g", spares=2)
 
 
 @pytest.mark.parametrize("kind", ["local", "docker"])
@@ -47,7 +47,7 @@ def test_the_first_trial_is_handed_to_a_trainer_started_before_the_data_was_pack
         assert tune_dataset.prepare(config, str(cache))["path"] == pack
         trial_dir = _trial(tmp_path / "trials" / "0000")
         process = runner.start(str(trial_dir), pack, dict(labels, trial="0000", slot="0"))
-        assert runner.spares.waiting(0) == 2, "the slot is topped up: the next two trials' trainers start now"
+        assert runner.spares.waiting(0) == 2, "the slot is topped up to runner.<kind>.spares: the next two trials' trainers start now"
         deadline = time.time() + 240
         while process.exit_code() is None and time.time() < deadline:
             time.sleep(0.5)
@@ -60,40 +60,3 @@ def test_the_first_trial_is_handed_to_a_trainer_started_before_the_data_was_pack
     finally:
         runner.close()
 
-
-def _wait(condition, seconds, what):
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def _losses(trial_dir):
-    return [json.loads(line)["loss"] for line in (trial_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _train(runner, trial_dir, pack, labels):
-    process = runner.start(str(trial_dir), pack, dict(labels, trial=trial_dir.name, slot="0"))
-    _wait(lambda: process.exit_code() is not None, 240, f"trial {trial_dir.name}")
-    assert process.outcome() == ("finished", None), (trial_dir / "trainer.log").read_text()[-2000:]
-
-
-def test_a_spare_warmed_up_on_a_throw_away_model_trains_the_trial_as_a_cold_trainer_does(tmp_path, sample_data):
-    pack = tune_dataset.prepare(dict(DATASET, path=str(sample_data)), str(tmp_path / "data"))["path"]
-    labels = {"study": "warm-same", "run_dir": str(tmp_path)}
-    runner = LocalRunner(trainer_path=str(REPO / "trainer"))
-    try:
-        runner.warm_up(pack, labels)
-        log = tmp_path / "spares" / "slot-0.log"
-        _wait(lambda: log.exists() and "warm: ready" in log.read_text(), 120, "the spare")
-        assert "TensorFlow warmed up" in log.read_text(), "a spare with nothing to do warms TensorFlow up"
-        warm = _trial(tmp_path / "trials" / "0000")
-        _train(runner, warm, pack, labels)
-    finally:
-        runner.close()
-    cold = _trial(tmp_path / "trials" / "0001")
-    _train(LocalRunner(trainer_path=str(REPO / "trainer"), warm=False), cold, pack, labels)
-    assert "trial handed to warm trainer" in (warm / "trainer.log").read_text()
-    assert "warm trainer" not in (cold / "trainer.log").read_text()
-    # Same seed, same weights, same batches: the warm-up leaves no trace in the trial (layer names, seeds).
-    assert _losses(warm) == pytest.approx(_losses(cold), rel=1e-4)

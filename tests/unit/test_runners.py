@@ -42,7 +42,7 @@ def test_local_runner_from_its_block(tmp_path):
     config = _validate(tmp_path, {"kind": "local", "local": {"python": "/usr/bin/python3"}})
     runner = make_runner(config["runner"], "keras")
     assert isinstance(runner, LocalRunner)
-    assert runner.describe() == {"runner": "local", "python": "/usr/bin/python3", "warm": True, "spares": 2}
+    assert runner.describe() == {"runner": "local", "python": "/usr/bin/python3", "warm": True, "spares": 1}
 
 
 def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):

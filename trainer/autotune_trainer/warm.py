@@ -10,7 +10,6 @@ it exit without training.
 """
 import argparse
 import os
-import select
 import sys
 import time
 from pathlib import Path
@@ -45,33 +44,6 @@ def _wait_for(path, poll=0.05):
         time.sleep(poll)
 
 
-def _trial_waiting(folder):
-    """A trial already handed is trained at once: the warm-up only fills time a spare would spend waiting."""
-    if folder:
-        return (folder / trialdir.HANDED).exists()
-    return bool(select.select([sys.stdin], [], [], 0)[0])
-
-
-def _warm_tensorflow(data):
-    """Two steps of a throw-away model on the real batches: TensorFlow loads its kernels, thread pools and input
-    pipeline now rather than in the trial's first epoch (about 0.3 s less per trial on the CI machine). Skipped
-    where a GPU is visible: a spare holds no GPU memory before its trial."""
-    import keras  # pylint: disable=import-outside-toplevel
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    if tf.config.list_physical_devices("GPU"):
-        return False
-    layers = keras.layers
-    model = keras.Sequential([layers.Input(data.input_shape), layers.Rescaling(1 / 255),
-                              layers.Conv2D(2, 3, activation="relu"), layers.MaxPooling2D(), layers.Flatten(),
-                              layers.Dense(len(data.class_names), activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(data.batches("train", 32, shuffle=True, seed=0).take(2), validation_data=data.batches("val", 32).take(1),
-              epochs=1, shuffle=False, verbose=0)
-    keras.backend.clear_session()  # the trial's layer names and seeds start as in a cold trainer
-    return True
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autotune_trainer.warm", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -86,10 +58,6 @@ def main(argv=None):
 
     _wait_for(args.data)
     data = load_dataset(args.data)
-    if not _trial_waiting(args.folder):
-        started = time.time()
-        if _warm_tensorflow(data):
-            print(f"autotune_trainer.warm: TensorFlow warmed up in {time.time() - started:.2f} s", flush=True)
     print("autotune_trainer.warm: ready", flush=True)
     if args.folder:
         trial_dir, launched = args.folder, _wait_in(args.folder)

@@ -131,7 +131,7 @@ class SparePool:
     keeps ``per_slot`` of them per slot when ``enabled``.
     """
 
-    def __init__(self, per_slot=2, enabled=True):
+    def __init__(self, per_slot=1, enabled=True):
         self.per_slot, self.enabled = per_slot, enabled
         self.queues = {}
 

@@ -231,7 +231,7 @@ class DockerRunner(Runner):
                    "description": "an integer 1-4: trainer containers kept started ahead per slot when warm"},
     }
     CONFIG_DEFAULTS = {
-        "network": False, "gpu_ids": [], "relaunch_grace": 180, "warm": True, "spares": 2,
+        "network": False, "gpu_ids": [], "relaunch_grace": 180, "warm": True, "spares": 1,
         "images": {"keras": {"cpu": "autotune-trainer-keras:cpu-latest", "gpu": "autotune-trainer-keras:gpu-latest"}},
     }
 
@@ -258,10 +258,10 @@ class DockerRunner(Runner):
         return cls(cls.image_for(block, framework), cpus=block.get("cpus"), memory=block.get("memory"),
                    network=block.get("network", False), gpu_ids=block.get("gpu_ids"),
                    base_url=block.get("docker_host"), relaunch_grace=block.get("relaunch_grace", 180), slots=slots,
-                   warm=block.get("warm", True), spares=block.get("spares", 2))
+                   warm=block.get("warm", True), spares=block.get("spares", 1))
 
     def __init__(self, image, cpus=None, memory=None, network=False, gpu_ids=None, base_url=None, relaunch_grace=180,
-                 slots=1, warm=True, spares=2):
+                 slots=1, warm=True, spares=1):
         if not HAS_DOCKER:
             raise AutotuneError("runner.kind: docker needs the Python 'docker' package on the controller; expected it installed")
         try:

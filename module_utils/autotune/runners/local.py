@@ -132,9 +132,9 @@ class LocalRunner(Runner):
         "spares": {"type": "integer", "minimum": 1, "maximum": 4,
                    "description": "an integer 1-4: trainers kept started ahead per slot when warm"},
     }
-    CONFIG_DEFAULTS = {"warm": True, "spares": 2}
+    CONFIG_DEFAULTS = {"warm": True, "spares": 1}
 
-    def __init__(self, trainer_path=None, python=None, slots=1, warm=True, spares=2):
+    def __init__(self, trainer_path=None, python=None, slots=1, warm=True, spares=1):
         self.trainer_path = trainer_path
         self.python = python or sys.executable
         self.slots, self.warm = slots, warm
@@ -143,7 +143,7 @@ class LocalRunner(Runner):
     @classmethod
     def from_config(cls, block, framework, trainer_path=None, slots=1):
         return cls(trainer_path=trainer_path, python=block.get("python"), slots=slots, warm=block.get("warm", True),
-                   spares=block.get("spares", 2))
+                   spares=block.get("spares", 1))
 
     def describe(self):
         return {"runner": self.name, "python": self.python, "warm": self.warm, "spares": self.spares.per_slot}
