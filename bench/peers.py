@@ -17,7 +17,8 @@ kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the s
 
 ``--our-pruners median asha hyperband`` runs each of our systems once per pruner (``ours-local/asha``,
 ...): the side-by-side run that picks the default pruner; ``--our-slots 1 2`` once per number of trials at
-once (``ours-local/slots=2``).
+once (``ours-local/slots=2``); ``--our-variants promote no-promote`` with and without promoting the best
+trial to more epochs (``search.promote``).
 
 Each run is its own process; the clock starts when it is launched and stops at the wall-clock end of
 the first epoch whose val_accuracy reaches the goal (the peers' callback, our metrics.jsonl). Prints a
@@ -45,27 +46,30 @@ SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_te
 
 
 def _variant(system, pruner):
-    """(system, pruner, slots) of a name such as ours-local, ours-local/asha or ours-local/median,slots=2."""
+    """(system, pruner, slots, promote) of a name such as ours-local, ours-local/asha, ours-local/slots=2 or
+    ours-local/no-promote."""
     system, _, variant = system.partition("/")
-    slots = None
+    slots, promote = None, None  # None: the configuration's default
     for part in filter(None, variant.split(",")):
         if part.startswith("slots="):
             slots = int(part[len("slots="):])
+        elif part in ("promote", "no-promote"):
+            promote = part == "promote"
         else:
             pruner = part
-    return system, pruner, slots
+    return system, pruner, slots, promote
 
 
 def _ours(system, seed, goal, budget, work, pruner):
     """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
     name = system.replace("/", "-").replace(",", "-").replace("=", "")
-    system, pruner, slots = _variant(system, pruner)
+    system, pruner, slots, promote = _variant(system, pruner)
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
     config.update(study=f"peers-{name}-{seed}", target={"metric": "val_accuracy", "goal": goal},
                   budget={"max_trials": 200, "max_seconds": budget, "trial_timeout": budget},
                   runner=dict({"kind": system.split("-")[1]}, **({"slots": slots} if slots else {})))
     config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
-    config["search"].update(seed=seed, pruner=pruner)
+    config["search"].update(seed=seed, pruner=pruner, **({} if promote is None else {"promote": promote}))
     path = work / f"{name}-{seed}.yml"
     path.write_text(yaml.safe_dump(config))
     runs = work / "runs"
@@ -148,15 +152,17 @@ def main():
                         help="run each of our systems once per pruner (default: --pruner only)")
     parser.add_argument("--our-slots", nargs="+", type=int,
                         help="run each of our systems once per number of slots (trials at once; default: the config's)")
+    parser.add_argument("--our-variants", nargs="+", choices=("promote", "no-promote"),
+                        help="run each of our systems with and/or without promoting the best trial (search.promote)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--name", default="peers", help="bench/results/NAME.json and NAME.png")
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the Python that runs the in-process peers (one with Keras Tuner; not our trainers' venv)")
     args = parser.parse_args()
     PEER_PYTHON[0] = args.peer_python
-    if args.our_pruners or args.our_slots:
-        variants = [",".join(filter(None, (p, f"slots={n}" if n else ""))) for p in (args.our_pruners or [""])
-                    for n in (args.our_slots or [None])]
+    if args.our_pruners or args.our_slots or args.our_variants:
+        variants = [",".join(filter(None, (p, f"slots={n}" if n else "", v))) for p in (args.our_pruners or [""])
+                    for n in (args.our_slots or [None]) for v in (args.our_variants or [""])]
         args.systems = [variant for system in args.systems for variant in (
             [f"{system}/{v}" for v in variants] if system.startswith("ours") else [system])]
     results = {system: [] for system in args.systems}

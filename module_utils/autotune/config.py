@@ -95,6 +95,7 @@ SCHEMA = _object(
                 "pruner_patience": _integer("epochs >= 1 a trial may stay below the pruner's line before it is "
                                             "pruned (Optuna's PatientPruner)"),
                 "startup_trials": _integer("an integer >= 0", minimum=0),
+                "promote": {"type": "boolean", "description": "true or false"},
                 "space": {
                     "type": "object", "additionalProperties": PARAM_SCHEMA,
                     "description": "a mapping of hyperparameter names to ranges",
@@ -144,7 +145,7 @@ SCHEMA = _object(
 DEFAULTS = {
     "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "seed": 1},
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
-    "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4},
+    "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4, "promote": False},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost"},
     "workers": {"heartbeat_interval": 10, "grace_period": 60},

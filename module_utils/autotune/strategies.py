@@ -101,6 +101,42 @@ def make_pruner(config, plan):
     return optuna.pruners.PatientPruner(pruner, patience=patience) if patience else pruner
 
 
+def epochs_parameter(space):
+    """The searched hyperparameter that is the number of epochs (``epochs``, a script's ``fit.epochs`` or its
+    ``EPOCHS`` constant), or None."""
+    for name, spec in space.items():
+        if name.split(".")[-1].lower() == "epochs" and spec.get("type") == "int":
+            return name
+    return None
+
+
+PROMOTION_RUNG = 3  # Hyperband's reduction factor: the best of at least three finished trials is promoted
+
+
+def promotion(study, space, goal, metric):
+    """Hyperband's promotion, one trial at a time: (params, trial number) to train next, or None.
+
+    The best trial so far (of three or more finished), when it ran all its epochs below the goal and was still improving at the last one,
+    is trained again with the most epochs the space allows (a fresh trial from epoch 0: its code is the
+    winner's code as it will be committed); the goal stops it as soon as it gets there, the pruner when it
+    falls behind. Each trial is promoted once. TPE's draws of few epochs stop being dead ends.
+    """
+    name = epochs_parameter(space)
+    trials = study.get_trials(deepcopy=False)
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and "params" in t.user_attrs
+                 and not t.user_attrs.get("duplicate_of")]
+    if not name or len(completed) < PROMOTION_RUNG:
+        return None
+    best = max(completed, key=lambda t: t.value)
+    curve = [record.get(metric) for record in best.user_attrs.get("epochs") or []]
+    params, most = best.user_attrs["params"], int(space[name]["high"])
+    if (best.value >= goal or any(t.user_attrs.get("promoted_from") == best.number for t in trials)
+            or None in curve or len(curve) != params.get(name) or params[name] >= most
+            or (len(curve) > 1 and curve[-1] <= curve[-2])):
+        return None
+    return {n: (most if n == name else params[n]) for n in space}, best.number
+
+
 def exhausted(sampler, study):
     """Why the search cannot go on, when the strategy knows it has nothing left to try; else None."""
     if getattr(sampler, "exhausted", None) and sampler.exhausted(study):

@@ -171,6 +171,7 @@ class StudyLoop:
 
     def _start(self, study, slot):
         """Ask for the next trial and start it; a repeated draw is answered at once (returns None)."""
+        self._promote(study)
         trial = study.ask()
         params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"])
         earlier = self.tried.get(search_space.frozen(params))
@@ -186,6 +187,18 @@ class StudyLoop:
             return trialrun.Running(trial, params, trial_dir, labels, FinishedTrial(trial_dir), timeout).replay(self.metric)
         process = self.runner.start(trial_dir, self.dataset["path"], labels)
         return trialrun.Running(trial, params, trial_dir, labels, process, timeout)
+
+    def _promote(self, study):
+        """Queue the best trial again with more epochs when it stopped below the goal still improving."""
+        if not self.config["search"]["promote"] or self.config["search"]["strategy"] == "escalate":
+            return  # escalate's ladder has its own epochs rung
+        promoted = strategies.promotion(study, self.plan["space"], self.config["target"]["goal"], self.metric)
+        if promoted:
+            params, parent = promoted
+            study.enqueue_trial(params, user_attrs={"promoted_from": parent})
+            name = strategies.epochs_parameter(self.plan["space"])
+            self.progress(f"trial {parent:3d}  best so far and still improving at its last epoch: "
+                          f"trained again with {name}={params[name]} next")
 
     def _prepare(self, study, trial, params):
         """The trial's folder (a fresh one, or the one of the trial it resumes) and its attributes recorded first,
