@@ -1,6 +1,9 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Options of every module that reads a tune configuration (module_utils/autotune/module_args.py)."""
+"""Options of every module that reads a tune configuration (module_utils/autotune/module_args.py).
+
+DOCUMENTATION: the configuration file and where runs go (CONFIG_FILE_ARGUMENTS); PUSHED (extend
+C(autotune_config.pushed)): what a module that may read a pushed configuration adds (CONFIG_ARGUMENTS)."""
 
 
 class ModuleDocFragment:  # pylint: disable=too-few-public-methods
@@ -22,6 +25,10 @@ options:
     description: Parent of the run directory when the configuration sets no C(run_dir).
     type: path
     default: runs
+"""
+
+    PUSHED = r"""
+options:
   pushed:
     description:
       - The configuration comes from a pushed model repository, not from the operator (docs/security.md).

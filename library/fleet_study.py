@@ -17,6 +17,7 @@ description:
     so C(tune_report) and the mail work as for one host, even when the host that trained a trial is gone.
 extends_documentation_fragment:
   - autotune_config
+  - autotune_config.pushed
 options:
   action:
     description: C(create) the study before the workers start, or C(collect) it after they ended.

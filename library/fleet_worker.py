@@ -17,19 +17,10 @@ description:
     the trials of hosts whose heartbeat stopped; a reached goal anywhere stops its trials within one poll.
   - Each ended trial's files (code, metrics, result, log, saved model) go to Optuna's artifact store under
     I(artifacts), a folder every host and the controller share, so they outlive the host.
+  - I(config) and I(templates_dir) are this host's copies, shipped by the play.
+extends_documentation_fragment:
+  - autotune_config
 options:
-  config:
-    description: Path of the tune configuration on this host (shipped by the play).
-    type: path
-    required: true
-  templates_dir:
-    description: Folder of model templates on this host.
-    type: path
-    required: true
-  overrides:
-    description: Configuration values that replace those of the file (same structure, merged deeply).
-    type: dict
-    default: {}
   runs_root:
     description: Parent of this worker's run folder (C(<runs_root>/<study>/<worker>)).
     type: path
@@ -122,15 +113,13 @@ from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import fleet
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
+from ansible.module_utils.autotune.module_args import CONFIG_FILE_ARGUMENTS
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config=dict(type="path", required=True),
-            templates_dir=dict(type="path", required=True),
-            overrides=dict(type="dict", default={}),
-            runs_root=dict(type="path", default="runs"),
+            CONFIG_FILE_ARGUMENTS,
             storage=dict(type="str", required=True, no_log=True),
             dataset=dict(type="path", required=True),
             fingerprint=dict(type="str", required=True),

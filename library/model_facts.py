@@ -16,6 +16,7 @@ description:
   - Fails with one line per problem when the configuration is invalid or the framework is unsupported.
 extends_documentation_fragment:
   - autotune_config
+  - autotune_config.pushed
 attributes:
   check_mode:
     support: full

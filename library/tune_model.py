@@ -20,6 +20,7 @@ description:
   - A missed goal is reported (C(reached) false), not failed; the playbooks fail after the report and mail.
 extends_documentation_fragment:
   - autotune_config
+  - autotune_config.pushed
 options:
   storage:
     description:

@@ -2,12 +2,15 @@
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.tune import prepare
 
-# Documented once, in doc_fragments/autotune_config.py.
-CONFIG_ARGUMENTS = dict(
+# Documented once, in doc_fragments/autotune_config.py (DOCUMENTATION, and PUSHED for the two last).
+CONFIG_FILE_ARGUMENTS = dict(
     config=dict(type="path", required=True),
     templates_dir=dict(type="path", required=True),
     overrides=dict(type="dict", default={}),
     runs_root=dict(type="path", default="runs"),
+)
+CONFIG_ARGUMENTS = dict(
+    CONFIG_FILE_ARGUMENTS,
     pushed=dict(type="bool", default=False),
     data_roots=dict(type="list", elements="path", default=[]),
 )
