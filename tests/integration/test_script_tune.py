@@ -78,17 +78,22 @@ def test_the_users_script_reaches_the_goal_by_escalate(tmp_path, sample_data):
                                         "crp_blocks", "fit.epochs"}, "escalate walks the ladder only"
 
 
-def test_code_after_fit_that_fails_keeps_the_trial(tmp_path, sample_data):
-    trial = tmp_path / "trial"
+def _train_script(trial, source):
+    """The trainer on one trial of the user's script with ``source`` as its code, in a process of its own."""
     trial.mkdir()
-    source = (EXAMPLE / "train.py").read_text() + '\nkeras.utils.load_img("single_prediction/cat_or_dog_1.jpg")\n'
     (trial / "model.py").write_text(source)
     (trial / "trial.json").write_text(json.dumps({
         "number": 0, "params": {}, "model_file": "model.py", "model_api": "script", "metric": "val_accuracy",
         "goal": 0.99, "stop_at_goal": True, "seed": 1, "defaults": {"data_root": str(EXAMPLE)}}))
     env = dict(os.environ, PYTHONPATH=str(REPO / "trainer"), TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "autotune_trainer", str(trial), "--data", str(trial)],
+    return subprocess.run([sys.executable, "-m", "autotune_trainer", str(trial), "--data", str(trial)],
                           cwd=trial, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_code_after_fit_that_fails_keeps_the_trial(tmp_path, sample_data):
+    trial = tmp_path / "trial"
+    source = (EXAMPLE / "train.py").read_text() + '\nkeras.utils.load_img("single_prediction/cat_or_dog_1.jpg")\n'
+    done = _train_script(trial, source)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "WARNING: the script failed after fit() (FileNotFoundError" in done.stderr
     result = json.loads((trial / "result.json").read_text())
@@ -97,15 +102,7 @@ def test_code_after_fit_that_fails_keeps_the_trial(tmp_path, sample_data):
 
 def test_a_script_that_fails_before_fit_says_so_in_one_line(tmp_path, sample_data):
     trial = tmp_path / "trial"
-    trial.mkdir()
-    source = (EXAMPLE / "train.py").read_text().replace("model.compile(", "model.compile(lost=1, ")
-    (trial / "model.py").write_text(source)
-    (trial / "trial.json").write_text(json.dumps({
-        "number": 0, "params": {}, "model_file": "model.py", "model_api": "script", "metric": "val_accuracy",
-        "goal": 0.99, "stop_at_goal": True, "seed": 1, "defaults": {"data_root": str(EXAMPLE)}}))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "trainer"), TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "autotune_trainer", str(trial), "--data", str(trial)],
-                          cwd=trial, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = _train_script(trial, (EXAMPLE / "train.py").read_text().replace("model.compile(", "model.compile(lost=1, "))
     assert done.returncode == 1
     result = json.loads((trial / "result.json").read_text())
     assert result["status"] == "model_error"
