@@ -116,10 +116,10 @@ PROMOTION_RUNG = 3  # Hyperband's reduction factor: the best of at least three f
 def promotion(study, space, goal, metric):
     """Hyperband's promotion, one trial at a time: (params, trial number) to train next, or None.
 
-    The best trial so far (of three or more finished), when it ran all its epochs below the goal and was still improving at the last one,
-    is trained again with the most epochs the space allows (a fresh trial from epoch 0: its code is the
-    winner's code as it will be committed); the goal stops it as soon as it gets there, the pruner when it
-    falls behind. Each trial is promoted once. TPE's draws of few epochs stop being dead ends.
+    The best trial so far (of three or more finished), when it ran all its epochs below the goal and was
+    still improving at the last one, is trained again with the most epochs the space allows (a fresh trial
+    from epoch 0: its code is the winner's code as it will be committed); the goal stops it as soon as it
+    gets there, the pruner when it falls behind. Each trial is promoted once.
     """
     name = epochs_parameter(space)
     trials = study.get_trials(deepcopy=False)
@@ -134,7 +134,8 @@ def promotion(study, space, goal, metric):
             or None in curve or len(curve) != params.get(name) or params[name] >= most
             or (len(curve) > 1 and curve[-1] <= curve[-2])):
         return None
-    return {n: (most if n == name else params[n]) for n in space}, best.number
+    # Names registered at run time after the best trial ran are left to the sampler.
+    return {n: (most if n == name else params[n]) for n in space if n in params}, best.number
 
 
 def exhausted(sampler, study):

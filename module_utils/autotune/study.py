@@ -190,7 +190,7 @@ class StudyLoop:
 
     def _promote(self, study):
         """Queue the best trial again with more epochs when it stopped below the goal still improving."""
-        if not self.config["search"]["promote"] or self.config["search"]["strategy"] == "escalate":
+        if not self.config["search"].get("promote") or self.config["search"]["strategy"] == "escalate":
             return  # escalate's ladder has its own epochs rung
         promoted = strategies.promotion(study, self.plan["space"], self.config["target"]["goal"], self.metric)
         if promoted:
