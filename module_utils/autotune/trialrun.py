@@ -68,7 +68,9 @@ class Running:
             value = record.get(metric)
             if value is not None:
                 self.trial.report(float(value), step=len(self.epochs) - 1)
-                self.pruned = self.pruned or self.trial.should_prune()
+                if not self.pruned and self.trial.should_prune():
+                    # The epoch it was pruned at: a fast trainer may have written the next ones before it stops.
+                    self.pruned = len(self.epochs)
         if self.code is None and not self.pruned and time.time() - self.started > self.timeout:
             self.timed_out = True
         if self.code is None and (self.pruned or self.timed_out):
@@ -106,7 +108,7 @@ def conclude(seen, metric):
         attrs["relaunches"] = health.get("relaunches", 0)
     if seen.pruned:
         attrs.update(outcome="pruned",
-                     reason=f"pruned at epoch {len(seen.epochs)}: {metric} below the median of earlier trials")
+                     reason=f"pruned at epoch {seen.pruned}: {metric} below the median of earlier trials")
         return optuna.trial.TrialState.PRUNED, None, attrs
     if seen.stopped:
         attrs.update(outcome="stopped", reason=seen.stopped)
