@@ -66,13 +66,16 @@ class FakeProcess(TrialProcess):
 class FakeScorer(TrialProcess):
     """The verifier's run: it 'measures' the score the script says the saved model really has."""
 
-    def __init__(self, out_dir, measured):
+    def __init__(self, out_dir, measured, tested=None):
         super().__init__(out_dir)
-        self.measured = measured
+        self.measured, self.tested = measured, tested
 
     def exit_code(self):
         if self.measured is not None:
-            trialdir.write_json(f"{self.trial_dir}/verified.json", {"val_accuracy": self.measured})
+            scores = {"val_accuracy": self.measured}
+            if self.tested is not None:
+                scores.update(test_accuracy=self.tested, n_test=300)
+            trialdir.write_json(f"{self.trial_dir}/verified.json", scores)
         return 0 if self.measured is not None else 1
 
     def stop(self, grace=5.0):
@@ -89,9 +92,10 @@ class FakeRunner(Runner):
     name = "fake"
     CONFIG_SCHEMA = {"script": {"type": "string", "description": "unused; the script is given in Python"}}
 
-    def __init__(self, script, measure=None, seen=None):
+    def __init__(self, script, measure=None, seen=None, test=None):
         self.script, self.seen = script, seen
         self.measure = measure or (lambda params, reported: reported)  # the saved model scores what was reported
+        self.test = test or self.measure  # its score on the held-out split (when the verifier is given one)
         self.verified = []  # trial folders scored apart
         self.started = []  # (trial folder, labels) per start, in order
         self.log = []
@@ -107,12 +111,12 @@ class FakeRunner(Runner):
             trialdir.write_json(f"{trial_dir}/{trialdir.HP_SEEN}", self.seen(self.params_of(trial_dir)))
         return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log, self.flight)
 
-    def verify(self, trial_dir, data_path, out_dir, labels):
+    def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         import os  # pylint: disable=import-outside-toplevel
         os.makedirs(out_dir, exist_ok=True)
         self.verified.append(trial_dir)
-        values = self.script(self.params_of(trial_dir))
-        return FakeScorer(out_dir, self.measure(self.params_of(trial_dir), values[-1]))
+        params, reported = self.params_of(trial_dir), self.script(self.params_of(trial_dir))[-1]
+        return FakeScorer(out_dir, self.measure(params, reported), self.test(params, reported) if test_path else None)
 
     @staticmethod
     def params_of(trial_dir):

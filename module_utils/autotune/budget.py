@@ -17,12 +17,18 @@ def counted(trials):
     return [t for t in trials if t.number not in gone]
 
 
+def goal_reached_by(trials, goal):
+    """The trial that reached the goal (its verified held-out score, ``goal_value``), the best of them if several
+    did; None when none did. A trial's own claim never counts: only what the verifier scored (study.py)."""
+    reached = [t for t in counted(trials) if t.state == COMPLETE and reaches(t.user_attrs.get("goal_value"), goal)]
+    return max(reached, key=lambda t: t.value) if reached else None
+
+
 def stop_reason(trials, goal, budget, elapsed):
     """Why the study stops now, or None while it goes on."""
-    trials = counted(trials)
-    completed = [t for t in trials if t.state == COMPLETE]
-    if completed and reaches(max(t.value for t in completed), goal):
+    if goal_reached_by(trials, goal):
         return "goal reached"
+    trials = counted(trials)
     if len(trials) >= budget["max_trials"]:
         return f"trial budget spent ({budget['max_trials']} trials)"
     if elapsed >= budget["max_seconds"]:

@@ -67,6 +67,8 @@ SCHEMA = _object(
                 },
                 "color": {"enum": ["grayscale", "rgb"], "description": "grayscale or rgb"},
                 "validation_split": _number("a fraction between 0.05 and 0.5", minimum=0.05, maximum=0.5),
+                "test_split": _number("a fraction between 0.05 and 0.5", minimum=0.05, maximum=0.5),
+                "test": _string("a folder of the same class sub-folders, held out for the final score"),
                 "seed": _integer("an integer seed >= 0", minimum=0),
             },
             required=["path"], description="a mapping with at least 'path'",
@@ -143,7 +145,7 @@ SCHEMA = _object(
 )
 
 DEFAULTS = {
-    "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "seed": 1},
+    "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1},
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
     "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4, "promote": False},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
@@ -234,6 +236,8 @@ def validate(document, base_dir, overrides=None, source="configuration", pushed=
     kind = config["runner"]["kind"]
     config["runner"].setdefault("slots", max(1, len(config["runner"].get(kind, {}).get("gpu_ids") or [])))
     config["dataset"]["path"] = _resolve(base_dir, config["dataset"]["path"])
+    if config["dataset"].get("test"):
+        config["dataset"]["test"] = _resolve(base_dir, config["dataset"]["test"])
     if config["model"].get("file"):
         config["model"]["file"] = _resolve(base_dir, config["model"]["file"])
     if config.get("run_dir"):
@@ -254,10 +258,11 @@ def _confinement_lines(config, data_roots):
     model_file = config["model"].get("file")
     if model_file and not _within(_resolve(base, model_file), [base]):
         lines.append(f"model.file: {model_file!r} is outside the pushed repository; expected a file of the checkout")
-    dataset = _resolve(base, config["dataset"]["path"])
-    if not _within(dataset, [base, *data_roots]):
-        lines.append(f"dataset.path: {config['dataset']['path']!r} is outside the checkout and the operator's data "
-                     f"roots ({', '.join(data_roots) or 'none set'}); expected a data set the operator allows")
+    for field in ("path", "test"):
+        folder = config["dataset"].get(field)
+        if folder and not _within(_resolve(base, folder), [base, *data_roots]):
+            lines.append(f"dataset.{field}: {folder!r} is outside the checkout and the operator's data roots "
+                         f"({', '.join(data_roots) or 'none set'}); expected a data set the operator allows")
     return lines
 
 
@@ -273,6 +278,7 @@ def _semantic_lines(config):
     dataset_path = _resolve(config["base_dir"], config["dataset"]["path"])
     if not os.path.isdir(dataset_path):
         lines.append(f"dataset.path: {dataset_path!r} does not exist; expected a folder of class sub-folders of images")
+    lines.extend(_test_split_lines(config))
     kind = config["runner"]["kind"]
     lines.extend(RUNNERS[kind].config_lines(config["runner"].get(kind, {}), f"runner.{kind}"))
     for name, spec in (config["search"].get("space") or {}).items():
@@ -280,6 +286,23 @@ def _semantic_lines(config):
     if "space" in config["search"] and not config["search"]["space"]:
         lines.append("search.space: {} is invalid; expected at least one hyperparameter to search")
     return lines
+
+
+def _test_split_lines(config):
+    """The held-out test set: its own folder, or a share of dataset.path that leaves most images to train on."""
+    dataset = config["dataset"]
+    if dataset.get("test"):
+        test = _resolve(config["base_dir"], dataset["test"])
+        if not os.path.isdir(test):
+            return [f"dataset.test: {test!r} is not a folder; expected a folder of the same class sub-folders "
+                    "as dataset.path, held out for the final score"]
+        if _within(test, [_resolve(config["base_dir"], dataset["path"])]):
+            return [f"dataset.test: {test!r} is inside dataset.path; expected a folder the trials never read"]
+        return []
+    if dataset["validation_split"] + dataset["test_split"] > 0.7:
+        return [f"dataset: validation_split {dataset['validation_split']:g} + test_split {dataset['test_split']:g} "
+                "leave under 30 % of the images to train on; expected a sum of at most 0.7"]
+    return []
 
 
 def param_lines(field, spec):

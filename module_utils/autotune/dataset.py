@@ -6,7 +6,14 @@ uint8 .npy arrays (``x_train``, ``y_train``, ``x_val``, ``y_val``) and a
 ``dataset.json``, which each trial reads a batch at a time (a local process, or
 a container with the folder mounted read-only): trials never hold the set in
 memory, and all trials of a host share it through the page cache
-(docs/data.md). Packing streams: the split is known before any image is
+(docs/data.md).
+
+The split is three-way. The test split (``dataset.test_split`` of every class, or
+the whole ``dataset.test`` folder when one is given) is packed into a folder of
+its own beside the trials' pack, readable by the controller alone (0700): no
+trial's process or container ever holds it, only the controller's verifier,
+which judges the goal on it (study.py). So the number reported is measured on
+images the search never saw. Packing streams: the split is known before any image is
 decoded, so worker processes decode straight into pre-allocated files, in
 constant memory. The pack is cached under its fingerprint, so a re-run or a
 resumed study does not decode the images again.
@@ -27,9 +34,13 @@ from ansible.module_utils.autotune.errors import AutotuneError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The packed folder's contract, shared with trainer/autotune_trainer/data.py (a unit test pins the two).
-PACK_FORMAT = 1
+PACK_FORMAT = 2
 PACK_META = "dataset.json"
 PACK_PARTS = ("train", "val")
+TEST_PARTS = ("test",)  # the held-out pack: the verifier's only (never mounted into a trial)
+# The held-out packs live in a 0700 folder of the cache: a local trainer running as another user cannot
+# reach them, and a container is only ever given the trials' pack (the verifier's gets the test pack alone).
+HELD_OUT = "held-out"
 CHUNK = 256  # images per decode job: one progress step, one short-lived mapping in a worker
 PARALLEL_FROM = 1000  # fewer images decode faster in this process than a pool starts
 PROGRESS_FROM = 5000  # larger sets report progress about every PROGRESS_SECONDS
@@ -73,8 +84,8 @@ def scan(path):
     return classes
 
 
-def fingerprint(classes, image_size, color, validation_split, seed):
-    digest = hashlib.sha256(json.dumps([image_size, color, validation_split, seed, PACK_FORMAT]).encode())
+def fingerprint(classes, image_size, color, validation_split, seed, test_split=0.0):
+    digest = hashlib.sha256(json.dumps([image_size, color, validation_split, seed, PACK_FORMAT, test_split]).encode())
     for name, files in classes.items():
         for file_path in files:
             stat = os.stat(file_path)
@@ -95,26 +106,57 @@ def _load_image(file_path, image_size, mode):
     return array[..., np.newaxis] if array.ndim == 2 else array
 
 
-def _split(labels, validation_split, seed):
-    """Stratified, seeded: the same folder and seed always give the same split."""
+def _split(labels, validation_split, seed, test_split=0.0):
+    """Stratified, seeded: the same folder and seed always give the same (train, val, test) split.
+    Each class keeps at least one training image, then gives one to validation, then one to test, when it can."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train, val, test = [], [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_val = max(1, int(round(len(members) * validation_split))) if len(members) > 1 else 0
+        n_val = min(len(members) - 1, max(1, int(round(len(members) * validation_split))))
+        spare = len(members) - 1 - n_val
+        n_test = min(spare, max(1, int(round(len(members) * test_split)))) if test_split and spare > 0 else 0
         val.extend(members[:n_val])
-        train.extend(members[n_val:])
-    return rng.permutation(train), rng.permutation(val)
+        test.extend(members[n_val:n_val + n_test])
+        train.extend(members[n_val + n_test:])
+    return rng.permutation(train), rng.permutation(val), rng.permutation(test)
 
 
-def validation_files(dataset_config):
-    """The validation split as files: {classes, files, labels} — the same split ``prepare`` packs."""
-    classes = scan(dataset_config["path"])
+def held_out_share(dataset_config):
+    """The fraction carved out of ``dataset.path`` for the test split: none when ``dataset.test`` is its own folder."""
+    return 0.0 if dataset_config.get("test") else dataset_config["test_split"]
+
+
+def _indexed(classes):
     names = list(classes)
     files = [f for name in names for f in classes[name]]
     labels = np.asarray([label for label, name in enumerate(names) for _ in classes[name]], dtype=np.int64)
-    _, val = _split(labels, dataset_config["validation_split"], dataset_config["seed"])
-    return {"classes": names, "files": [files[i] for i in val], "labels": [int(labels[i]) for i in val]}
+    return names, files, labels
+
+
+def held_out_classes(dataset_config, classes):
+    """``dataset.test``'s images by class, in ``dataset.path``'s class order (the model's label order)."""
+    try:
+        found = scan(dataset_config["test"])
+    except AutotuneError as exc:  # scan's lines name dataset.path: this folder is dataset.test
+        raise AutotuneError(str(exc).replace("dataset.path", "dataset.test", 1)) from None
+    if list(found) != list(classes):
+        raise AutotuneError(f"dataset.test: classes {sorted(found)} differ from dataset.path's {sorted(classes)}; "
+                            "expected the same class sub-folders")
+    return found
+
+
+def split_files(dataset_config, part):
+    """One split (``val`` or ``test``) as files: {classes, files, labels} — the same split ``prepare`` packs."""
+    classes = scan(dataset_config["path"])
+    if part == "test" and dataset_config.get("test"):
+        names, files, labels = _indexed(held_out_classes(dataset_config, classes))
+        return {"classes": names, "files": files, "labels": [int(label) for label in labels]}
+    names, files, labels = _indexed(classes)
+    _, val, test = _split(labels, dataset_config["validation_split"], dataset_config["seed"],
+                          held_out_share(dataset_config))
+    chosen = val if part == "val" else test
+    return {"classes": names, "files": [files[i] for i in chosen], "labels": [int(labels[i]) for i in chosen]}
 
 
 def _free_bytes(folder):
@@ -199,37 +241,85 @@ def _pack(packed, files, labels, parts, names, shape, progress):
         _decode_all(jobs, n_images, progress)
         with open(os.path.join(tmp, PACK_META), "w", encoding="utf-8") as handle:
             json.dump({"format": PACK_FORMAT, "classes": names, "input_shape": list(shape),
-                       **{f"n_{p}": len(parts[p]) for p in PACK_PARTS}}, handle)
+                       **{f"n_{p}": len(order) for p, order in parts.items()}}, handle)
         os.rename(tmp, packed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def packed_path(dataset_config, cache_dir, classes):
-    """Where the pack of these images goes (known before it is written: warm trainers wait for it there)."""
+    """Where the trials' pack of these images goes (known before it is written: warm trainers wait for it there)."""
     key = fingerprint(classes, dataset_config["image_size"], dataset_config["color"],
-                      dataset_config["validation_split"], dataset_config["seed"])
+                      dataset_config["validation_split"], dataset_config["seed"], held_out_share(dataset_config))
     return os.path.join(cache_dir, f"dataset-{key}"), key
 
 
+def held_out_path(dataset_config, cache_dir, classes, held_out_found=None):
+    """Where the held-out test pack goes: beside the trials' pack, never inside the folder a trial mounts."""
+    _, key = packed_path(dataset_config, cache_dir, classes)
+    if held_out_found:
+        key = fingerprint(held_out_found, dataset_config["image_size"], dataset_config["color"], 0, 0)
+    return os.path.join(cache_dir, HELD_OUT, f"testset-{key}")
+
+
+def standard_error(accuracy, n):
+    """The binomial standard error of an accuracy measured on ``n`` images (None when it cannot be told)."""
+    if accuracy is None or not n:
+        return None
+    return round(float(np.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)), 4)
+
+
 def prepare(dataset_config, cache_dir, progress=None, classes=None):
-    """Validate and pack the data set; return facts about it, including the packed folder's path.
+    """Validate and pack the data set; return facts about it, including the packed folders' paths.
 
     ``progress`` (a callable taking one line) hears how packing a large set goes; ``classes`` is what
     scan() found, when the caller has scanned already."""
     classes = classes or scan(dataset_config["path"])
     size, color = dataset_config["image_size"], dataset_config["color"]
-    split, seed = dataset_config["validation_split"], dataset_config["seed"]
     packed, key = packed_path(dataset_config, cache_dir, classes)
-    names = list(classes)
-    counts = {name: len(files) for name, files in classes.items()}
-    files = [f for name in names for f in classes[name]]
-    labels = np.asarray([label for label, name in enumerate(names) for _ in classes[name]], dtype=np.int64)
-    train, val = _split(labels, split, seed)
-    if len(val) == 0 or len(train) == 0:
-        raise AutotuneError(f"dataset.path: {dataset_config['path']!r} is too small to split; expected at least 2 images per class")
+    names, files, labels = _indexed(classes)
+    train, val, test = _split(labels, dataset_config["validation_split"], dataset_config["seed"],
+                              held_out_share(dataset_config))
+    if len(val) == 0 or len(train) == 0 or (held_out_share(dataset_config) and len(test) == 0):
+        raise AutotuneError(f"dataset.path: {dataset_config['path']!r} is too small to split; expected at least "
+                            f"{3 if held_out_share(dataset_config) else 2} images per class")
     shape = (size[0], size[1], 1 if color == "grayscale" else 3)
-    if not os.path.isdir(packed):
-        _pack(packed, files, labels, {"train": train, "val": val}, names, shape, progress)
-    return {"path": packed, "classes": names, "counts": counts, "n_train": len(train), "n_val": len(val),
-            "input_shape": list(shape), "fingerprint": key, "source": dataset_config["path"]}
+    fresh = not os.path.isdir(packed)
+    if fresh:  # both packs, before either is written
+        _check_disk(cache_dir, len(files) if not dataset_config.get("test") else len(train) + len(val),
+                    int(np.prod(shape)))
+    try:
+        if fresh:
+            _pack(packed, files, labels, {"train": train, "val": val}, names, shape, progress)
+        test_facts = _prepare_test(dataset_config, cache_dir, classes, (files, labels, test), shape, progress)
+    except BaseException:
+        if fresh:  # a bad image in the test split: no half of the data set stays behind either
+            shutil.rmtree(packed, ignore_errors=True)
+        _remove_if_empty(os.path.join(cache_dir, HELD_OUT))
+        raise
+    return {"path": packed, "classes": names, "counts": {name: len(f) for name, f in classes.items()},
+            "n_train": len(train), "n_val": len(val), "input_shape": list(shape), "fingerprint": key,
+            "source": dataset_config["path"], **test_facts}
+
+
+def _remove_if_empty(folder):
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
+
+
+def _prepare_test(dataset_config, cache_dir, classes, carved, shape, progress):
+    """Pack the held-out test split (carved from dataset.path, or dataset.test whole) in the 0700 held-out folder."""
+    found = held_out_classes(dataset_config, classes) if dataset_config.get("test") else None
+    files, labels, order = carved
+    if found:
+        _, files, labels = _indexed(found)
+        order = np.arange(len(files))
+    path = held_out_path(dataset_config, cache_dir, classes, found)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o700)  # also when an earlier run made it with looser modes
+    if not os.path.isdir(path):
+        _pack(path, files, labels, {"test": order}, list(classes), shape, progress)
+    return {"test_path": path, "n_test": int(len(order)),
+            "test_source": dataset_config["test"] if found else f"{dataset_config['test_split']:g} of dataset.path"}

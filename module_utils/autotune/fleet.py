@@ -18,12 +18,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import report, trialdir
+from ansible.module_utils.autotune import report, trialdir, trialrun
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.progress import ProgressLog
-from ansible.module_utils.autotune.runners import make_runner
+from ansible.module_utils.autotune.runners import make_runner, runner_class
 from ansible.module_utils.autotune.storage import make_storage, masked_storage, open_study, shared
-from ansible.module_utils.autotune.study import StudyLoop
+from ansible.module_utils.autotune.study import VERIFY_DIR, StudyLoop, verification_data
 from ansible.module_utils.autotune.tune import STUDY_MARK, RunDirLock, check_run_dir, summarise
 
 FINGERPRINT_ATTR = "fleet_dataset_fingerprint"  # study user attribute: the packed data set every worker must hold
@@ -198,6 +198,23 @@ def _download(store, storage, trial, run_dir):
     return count
 
 
+def _held_out_scorer(config, plan, run_dir, dataset):
+    """The workers never hold the test split: the controller scores the best trial's model on it when it collects."""
+    def score(record):
+        if not record["trial_dir"]:
+            return {}
+        data = verification_data(config, plan, dataset)
+        out_dir = os.path.join(run_dir, VERIFY_DIR, "held-out-" + os.path.basename(record["trial_dir"]))
+        runner = runner_class("local")(warm=False)
+        labels = {"study": config["study"], "run_dir": run_dir, "trial": os.path.basename(record["trial_dir"])}
+        scores, why = trialrun.verify(runner, record["trial_dir"], out_dir, data, labels)
+        if scores is None:
+            return {"reason": f"its saved model could not be scored on the held-out split: {why}"}
+        return {"test_value": scores["test_accuracy"], "n_test": scores.get("n_test"),
+                "goal_value": scores["test_accuracy"]}
+    return score
+
+
 class FleetWorkers:
     """Where the trials ran, for summary.json's runner fields: the trainer hosts of the fleet."""
     name = "fleet"
@@ -221,7 +238,8 @@ def collect(config, plan, run_dir, storage, artifacts, workers):
     reason = (study_budget.stop_reason(trials, config["target"]["goal"], config["budget"], 0)
               or (reasons[0] if reasons else "every worker ended"))
     dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
-    summary = summarise(config, study, reason, run_dir, storage, FleetWorkers(workers), dataset, plan["space"])
+    summary = summarise(config, study, reason, run_dir, storage, FleetWorkers(workers), dataset, plan,
+                        scorer=_held_out_scorer(config, plan, run_dir, dataset))
     lines = [line for w in workers for line in w.get("progress", [])]
     summary.update(new_trials=sum(w.get("new_trials", 0) for w in workers), artifacts_fetched=fetched,
                    seconds=max([w.get("seconds", 0) for w in workers] or [0]), progress=lines, workers=workers,

@@ -43,9 +43,21 @@ def trial_records(study):
             "trial_dir": attrs.get("trial_dir"),
             "reported_value": attrs.get("reported_value"),
             "verified_value": attrs.get("verified_value"),
+            "verified": attrs.get("verified", False),
+            "test_value": attrs.get("test_value"),
+            "n_test": attrs.get("n_test"),
+            "goal_value": attrs.get("goal_value"),
             "log_tail": attrs.get("log_tail"),
         })
     return records
+
+
+def best_record(records, goal):
+    """The trial reported as the best, always one scored apart (``verified``): the one that reached the goal on
+    the held-out split (the best of them by validation score if several did), else the best validation score."""
+    verified = [r for r in records if r["state"] == "COMPLETE" and r["verified"] and r["value"] is not None]
+    reached = [r for r in verified if trialdir.reaches(r["goal_value"], goal)]
+    return max(reached or verified, key=lambda r: r["value"]) if verified else None
 
 
 def write_json(path, payload):

@@ -5,7 +5,10 @@ strategy's sampler (strategies.py); it trains through a runner (runners/), its
 per-epoch metric is reported to Optuna as it appears so the pruner can stop
 hopeless trials (trialrun.py), and the loop stops the moment the goal is reached
 or a budget is spent (budget.py): a goal reached in one slot stops the trials of
-the others. The study lives in an Optuna storage, so running again resumes it: a
+the others. A trial that could be reported as the best (it claims the goal, or a
+validation score at least the best verified one) is scored apart before it is told
+(trialrun.Verification, beside the next trial): on the validation split, to check
+its claim, and on the held-out test split, which decides the goal. The study lives in an Optuna storage, so running again resumes it: a
 trial its controller left running is failed and retried (Optuna's
 RetryHeartbeatStaleTrialCallback) in the same folder, from its checkpoint.
 """
@@ -31,6 +34,17 @@ CODE_DIR = "code"      # controller-owned copies of each trial's model code (nev
 VERIFY_DIR = "verify"  # where autotune_trainer.verify writes the score it measured
 # A reported score further than this from the saved model's own is shown as a reason on the trial.
 VERIFY_TOLERANCE = 0.005
+
+
+def verification_data(config, plan, dataset):
+    """What the verifier reads: the trials' pack (validation split), the held-out test pack when this host has it,
+    and for a script (it reads image files, not the pack) the same splits as files."""
+    data = {"path": dataset["path"], "test_path": dataset.get("test_path")}
+    if plan["api"] == "script":
+        parts = ("val", "test") if dataset.get("test_path") else ("val",)
+        data["split"] = {part: tune_dataset.split_files(config["dataset"], part) for part in parts}
+        data["read_only"] = [config["dataset"]["test"]] if config["dataset"].get("test") else []
+    return data
 
 
 class Heartbeat:
@@ -88,6 +102,7 @@ class StudyLoop:
         self.slots = config["runner"].get("slots") or 1
         self.started = time.time()
         self.tried = {}
+        self.verifying = []  # trials whose saved model is being scored apart: told once their scores are in
         # Called as after_trial(trial, trial_dir, attrs) when a trial ended, before it is told: a fleet worker
         # copies the trial's files off the host there (fleet.py, optuna.artifacts); attrs may take more attributes.
         self.after_trial = None
@@ -113,15 +128,19 @@ class StudyLoop:
             if reason == "goal reached":
                 self._stop_all(study, running)
                 running = []
-            while (reason is None or self._owed_retry(study, reason)) and len(running) < self.slots:
+            while (reason is None or self._owed_retry(study, reason)) and len(running) < self.slots \
+                    and not self._goal_claim_pending():
                 new_trials += 1
                 started = self._start(study, self._free_slot(running))
                 running += [started] if started else []
                 reason = self._stop_reason(study)
-            waiting = not running  # nothing of ours runs: we stay only for other workers' trials
+            waiting = not running and not self.verifying  # nothing of ours runs: we stay for other workers' trials
             if waiting and not self._others_running(study, reason):
                 return study, reason, new_trials
-            self.heartbeat.beat(study, running)
+            self.heartbeat.beat(study, running + [pending.slot for pending in self.verifying])
+            for pending in list(self.verifying):
+                if pending.step():
+                    self._settle(study, pending, running)
             for slot in list(running):
                 try:
                     if slot.step(self.metric):
@@ -129,8 +148,16 @@ class StudyLoop:
                         self._finish(study, slot)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     self._taken_away(slot, running)
-            if running or waiting:
+            if running or waiting or self.verifying:
                 time.sleep(trialrun.POLL_SECONDS)
+
+    def _settle(self, study, pending, running=()):
+        """A verification is over: tell its trial with the scores it measured."""
+        self.verifying.remove(pending)
+        try:
+            self._tell(study, pending.slot, *self._verified(pending))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._taken_away(pending.slot, list(running))
 
     def _taken_away(self, slot, running):
         """Another worker failed this trial as stale (its heartbeat came late): its retry trains it; stop ours."""
@@ -174,6 +201,10 @@ class StudyLoop:
         self._promote(study)
         trial = study.ask()
         params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"])
+        for pending in [p for p in self.verifying if search_space.frozen(p.slot.params) == search_space.frozen(params)]:
+            while not pending.step():  # the same draw as a trial being scored: its value comes first
+                time.sleep(trialrun.POLL_SECONDS)
+            self._settle(study, pending)
         earlier = self.tried.get(search_space.frozen(params))
         if earlier is not None:
             self._answer_repeat(study, trial, params, earlier)
@@ -225,14 +256,20 @@ class StudyLoop:
         return os.path.join(self.run_dir, relative), resumes is not None
 
     def _finish(self, study, slot):
-        """Say how a trial ended (scored apart when it claims the goal), tell the study, show its line."""
+        """Say how a trial ended and tell the study; one that could be the best is scored apart first."""
         try:
             state, value, attrs = trialrun.conclude(slot, self.metric)
         finally:
             slot.process.cleanup()
         self._register(slot.process.hp_seen(), slot.number, attrs)
-        if state == COMPLETE and reaches(value, self.config["target"]["goal"]):
-            state, value, attrs = self._verified(slot, value, attrs)
+        if state == COMPLETE and self._candidate(study, value):
+            self.verifying.append(self._verification(slot, value, attrs))
+            return
+        if state == COMPLETE:
+            attrs["verified"] = False  # below the best scored apart: never reported as the best
+        self._tell(study, slot, state, value, attrs)
+
+    def _tell(self, study, slot, state, value, attrs):
         if self.after_trial:
             self.after_trial(slot.trial, slot.trial_dir, attrs)
         for name, item in attrs.items():
@@ -260,23 +297,50 @@ class StudyLoop:
 
     def _stop_all(self, study, running):
         """The goal was reached: the trials still in flight in other slots are stopped, recorded as stopped."""
-        best = max((t for t in study.get_trials(deepcopy=False) if t.state == COMPLETE), key=lambda t: t.value)
+        best = study_budget.goal_reached_by(study.get_trials(deepcopy=False), self.config["target"]["goal"])
         for slot in running:
             slot.stop(f"stopped: trial {best.number} reached the goal")
             self._finish(study, slot)
 
-    def _verified(self, slot, reported, attrs):
-        """A trial claiming the goal counts with the accuracy its saved model scores apart from it (trainer.verify)."""
+    def _goal_claim_pending(self):
+        """A trial claiming the goal is being scored: no trial starts until we know (it is likely the last)."""
+        return any(reaches(pending.reported, self.config["target"]["goal"]) for pending in self.verifying)
+
+    def _candidate(self, study, reported):
+        """Could this trial be reported as the best? It claims the goal, or at least the best verified score."""
+        if reaches(reported, self.config["target"]["goal"]):
+            return True
+        verified = [t.value for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
+                    if t.user_attrs.get("verified_value") is not None]
+        return not verified or reported >= max(verified)
+
+    def _verification(self, slot, reported, attrs):
+        """Start scoring the trial's saved model apart: the validation split, and the held-out test split."""
         out_dir = os.path.join(self.run_dir, VERIFY_DIR, os.path.basename(slot.trial_dir))
-        split = tune_dataset.validation_files(self.config["dataset"]) if self.plan["api"] == "script" else None
-        measured, why = trialrun.verify(self.runner, slot.trial_dir, out_dir, self.dataset["path"], slot.labels, split)
-        attrs["reported_value"] = reported
-        if measured is None:
-            attrs.update(outcome="unverified", reason=why)
+        data = verification_data(self.config, self.plan, self.dataset)
+        pending = trialrun.Verification(self.runner, slot.trial_dir, out_dir, data, slot.labels)
+        pending.slot, pending.reported, pending.attrs = slot, reported, attrs
+        return pending
+
+    def _verified(self, pending):
+        """(state, value, attrs): the trial counts with the validation score its saved model has, apart from it;
+        the goal is judged on its held-out test score (on the validation score where no test split is held here:
+        a fleet worker, whose controller scores the best on the test split when it collects)."""
+        attrs, scores = pending.attrs, pending.scores
+        attrs["reported_value"] = pending.reported
+        if scores is None:
+            attrs.update(outcome="unverified", reason=pending.why)
             return optuna.trial.TrialState.FAIL, None, attrs
-        attrs["verified_value"] = measured
-        if abs(measured - reported) > VERIFY_TOLERANCE:
-            attrs["reason"] = f"reported {self.metric} {reported:.4f}, its saved model scores {measured:.4f}"
+        measured = scores["val_accuracy"]
+        attrs.update(verified_value=measured, verified=True, goal_value=scores.get("test_accuracy", measured))
+        if "test_accuracy" in scores:
+            attrs.update(test_value=scores["test_accuracy"], n_test=scores.get("n_test"))
+        if abs(measured - pending.reported) > VERIFY_TOLERANCE:
+            attrs["reason"] = f"reported {self.metric} {pending.reported:.4f}, its saved model scores {measured:.4f}"
+        elif "test_accuracy" in scores and not reaches(scores["test_accuracy"], self.config["target"]["goal"]) \
+                and reaches(measured, self.config["target"]["goal"]):
+            attrs["reason"] = (f"{self.metric} {measured:.4f} reaches the goal, but the held-out test split scores "
+                               f"{scores['test_accuracy']:.4f}: searching on")
         return COMPLETE, measured, attrs
 
     def _answer_repeat(self, study, trial, params, earlier):

@@ -17,7 +17,7 @@ from ansible.module_utils.autotune.modelcode import code_for
 
 POLL_SECONDS = 0.2
 VERIFIED = "verified.json"  # written by autotune_trainer.verify
-SPLIT = "split.json"        # the validation images it scores, for a model that reads images itself (a script)
+SPLIT = "split.json"        # the images it scores ({val, test}), for a model that reads images itself (a script)
 # What the trainer's result.json may add to the trial's record.
 RESULT_FIELDS = ("fit_seconds", "startup_seconds", "resumed_from_epoch", "checkpoint_discarded")
 
@@ -130,29 +130,53 @@ def conclude(seen, metric):
     return optuna.trial.TrialState.FAIL, None, attrs
 
 
-def verify(runner, trial_dir, out_dir, data_path, labels, split=None, timeout=600):
-    """The validation accuracy of the trial's saved model, measured apart from it: (value, None) or (None, why).
-    ``split`` (dataset.validation_files) makes it score the images themselves, as a script's model reads them."""
-    if os.path.lexists(out_dir):
-        shutil.rmtree(out_dir)
-    if split:
+class Verification:
+    """A trial's saved model being scored apart from it (autotune_trainer.verify), polled like a trial: the study
+    loop goes on meanwhile and tells the trial once its scores are in. ``split`` ({val, test}: dataset.split_files)
+    makes it score the images themselves, as a script's model reads them; ``test_path`` is the held-out pack."""
+
+    def __init__(self, runner, trial_dir, out_dir, data, labels, timeout=600):
+        if os.path.lexists(out_dir):
+            shutil.rmtree(out_dir)
         os.makedirs(out_dir)
-        trialdir.write_json(os.path.join(out_dir, SPLIT), split)
-    process = runner.verify(trial_dir, data_path, out_dir, labels)
-    started = time.time()
-    try:
-        while process.exit_code() is None:
-            if time.time() - started > timeout:
-                process.stop()
-                return None, f"scoring the saved model took over {timeout} s"
-            time.sleep(POLL_SECONDS)
-        measured = trialdir.read_json(os.path.join(out_dir, VERIFIED), {}) or {}
-        if _number(measured.get("val_accuracy")):
-            return float(measured["val_accuracy"]), None
-        last = process.log_tail(1)
-        return None, f"the saved model could not be scored ({last[-1][:300] if last else 'no output'})"
-    finally:
-        process.cleanup()
+        if data.get("split"):
+            trialdir.write_json(os.path.join(out_dir, SPLIT), data["split"])
+        self.out_dir, self.timeout, self.started = out_dir, timeout, time.time()
+        self.expects_test = bool(data.get("test_path") or (data.get("split") or {}).get("test"))
+        self.scores, self.why = None, None
+        self.process = runner.verify(trial_dir, data["path"], out_dir, labels, data.get("test_path"),
+                                     data.get("read_only", ()))
+
+    def step(self):
+        """One poll; True once the scores (``scores``) or the reason there are none (``why``) are known."""
+        if self.process.exit_code() is None:
+            if time.time() - self.started <= self.timeout:
+                return False
+            self.process.stop()
+            self.why = f"scoring the saved model took over {self.timeout} s"
+        else:
+            self.scores, self.why = self._read()
+        self.process.cleanup()
+        return True
+
+    def _read(self):
+        measured = trialdir.read_json(os.path.join(self.out_dir, VERIFIED), {}) or {}
+        if not isinstance(measured, dict) or not _number(measured.get("val_accuracy")) or (
+                self.expects_test and not _number(measured.get("test_accuracy"))):
+            last = self.process.log_tail(1)
+            return None, f"the saved model could not be scored ({last[-1][:300] if last else 'no output'})"
+        scores = {"val_accuracy": float(measured["val_accuracy"])}
+        if self.expects_test:
+            scores.update(test_accuracy=float(measured["test_accuracy"]), n_test=measured.get("n_test"))
+        return scores, None
+
+
+def verify(runner, trial_dir, out_dir, data, labels, timeout=600):
+    """The same as Verification, waited for: (scores, None) or (None, why)."""
+    pending = Verification(runner, trial_dir, out_dir, data, labels, timeout)
+    while not pending.step():
+        time.sleep(POLL_SECONDS)
+    return pending.scores, pending.why
 
 
 def _number(value):

@@ -99,7 +99,8 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, notes)
             progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
                      f"strategy {config['search']['strategy']}, runner {runner.name}, "
-                     f"data {dataset['n_train']} train / {dataset['n_val']} val {dataset['classes']}"
+                     f"data {dataset['n_train']} train / {dataset['n_val']} val / {dataset['n_test']} test (held out) "
+                     f"{dataset['classes']}"
                      + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
             study, stop_reason, new_trials = _study(
                 StudyLoop(config, plan, dataset, runner, run_dir, storage, progress, notes), storage, run_dir)
@@ -107,7 +108,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             runner.close()  # nothing is left running after the study (warm spares)
             notes.close()
         progress(f"stopped: {stop_reason}")
-        summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
+        summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan)
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
         summary.update(watch)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
@@ -140,52 +141,71 @@ def _copy_regular(source, target):
     os.replace(target + ".tmp", target)
 
 
-def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, searched=()):
+def held_out_note(config, plan):
+    """How far the test score can be trusted: None when no trial could read the test images, else why not."""
+    if plan["api"] == "script" and not config["dataset"].get("test"):
+        return ("verified on images the script could read (its data folder holds them); set dataset.test to a "
+                "folder the script never reads for a held-out score")
+    return None
+
+
+def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan, scorer=None):
+    """summary.json's content. The best is a trial scored apart; ``scorer(record)`` (a fleet's controller) scores
+    it on the held-out split when the loop that ran it could not."""
     records = report.trial_records(study)
-    completed = [r for r in records if r["state"] == "COMPLETE" and r["value"] is not None]
-    best = max(completed, key=lambda r: r["value"]) if completed else None
-    goal, metric = config["target"]["goal"], config["target"]["metric"]
-    best_model = None
     for record in records:
         for key in ("code", "trial_dir"):
             record[key] = os.path.join(run_dir, record[key]) if record[key] else None
-    if best and best["trial_dir"]:
-        trial_dir = best["trial_dir"]
-        if os.path.isfile(os.path.join(trial_dir, trialdir.SAVED_MODEL)):
-            best_model = os.path.join(run_dir, "best_model.keras")
-            _copy_regular(os.path.join(trial_dir, trialdir.SAVED_MODEL), best_model)
-            _copy_regular(best["code"], os.path.join(run_dir, "best_model.py"))
-    plot_path = None
-    if completed:
-        plot_path = report.plot(study, goal, metric, os.path.join(run_dir, report.PLOT_NAME))
-    baseline = records[0]["code"] if records else None
+    goal, metric = config["target"]["goal"], config["target"]["metric"]
+    best = report.best_record(records, goal)
+    if best and best["test_value"] is None and scorer:
+        best.update(scorer(best))
+    best_model = _copy_best(best, run_dir)
+    completed = [r for r in records if r["state"] == "COMPLETE" and r["value"] is not None]
+    plot_path = report.plot(study, goal, metric, os.path.join(run_dir, report.PLOT_NAME)) if completed else None
     trained = [r for r in records if r["outcome"] not in ("duplicate",)]
+    test_value = best["test_value"] if best else None
     return {
         "study": config["study"],
         "metric": metric,
         "goal": goal,
-        "reached": bool(best and reaches(best["value"], goal)),
+        "reached": bool(best and reaches(best["goal_value"], goal)),
         "best_value": best["value"] if best else None,
+        "best_test_value": test_value,
+        "test": {"metric": "accuracy", "n": dataset.get("n_test"), "source": dataset.get("test_source"),
+                 "standard_error": tune_dataset.standard_error(test_value, dataset.get("n_test")),
+                 "caveat": held_out_note(config, plan)},
         "best_params": best["params"] if best else None,
         "best_trial": best["number"] if best else None,
         "best_model": best_model,
         "best_code": best["code"] if best else None,
-        "baseline_code": baseline,
+        "baseline_code": records[0]["code"] if records else None,
         "n_trials": len(records),
         "n_completed": len(completed),
         "n_failed": sum(r["state"] == "FAIL" for r in records),
         "n_pruned": sum(r["state"] == "PRUNED" for r in records),
         "stop_reason": stop_reason,
         "strategy": config["search"]["strategy"],
-        "searched": sorted(searched),
+        "searched": sorted(plan["space"]),
         "runner": runner.name,
         "runner_details": runner.describe(),
         "storage": masked_storage(storage),
         "run_dir": run_dir,
         "notify": config["notify"],
         "plot": plot_path,
-        "dataset": {k: dataset[k] for k in ("source", "classes", "counts", "n_train", "n_val", "input_shape", "fingerprint")},
+        "dataset": {k: dataset.get(k) for k in ("source", "classes", "counts", "n_train", "n_val", "n_test",
+                                                 "test_source", "input_shape", "fingerprint")},
         "mean_startup_seconds": _mean(r["startup_seconds"] for r in trained),
         "mean_fit_seconds": _mean(r["fit_seconds"] for r in trained),
         "trials": records,
     }
+
+
+def _copy_best(best, run_dir):
+    """best_model.keras and best_model.py from the best trial (a regular file only), or None."""
+    if not best or not best["trial_dir"] or not os.path.isfile(os.path.join(best["trial_dir"], trialdir.SAVED_MODEL)):
+        return None
+    best_model = os.path.join(run_dir, "best_model.keras")
+    _copy_regular(os.path.join(best["trial_dir"], trialdir.SAVED_MODEL), best_model)
+    _copy_regular(best["code"], os.path.join(run_dir, "best_model.py"))
+    return best_model

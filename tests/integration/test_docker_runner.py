@@ -27,7 +27,7 @@ def _leftovers(client, study):
 def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, sample_data):
     from ansible.module_utils.autotune.runners.docker import DockerRunner
     packed = tune_dataset.prepare({"path": str(sample_data), "image_size": [28, 28], "color": "grayscale",
-                                   "validation_split": 0.2, "seed": 1}, str(tmp_path / "cache"))["path"]
+                                   "validation_split": 0.2, "test_split": 0.15, "seed": 1}, str(tmp_path / "cache"))["path"]
     trial_dir = tmp_path / "trial"
     trial_dir.mkdir()
     probe = (

@@ -19,7 +19,7 @@ EPOCHS = 8
 def packed(tmp_path_factory, sample_data):
     cache = tmp_path_factory.mktemp("pack")
     return tune_dataset.prepare({"path": str(sample_data), "image_size": [28, 28], "color": "grayscale",
-                                 "validation_split": 0.2, "seed": 1}, str(cache))["path"]
+                                 "validation_split": 0.2, "test_split": 0.15, "seed": 1}, str(cache))["path"]
 
 
 def _trial_dir(tmp_path):

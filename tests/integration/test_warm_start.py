@@ -11,7 +11,7 @@ from ansible.module_utils.autotune.runners.docker import DockerRunner
 from ansible.module_utils.autotune.runners.local import LocalRunner
 from conftest import REPO, TEMPLATES, TRAINER_IMAGE
 
-DATASET = {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "seed": 1}
+DATASET = {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1}
 
 
 def _trial(folder):

@@ -111,11 +111,11 @@ def test_links_out_of_the_data_set_are_refused(tmp_path):
 def test_a_decompression_bomb_is_one_line(tmp_path, monkeypatch):
     # Pillow's guard, scaled down so the test need not write a 200-megapixel file: over twice the limit is an error.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    data = _image_folder(tmp_path / "data", {"cat": 1, "dog": 1})
+    data = _image_folder(tmp_path / "data", {"cat": 3, "dog": 3})
     Image.new("L", (100, 100)).save(data / "cat" / "bomb.png")
     with pytest.raises(AutotuneError, match="decodes to more than .* pixels .*expected an ordinary photo"):
         tune_dataset.prepare({"path": str(data), "image_size": [28, 28], "color": "grayscale",
-                              "validation_split": 0.2, "seed": 1}, str(tmp_path / "cache"))
+                              "validation_split": 0.2, "test_split": 0.15, "seed": 1}, str(tmp_path / "cache"))
 
 
 def test_corrupt_image_is_named(tmp_path):
@@ -123,7 +123,7 @@ def test_corrupt_image_is_named(tmp_path):
     (data / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(AutotuneError) as caught:
         tune_dataset.prepare({"path": str(data), "image_size": [8, 8], "color": "grayscale",
-                              "validation_split": 0.3, "seed": 1}, str(tmp_path / "cache"))
+                              "validation_split": 0.3, "test_split": 0.15, "seed": 1}, str(tmp_path / "cache"))
     assert "broken.png" in str(caught.value) and "expected a valid PNG or JPEG" in str(caught.value)
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 

@@ -27,7 +27,7 @@ def _mixed_folder(root):
 
 
 def _config(path, color="rgb", seed=1):
-    return {"path": str(path), "image_size": [16, 12], "color": color, "validation_split": 0.2, "seed": seed}
+    return {"path": str(path), "image_size": [16, 12], "color": color, "validation_split": 0.2, "test_split": 0.15, "seed": seed}
 
 
 def test_mixed_images_are_resized_and_split_stratified(tmp_path):
@@ -36,7 +36,8 @@ def test_mixed_images_are_resized_and_split_stratified(tmp_path):
     assert facts["classes"] == ["cats", "dogs"] and facts["counts"] == {"cats": 10, "dogs": 10}
     assert facts["input_shape"] == [16, 12, 3]
     with _packed(facts["path"]) as packed:
-        assert packed["x_train"].shape == (16, 16, 12, 3) and packed["x_val"].shape == (4, 16, 12, 3)
+        assert packed["x_train"].shape == (12, 16, 12, 3) and packed["x_val"].shape == (4, 16, 12, 3)
+        assert facts["n_test"] == 4 and np.load(os.path.join(facts["test_path"], "x_test.npy")).shape[0] == 4
         assert packed["x_train"].dtype == np.uint8 and packed["y_train"].dtype == np.int64
         assert sorted(np.bincount(packed["y_val"])) == [2, 2]  # stratified: two of each class
 

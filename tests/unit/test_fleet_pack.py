@@ -8,7 +8,7 @@ from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import fleet
 from ansible.module_utils.autotune.errors import AutotuneError
 
-DATASET = {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "seed": 1}
+DATASET = {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1}
 
 
 @pytest.fixture(scope="module")

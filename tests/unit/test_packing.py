@@ -26,7 +26,7 @@ def _folder(root, per_class=12):
 
 
 def _config(path, color="rgb"):
-    return {"path": str(path), "image_size": [10, 8], "color": color, "validation_split": 0.25, "seed": 5}
+    return {"path": str(path), "image_size": [10, 8], "color": color, "validation_split": 0.25, "test_split": 0.15, "seed": 5}
 
 
 def _arrays(path):
@@ -40,14 +40,19 @@ def test_each_packed_row_is_its_image_in_the_seeded_split_order(tmp_path):
     classes = tune_dataset.scan(str(data))
     files = [f for name in classes for f in classes[name]]
     labels = np.repeat(np.arange(3), 12)
-    train, val = tune_dataset._split(labels, 0.25, 5)
+    train, val, test = tune_dataset._split(labels, 0.25, 5, 0.15)
     packed = _arrays(facts["path"])
-    for part, order in (("train", train), ("val", val)):
+    packed.update({name: np.load(os.path.join(facts["test_path"], f"{name}.npy")) for name in ("x_test", "y_test")})
+    for part, order in (("train", train), ("val", val), ("test", test)):
         expected = np.stack([tune_dataset._load_image(files[i], [10, 8], "RGB") for i in order])
         assert np.array_equal(packed[f"x_{part}"], expected) and np.array_equal(packed[f"y_{part}"], labels[order])
     meta = json.loads((Path(facts["path"]) / tune_dataset.PACK_META).read_text())
-    assert meta == {"format": 1, "classes": ["cats", "dogs", "owls"], "input_shape": [10, 8, 3], "n_train": 27, "n_val": 9}
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(facts["path"]).name], "no partial folder is left"
+    assert meta == {"format": 2, "classes": ["cats", "dogs", "owls"], "input_shape": [10, 8, 3], "n_train": 21, "n_val": 9}
+    assert sorted(np.bincount(labels[test])) == [2, 2, 2] and facts["n_test"] == 6, "stratified test split"
+    assert not set(test) & (set(train) | set(val)), "the test split shares no image with what trials hold"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([Path(facts["path"]).name, "held-out"]), \
+        "no partial folder is left"
+    assert os.stat(tmp_path / "cache" / "held-out").st_mode & 0o777 == 0o700, "the held-out pack is the controller's"
 
 
 def test_parallel_decode_packs_the_same_bytes_and_reports_progress(tmp_path, monkeypatch):
@@ -60,8 +65,10 @@ def test_parallel_decode_packs_the_same_bytes_and_reports_progress(tmp_path, mon
     lines = []
     parallel = tune_dataset.prepare(_config(data, "grayscale"), str(tmp_path / "parallel"), progress=lines.append)
     a, b = _arrays(serial["path"]), _arrays(parallel["path"])
-    assert all(np.array_equal(a[k], b[k]) for k in a) and a["x_train"].shape == (27, 10, 8, 1)
-    assert lines and lines[-1].startswith("dataset: packed 36/36 images (100 %)") and "2 worker(s)" in lines[-1]
+    assert all(np.array_equal(a[k], b[k]) for k in a) and a["x_train"].shape == (21, 10, 8, 1)
+    assert [line.split(" (")[0] for line in lines if "100 %" in line] == ["dataset: packed 30/30 images",
+                                                                         "dataset: packed 6/6 images"]
+    assert "2 worker(s)" in lines[-1], "the trials' pack, then the held-out pack"
 
 
 def test_a_set_that_does_not_fit_the_disk_fails_in_one_line_before_writing(tmp_path, monkeypatch):
@@ -84,7 +91,7 @@ def test_a_broken_image_in_a_worker_fails_in_one_line_and_leaves_no_pack(tmp_pat
     with pytest.raises(AutotuneError, match=r"broken\.jpg.* cannot be read .*expected a valid PNG or JPEG") as error:
         tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
     assert "\n" not in str(error.value)
-    assert list((tmp_path / "cache").iterdir()) == [], "neither the pack nor its partial folder is left"
+    assert list((tmp_path / "cache").iterdir()) == [], "neither a pack nor a partial folder is left"
 
 
 def test_a_stale_partial_pack_is_removed_and_the_cache_is_reused(tmp_path):
@@ -93,14 +100,15 @@ def test_a_stale_partial_pack_is_removed_and_the_cache_is_reused(tmp_path):
     shutil.rmtree(first["path"])
     (tmp_path / "cache" / (Path(first["path"]).name + ".partial-99999")).mkdir()  # a packer killed midway
     again = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
-    assert again == first and [p.name for p in (tmp_path / "cache").iterdir()] == [Path(first["path"]).name]
+    assert again == first and sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [Path(first["path"]).name, "held-out"])
     stamp = os.stat(Path(first["path"]) / "x_train.npy").st_mtime_ns
     assert tune_dataset.prepare(_config(data), str(tmp_path / "cache")) == first
     assert os.stat(Path(first["path"]) / "x_train.npy").st_mtime_ns == stamp, "cached: not decoded again"
 
 
 def test_the_trainer_reads_the_controllers_pack_format():
-    for name in ("PACK_FORMAT", "PACK_META", "PACK_PARTS"):
+    for name in ("PACK_FORMAT", "PACK_META", "PACK_PARTS", "TEST_PARTS"):
         assert getattr(trainer_data, name) == getattr(tune_dataset, name), f"{name} differs between packer and reader"
 
 
@@ -109,13 +117,13 @@ def test_the_reader_takes_rows_without_loading_the_set(tmp_path):
     facts = tune_dataset.prepare(_config(data), str(tmp_path / "cache"))
     packed, expected = trainer_data.load_dataset(facts["path"]), _arrays(facts["path"])
     assert packed.class_names == ["cats", "dogs", "owls"] and packed.input_shape == (10, 8, 3)
-    assert np.array_equal(packed.images["train"].take([5, 0, 26]), expected["x_train"][[5, 0, 26]])
+    assert np.array_equal(packed.images["train"].take([5, 0, 20]), expected["x_train"][[5, 0, 20]])
     assert np.array_equal(packed.labels["val"], expected["y_val"])
     with pytest.raises(IndexError):
         packed.images["val"].take([9])
     meta = Path(facts["path"]) / trainer_data.PACK_META
     meta.write_text(json.dumps(dict(json.loads(meta.read_text()), format=0)))
-    with pytest.raises(ValueError, match="packed format 0; expected 1"):
+    with pytest.raises(ValueError, match="packed format 0; expected 2"):
         trainer_data.load_dataset(facts["path"])
 
 
@@ -126,7 +134,7 @@ def test_batches_are_pixels_0_to_255_shuffled_per_epoch_and_validation_keeps_its
     train = packed.batches("train", 8, shuffle=True, seed=1)
     epochs = [[(x.numpy(), y.numpy()) for x, y in train] for _ in range(2)]
     for batches in epochs:
-        assert [len(y) for _, y in batches] == [8, 8, 8, 3]
+        assert [len(y) for _, y in batches] == [8, 8, 5]
         x = np.concatenate([x for x, _ in batches])
         # As keras.utils.image_dataset_from_directory gives them: the model scales its own input.
         assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 1.0

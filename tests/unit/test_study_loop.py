@@ -159,7 +159,8 @@ def test_a_claimed_goal_counts_only_with_the_score_its_saved_model_has(tmp_path)
     assert liar.value == 0.55 and liar.user_attrs["reported_value"] == 0.99
     assert liar.user_attrs["reason"] == "reported val_accuracy 0.9900, its saved model scores 0.5500"
     assert honest.value == 0.9 and reason == "goal reached"
-    assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0001", "0002"], "only goal claims are scored"
+    assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000", "0001", "0002"], \
+        "a trial that could be the best is scored: the first, and each claiming the best or the goal"
 
 
 def test_a_model_that_cannot_be_scored_does_not_count(tmp_path):

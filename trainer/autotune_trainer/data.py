@@ -16,9 +16,10 @@ import os
 
 import numpy as np
 
-PACK_FORMAT = 1
+PACK_FORMAT = 2
 PACK_META = "dataset.json"
 PACK_PARTS = ("train", "val")
+TEST_PARTS = ("test",)  # the held-out pack, opened by the verifier alone
 
 
 class PackedImages:
@@ -55,19 +56,19 @@ class PackedImages:
 class PackedData:
     """The packed folder: images per split (read per batch), labels (small, in memory), class names."""
 
-    def __init__(self, path):
+    def __init__(self, path, parts=PACK_PARTS):
         with open(os.path.join(path, PACK_META), encoding="utf-8") as handle:
             meta = json.load(handle)
         if meta.get("format") != PACK_FORMAT:
             raise ValueError(f"{path}: packed format {meta.get('format')!r}; expected {PACK_FORMAT} (pack it again)")
         self.class_names = [str(c) for c in meta["classes"]]
-        self.images = {p: PackedImages(os.path.join(path, f"x_{p}.npy")) for p in PACK_PARTS}
-        self.labels = {p: np.load(os.path.join(path, f"y_{p}.npy"), allow_pickle=False) for p in PACK_PARTS}
-        for part in PACK_PARTS:
+        self.images = {p: PackedImages(os.path.join(path, f"x_{p}.npy")) for p in parts}
+        self.labels = {p: np.load(os.path.join(path, f"y_{p}.npy"), allow_pickle=False) for p in parts}
+        for part in parts:
             if len(self.images[part]) != len(self.labels[part]):
                 raise ValueError(f"{path}: {len(self.images[part])} {part} images but {len(self.labels[part])} "
                                  "labels; expected one label per image")
-        self.input_shape = tuple(self.images["train"].shape[1:])
+        self.input_shape = tuple(self.images[parts[0]].shape[1:])
 
     def batches(self, part, batch_size, shuffle=False, seed=None, labels="int", scale=1.0):
         """A tf.data pipeline of (float32 pixels 0..255 times ``scale``, labels) batches of one split;
@@ -112,6 +113,6 @@ def batches(images, labels, batch_size, shuffle=False, seed=None, labels_as="int
     return order.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def load_dataset(path):
+def load_dataset(path, parts=PACK_PARTS):
     """The packed data set at ``path`` (its folder), opened: nothing is read until a batch is asked for."""
-    return PackedData(str(path))
+    return PackedData(str(path), parts)

@@ -1,12 +1,13 @@
-"""``python -m autotune_trainer.verify TRIAL_DIR --data PACKED_DATASET_FOLDER --out OUT_DIR``: score a trained model.
+"""``python -m autotune_trainer.verify TRIAL_DIR --data PACK [--test TEST_PACK] --out OUT_DIR``: score a trained model.
 
 The trial's own code wrote its metrics and its model; it could claim any score.
 This runs in a fresh process or container of its own, never imports the trial's
 code, loads the saved model in Keras' safe mode (no Lambda layers, no unknown
-classes: nothing in the file can run), predicts the validation split of the packed
-data set (or, for a script's model, the controller's list of validation images,
-OUT_DIR/split.json), and writes the accuracy it measured to OUT_DIR/verified.json.
-The controller decides "goal reached" on that number.
+classes: nothing in the file can run), and predicts two splits: the validation
+split of the trials' pack (to check the trial's claim) and the held-out test pack,
+which no trial ever held (or, for a script's model, the controller's lists of
+images, OUT_DIR/split.json). It writes both accuracies to OUT_DIR/verified.json;
+the controller decides "goal reached" on the test accuracy.
 """
 import argparse
 import os
@@ -35,13 +36,13 @@ def accuracy(predictions, labels):
     return float((predicted == truth.reshape(-1)).mean())
 
 
-def packed_split(data_path):
-    """The packed validation split, pixels 0..255 as the trainer feeds template and build_model(hp) models
+def packed_split(data_path, part):
+    """A packed split, pixels 0..255 as the trainer feeds template and build_model(hp) models
     (each scales its own input): (batches of 256, streamed, in the split's order; the labels)."""
     from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
 
-    data = load_dataset(data_path)
-    return data.batches("val", 256), data.labels["val"]
+    data = load_dataset(data_path, (part,))
+    return data.batches(part, 256), data.labels[part]
 
 
 def images_as_read(model, split):
@@ -60,10 +61,30 @@ def images_as_read(model, split):
     return np.stack([read(path) for path in split["files"]]), np.asarray(split["labels"])
 
 
+def scores(model, args, split):
+    """{val_accuracy, n_val[, test_accuracy, n_test]}: each split this verifier was given, predicted apart."""
+    sources = {"val": (args.data, "val")}
+    if args.test:
+        sources["test"] = (args.test, "test")
+    measured = {}
+    for part, (pack, pack_part) in sources.items():
+        if split:
+            if not split.get(part):
+                continue
+            x, y = images_as_read(model, split[part])
+            predictions = model.predict(x, verbose=0, batch_size=256)
+        else:
+            x, y = packed_split(pack, pack_part)
+            predictions = model.predict(x, verbose=0)
+        measured.update({f"{part}_accuracy": accuracy(predictions, y), f"n_{part}": int(len(y))})
+    return measured
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autotune_trainer.verify", description=__doc__.splitlines()[0])
     parser.add_argument("trial_dir", type=Path)
     parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--test", type=Path, help="the held-out test pack (absent on a fleet worker)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     model_path = args.trial_dir / trialdir.SAVED_MODEL
@@ -75,10 +96,9 @@ def main(argv=None):
 
     model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     split = trialdir.read_json(str(args.out / SPLIT))
-    x_val, y_val = images_as_read(model, split) if split else packed_split(args.data)
-    measured = accuracy(model.predict(x_val, verbose=0, **({"batch_size": 256} if split else {})), y_val)
+    measured = scores(model, args, split)
     os.makedirs(args.out, exist_ok=True)
-    trialdir.write_json(str(args.out / VERIFIED), {"val_accuracy": measured, "n_val": int(len(y_val))})
+    trialdir.write_json(str(args.out / VERIFIED), measured)
     return EXIT_OK
 
 

@@ -117,9 +117,11 @@ class Runner:
     def close(self):
         """The study is over: end whatever the runner keeps running ahead of trials (warm spares)."""
 
-    def verify(self, trial_dir, data_path, out_dir, labels):
+    def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         """Start ``autotune_trainer.verify`` apart from the trial: it scores the saved model (read-only) on the
-        validation split and writes out_dir/verified.json, so a trial cannot claim a score it does not have."""
+        validation split and on the held-out ``test_path`` pack (given to this process or container alone, never
+        to a trial), and writes out_dir/verified.json, so a trial cannot claim a score it does not have.
+        ``read_only``: more host folders it reads images from (a script's ``dataset.test``)."""
         raise NotImplementedError
 
 

@@ -37,6 +37,7 @@ PROJECT_LABEL = f"{LABEL_PREFIX}.project"
 PROJECT = "autotune"
 NAME_PREFIX = "autotune-"
 TRIAL_MOUNT, DATA_MOUNT, VERIFY_MOUNT = "/trial", "/data/dataset", "/verify"  # the packed folder (dataset.py)
+TEST_MOUNT = "/data/held-out"  # the held-out test pack: mounted into a verify container only, never a trial's
 DATA_PARENT_MOUNT = "/packs"  # a warm spare's view of the folder the pack is (being) written into
 IMAGE_UID = 10001  # the trainer image's non-root user (roles/trainer_image)
 PIDS_LIMIT = 4096  # threads count too: TensorFlow starts a few per core
@@ -353,12 +354,16 @@ class DockerRunner(Runner):
         for container, folder in self.spares.drain():
             self._discard(container, folder)
 
-    def verify(self, trial_dir, data_path, out_dir, labels):
+    def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         os.makedirs(out_dir, exist_ok=True)
-        command = ["python", "-m", "autotune_trainer.verify", TRIAL_MOUNT, "--data", DATA_MOUNT, "--out", VERIFY_MOUNT]
+        test = ["--test", TEST_MOUNT] if test_path else []
+        command = ["python", "-m", "autotune_trainer.verify", TRIAL_MOUNT, "--data", DATA_MOUNT, *test,
+                   "--out", VERIFY_MOUNT]
         # The trial folder is read-only here: the scorer's container cannot be handed anything by the trial's.
         volumes = {trial_dir: {"bind": TRIAL_MOUNT, "mode": "ro"}, data_path: {"bind": DATA_MOUNT, "mode": "ro"},
-                   out_dir: {"bind": VERIFY_MOUNT, "mode": "rw"}}
+                   out_dir: {"bind": VERIFY_MOUNT, "mode": "rw"},
+                   **({test_path: {"bind": TEST_MOUNT, "mode": "ro"}} if test_path else {}),
+                   **{path: {"bind": os.path.abspath(path), "mode": "ro"} for path in read_only}}
         container = self._run(command, volumes, out_dir, labels, "verify")
         return DockerProcess(container, out_dir, relaunch_grace=0)
 

@@ -187,9 +187,10 @@ class LocalRunner(Runner):
             )
         return Spare(popen, data_path)
 
-    def verify(self, trial_dir, data_path, out_dir, labels):
+    def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         os.makedirs(out_dir, exist_ok=True)
-        return self._spawn(["autotune_trainer.verify", trial_dir, "--data", data_path, "--out", out_dir], out_dir)
+        test = ["--test", test_path] if test_path else []
+        return self._spawn(["autotune_trainer.verify", trial_dir, "--data", data_path, *test, "--out", out_dir], out_dir)
 
     def _spawn(self, module_and_args, folder, cpus=None):
         """``python -m MODULE ARGS`` in ``folder`` (pinned to ``cpus`` when given), its output in folder/trainer.log."""
