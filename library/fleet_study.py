@@ -94,9 +94,17 @@ n_trials:
   returned: success
   type: int
 reached:
-  description: Whether the best trial reached the goal (collect).
+  description: Whether the best trial reached the goal on the held-out test split, scored by the controller (collect).
   returned: success and action is collect
   type: bool
+best_value:
+  description: The best trial's validation metric, as a worker's verifier measured it (collect).
+  returned: success and action is collect
+  type: float
+best_test_value:
+  description: The best trial's accuracy on the held-out test split, which the workers never hold (collect).
+  returned: success and action is collect
+  type: float
 summary_path:
   description: Path of summary.json (collect).
   returned: success and action is collect
@@ -137,6 +145,7 @@ def main():
         module.fail_json(msg=str(exc), run_dir=run_dir)
     module.exit_json(changed=summary["artifacts_fetched"] > 0, run_dir=run_dir, study=config["study"],
                      n_trials=summary["n_trials"], reached=summary["reached"], best_value=summary["best_value"],
+                     best_test_value=summary["best_test_value"],
                      stop_reason=summary["stop_reason"], summary_path=os.path.join(run_dir, SUMMARY_NAME))
 
 

@@ -63,10 +63,15 @@ reached:
   returned: success
   type: bool
 best_value:
-  description: The best validation metric.
+  description: The best trial's validation metric, as the verifier measured it (the split the search saw).
   returned: success
   type: float
   sample: 0.8925
+best_test_value:
+  description: The best trial's accuracy on the held-out test split, measured by the controller's verifier; the goal is judged on it.
+  returned: success
+  type: float
+  sample: 0.8833
 best_params:
   description: The winning hyperparameters.
   returned: success
@@ -131,7 +136,7 @@ def main():
                       dashboard_url=params["dashboard_url"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), errors=exc.details or [str(exc)], run_dir=run_dir)
-    result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_params", "best_trial",
+    result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_test_value", "best_params", "best_trial",
                                       "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
                                       "progress", "seconds", "notify", "dashboard_url")}
     result.update(changed=summary["new_trials"] > 0, run_dir=run_dir, summary_path=os.path.join(run_dir, SUMMARY_NAME))

@@ -92,26 +92,45 @@ def code_diff(baseline_path, best_path):
                                         fromfile="baseline/model.py", tofile="best/model.py"))
 
 
+def _figure(value):
+    return f"{value:.4f}" if value is not None else "-"
+
+
 def _table(records, metric, searched):
-    rows = [f"{'#':>3}  {'outcome':<10} {metric:>12} {'seconds':>8}  searched hyperparameters"]
+    rows = [f"{'#':>3}  {'outcome':<10} {metric:>12} {'test':>7} {'seconds':>8}  searched hyperparameters"]
     for r in records:
-        value = f"{r['value']:.4f}" if r["value"] is not None else "-"
         shown = {k: v for k, v in r["params"].items() if not searched or k in searched}
         params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(shown.items()))
-        rows.append(f"{r['number']:>3}  {r['outcome']:<10} {value:>12} {r['seconds'] or 0:>8.1f}  {params}")
+        rows.append(f"{r['number']:>3}  {r['outcome']:<10} {_figure(r['value']):>12} {_figure(r.get('test_value')):>7} "
+                    f"{r['seconds'] or 0:>8.1f}  {params}")
     return "\n".join(rows)
+
+
+def score_lines(summary):
+    """The two figures and which is which: the held-out test score (the headline) and the validation score."""
+    test = summary.get("test") or {}
+    error = f" ± {test['standard_error']:.3f}" if test.get("standard_error") is not None else ""
+    lines = [f"Held-out test accuracy: {_figure(summary.get('best_test_value'))}{error} on {test.get('n') or '?'} "
+             f"images ({test.get('source') or 'unknown'}) the search never trained or chose on; "
+             "measured by the controller's verifier, not by the trial.",
+             f"Validation {summary['metric']}: {_figure(summary['best_value'])} (the split the search saw; "
+             "re-scored apart from the trial)."]
+    if test.get("caveat"):
+        lines.append(f"Caveat: the test score was {test['caveat']}.")
+    return lines
 
 
 def message(summary, records, diff):
     """Subject and plain-text body of the result mail."""
     verdict = "reached" if summary["reached"] else "NOT reached"
-    best = f"{summary['best_value']:.4f}" if summary["best_value"] is not None else "none"
     subject = (f"[autotune] {summary['study']}: goal {summary['goal']:g} {verdict} "
-               f"(best {summary['metric']} {best} after {summary['n_trials']} trials)")
+               f"(held-out test {_figure(summary.get('best_test_value'))}, {summary['metric']} "
+               f"{_figure(summary['best_value'])}, after {summary['n_trials']} trials)")
     params = "\n".join(f"  {k}: {v}" for k, v in sorted((summary["best_params"] or {}).items())) or "  (none)"
     body = "\n".join([
-        f"Study {summary['study']}: {summary['metric']} goal {summary['goal']:g} {verdict}.",
-        f"Best {summary['metric']}: {best} (trial {summary['best_trial']}), stopped because: {summary['stop_reason']}.",
+        f"Study {summary['study']}: goal {summary['goal']:g} {verdict} on the held-out test split.",
+        *score_lines(summary),
+        f"Best trial: {summary['best_trial']}; stopped because: {summary['stop_reason']}.",
         f"Trials: {summary['n_trials']}; runner: {summary['runner']}; storage: {summary['storage']}.",
         f"Run directory: {summary['run_dir']}",
         *([f"Dashboard: {summary['dashboard_url']}"] if summary.get("dashboard_url") else []),
@@ -119,7 +138,7 @@ def message(summary, records, diff):
         "Winning hyperparameters:",
         params,
         "",
-        "All trials:",
+        "All trials (test: held-out accuracy, scored for the trials that could be the best):",
         _table(records, summary["metric"], summary.get("searched")),
         "",
         "Baseline model code -> winning model code:",

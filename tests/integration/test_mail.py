@@ -64,10 +64,15 @@ def test_result_is_mailed_with_plot_and_password_stays_secret(tuned_run, smtp_se
     assert sorted(recipients) == ["alice@example.com", "bob@example.com"]
     message = email.message_from_bytes(raw, policy=email.policy.default)
     summary = json.loads((tuned_run["run_dir"] / "summary.json").read_text())
-    assert message["Subject"] == (f"[autotune] catsdogs: goal 0.8 reached (best val_accuracy "
-                                  f"{summary['best_value']:.4f} after {summary['n_trials']} trials)")
+    assert message["Subject"] == (f"[autotune] catsdogs: goal 0.8 reached (held-out test "
+                                  f"{summary['best_test_value']:.4f}, val_accuracy {summary['best_value']:.4f}, "
+                                  f"after {summary['n_trials']} trials)")
     body = message.get_body(("plain",)).get_content()
-    assert f"Best val_accuracy: {summary['best_value']:.4f} (trial {summary['best_trial']})" in body
+    # Both figures, each named: the held-out one is the headline, with its size and standard error.
+    assert (f"Held-out test accuracy: {summary['best_test_value']:.4f} ± {summary['test']['standard_error']:.3f} "
+            f"on {summary['test']['n']} images") in body
+    assert f"Validation val_accuracy: {summary['best_value']:.4f}" in body
+    assert f"Best trial: {summary['best_trial']};" in body
     assert f"filters: {summary['best_params']['filters']}" in body
     assert body.count("finished") >= summary["n_completed"]
     attachments = list(message.iter_attachments())
