@@ -98,6 +98,7 @@ class FakeRunner(Runner):
         self.test = test or self.measure  # its score on the held-out split (when the verifier is given one)
         self.verified = []  # trial folders scored apart
         self.started = []  # (trial folder, labels) per start, in order
+        self.data_given = []  # the data folder each trial was started with
         self.log = []
         self.flight = {"now": 0, "most": 0}  # trials in flight now, and the most at once
 
@@ -107,6 +108,7 @@ class FakeRunner(Runner):
 
     def start(self, trial_dir, data_path, labels):
         self.started.append((trial_dir, dict(labels)))
+        self.data_given.append(data_path)
         if self.seen and self.seen(self.params_of(trial_dir)):
             trialdir.write_json(f"{trial_dir}/{trialdir.HP_SEEN}", self.seen(self.params_of(trial_dir)))
         return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log, self.flight)

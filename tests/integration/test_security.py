@@ -2,6 +2,7 @@
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,21 @@ def test_a_trial_that_claims_a_score_counts_with_what_its_model_really_scores(tm
     assert trial["reported_value"] == 1.0, "the trial did claim a perfect score"
     assert trial["verified_value"] < 0.75 and trial["value"] == trial["verified_value"]
     assert summary["reached"] is False and summary["best_value"] < 0.75
+
+
+def test_a_model_that_memorised_the_validation_split_is_judged_on_images_no_trial_held(docker_engine, tmp_path,
+                                                                                     sample_data):
+    summary, run_dir = _tune(tmp_path, "memorise", {"kind": "docker", "docker": {"cpus": 1, "memory": "2g"}},
+                             goal=0.95)
+    trial = summary["trials"][0]
+    assert trial["verified_value"] == 1.0, "it did memorise the validation split it was given"
+    assert trial["test_value"] < 0.95 and summary["best_test_value"] == trial["test_value"]
+    assert summary["reached"] is False and summary["test"]["n"] == 300
+    assert "held-out test split scores" in trial["reason"]
+    # The held-out pack lives in a 0700 folder beside the trials' pack, never inside what a trial mounts.
+    held_out = Path(run_dir) / "data" / "held-out"
+    assert held_out.stat().st_mode & 0o777 == 0o700 and list(held_out.glob("testset-*/x_test.npy"))
+    assert not list((Path(run_dir) / "data").glob("dataset-*/x_test.npy"))
 
 
 def test_a_repository_argument_cannot_become_a_git_option(tmp_path):

@@ -213,3 +213,48 @@ def test_patience_wraps_the_pruner(tmp_path):
     config, plan, _ = _setup(tmp_path, search={"pruner": "asha", "pruner_patience": 2})
     pruner = strategies.make_pruner(config, plan)
     assert isinstance(pruner, optuna.pruners.PatientPruner)
+
+
+def _held_out_loop(tmp_path, script, test, measure=None, **sections):
+    """The loop as tune.run builds it: the trials' pack plus a held-out test pack only the verifier is given."""
+    config, plan, run_dir = _setup(tmp_path, **sections)
+    runner = FakeRunner(script, measure, test=test)
+    loop = StudyLoop(config, plan, {"path": "trials-pack", "test_path": "held-out-pack"}, runner, run_dir,
+                     default_storage(run_dir))
+    study, reason, _ = loop.run()
+    return study, reason, runner
+
+
+def test_the_goal_is_judged_on_the_held_out_split_not_on_the_validation_claim(tmp_path):
+    # filters=8 reaches the goal on validation but not on the held-out split; filters=16 reaches it on both.
+    script = by_filters({4: [0.6], 8: [0.9], 16: [0.95]})
+    study, reason, runner = _held_out_loop(tmp_path, script, test=lambda params, reported: 0.7 if params["filters"] == 8
+                                           else reported)
+    overfit, winner = study.trials[1], study.trials[2]
+    assert overfit.value == 0.9 and overfit.user_attrs["test_value"] == 0.7 and overfit.user_attrs["goal_value"] == 0.7
+    assert "the held-out test split scores 0.7000: searching on" in overfit.user_attrs["reason"]
+    assert reason == "goal reached" and len(study.trials) == 3 and winner.user_attrs["test_value"] == 0.95
+    assert all(data == "trials-pack" for data in runner.data_given), "a trial is never given the held-out pack"
+
+
+def test_a_lie_below_the_goal_is_scored_and_never_reported_as_the_best(tmp_path):
+    # filters=8 claims 0.98 (below the 0.99 goal) but its saved model scores 0.5: it counts with 0.5.
+    script = by_filters({4: [0.6], 8: [0.98], 16: [0.7]})
+    study, _, runner = _held_out_loop(tmp_path, script, test=lambda params, reported: reported - 0.05,
+                                      measure=lambda params, reported: 0.5 if params["filters"] == 8 else reported,
+                                      target={"goal": 0.99}, budget={"max_trials": 3})
+    liar = study.trials[1]
+    assert liar.value == 0.5 and liar.user_attrs["reported_value"] == 0.98 and liar.user_attrs["verified"] is True
+    records = report.trial_records(study)
+    best = report.best_record(records, 0.99)
+    assert best["number"] == 2 and best["verified"] and best["test_value"] == pytest.approx(0.65)
+    assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000", "0001", "0002"]
+
+
+def test_a_trial_below_the_best_verified_score_is_not_scored_and_never_the_best(tmp_path):
+    script = by_filters({4: [0.8], 8: [0.6]})
+    study, _, runner = _held_out_loop(tmp_path, script, test=lambda params, reported: reported,
+                                      target={"goal": 0.99}, budget={"max_trials": 2})
+    assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000"]
+    assert study.trials[1].user_attrs["verified"] is False and "test_value" not in study.trials[1].user_attrs
+    assert report.best_record(report.trial_records(study), 0.99)["number"] == 0
