@@ -157,6 +157,9 @@ def trial_note(trial, baseline, run_dir, metric):
     outcome = attrs.get("outcome", trial.state.name.lower())
     shown = f"{metric} **{trial.value:.4f}**" if trial.value is not None else trial.state.name
     lines = [f"### Trial {trial.number}: {outcome}, {shown}", ""]
+    if attrs.get("test_value") is not None:
+        lines += [f"Held-out test accuracy **{attrs['test_value']:.4f}** (scored by the controller on images no trial "
+                  f"held); the {metric} above is on the validation split the search saw.", ""]
     if attrs.get("reason"):
         lines += [f"Reason: {attrs['reason']}", ""]
     if attrs.get("duplicate_of") is not None:

@@ -123,7 +123,10 @@ def test_push_runs_the_pipeline_and_mails_the_commit_diff(tmp_path, sample_data)
     assert "reached" in message["Subject"] and message["To"] == "ml-team@example.com"
     result = json.loads(subprocess.run(["git", "-C", str(bare), "show", f"{branch}:autotune-result.json"],
                                        capture_output=True, text=True).stdout)
-    assert result["commit"] == sha and result["reached"] is True and result["best_value"] >= 0.8
+    assert result["commit"] == sha and result["reached"] is True and float(result["best_test_value"]) >= 0.8 - 1e-6
+    subject = subprocess.run(["git", "-C", str(bare), "log", "-1", "--format=%B", branch], capture_output=True,
+                             text=True).stdout
+    assert subject.startswith("autotune: held-out test accuracy ") and "Validation val_accuracy: " in subject
     log = (tmp_path / "pipelines" / f"{sha}.log").read_text()
     assert PASSWORD not in log and PASSWORD not in body
     print(f"\npush returned in {push_seconds:.2f} s; first trial started {first_trial:.1f} s after the push; "
