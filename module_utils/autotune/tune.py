@@ -142,10 +142,15 @@ def _copy_regular(source, target):
 
 
 def held_out_note(config, plan):
-    """How far the test score can be trusted: None when no trial could read the test images, else why not."""
-    if plan["api"] == "script" and not config["dataset"].get("test"):
-        return ("verified on images the script could read (its data folder holds them); set dataset.test to a "
-                "folder the script never reads for a held-out score")
+    """How far the test score can be trusted: None when no trial could read the test images, else why not.
+    A script reads its own folders (mounted read-only into its container): a test split inside them is not held out."""
+    if plan["api"] != "script":
+        return None
+    test = config["dataset"].get("test")
+    readable = [os.path.realpath(p) for p in plan.get("read_only_paths", ())]
+    if not test or any(os.path.realpath(test) == p or os.path.realpath(test).startswith(p + os.sep) for p in readable):
+        return ("verified on images the script could read (they are in its data or its own folder); set "
+                "dataset.test to a folder outside both for a held-out score")
     return None
 
 
