@@ -98,6 +98,22 @@ def _param(name, value):
     return f"{escape(name)}={value:.4g}" if isinstance(value, float) else f"{escape(name)}={escape(value)}"
 
 
+def verdict(summary):
+    """The run's last line for a person: the goal reached or not, and why; never a blank value.
+
+    When no trial completed there is no best value to compare: the line says so and gives the first
+    trial's outcome and reason (with max_trials: 1, trial 0's failure is the whole story)."""
+    metric, goal, stop = summary["metric"], summary["goal"], escape(summary["stop_reason"])
+    if summary["best_value"] is not None:
+        relation, word = (">=", "reached") if summary["reached"] else ("<", "not reached")
+        return (f"Goal {word}: best {metric} {summary['best_value']:.4f} {relation} {goal:g} "
+                f"(trial {summary['best_trial']}; {stop})")
+    first = (summary.get("trials") or [{}])[0]
+    why = (f"; trial {first['number']} {escape(first.get('outcome') or 'failed')}: "
+           f"{escape(first.get('reason') or 'no reason recorded')}" if first else "")
+    return f"Goal not reached: no trial completed ({summary['n_trials']} trial(s){why}); stopped: {stop}"
+
+
 def message(summary, records, diff):
     """Subject and plain-text body of the result mail."""
     verdict = "reached" if summary["reached"] else "NOT reached"

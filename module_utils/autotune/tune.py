@@ -124,6 +124,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan["space"])
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
+        summary["verdict"] = report.verdict(summary)
         summary.update(watch)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
         return summary
