@@ -9,7 +9,7 @@ import os
 import optuna
 
 from ansible.module_utils.autotune import trialdir
-from ansible.module_utils.autotune.printable import escape, escape_lines, valid_address
+from ansible.module_utils.autotune.printable import escape, escape_lines
 
 PLOT_NAME = "accuracy_per_trial.png"
 SUMMARY_NAME = "summary.json"
@@ -116,14 +116,14 @@ def verdict(summary):
 
 def message(summary, records, diff):
     """Subject and plain-text body of the result mail."""
-    verdict = "reached" if summary["reached"] else "NOT reached"
+    reached = "reached" if summary["reached"] else "NOT reached"
     best = f"{summary['best_value']:.4f}" if summary["best_value"] is not None else "none"
-    subject = escape(f"[autotune] {summary['study']}: goal {summary['goal']:g} {verdict} "
+    subject = escape(f"[autotune] {summary['study']}: goal {summary['goal']:g} {reached} "
                      f"(best {summary['metric']} {best} after {summary['n_trials']} trials)")
     params = "\n".join(f"  {escape(k)}: {escape(v)}" for k, v in sorted((summary["best_params"] or {}).items()))
     summary = {key: escape(value) if isinstance(value, str) else value for key, value in summary.items()}
     body = "\n".join([
-        f"Study {summary['study']}: {summary['metric']} goal {summary['goal']:g} {verdict}.",
+        f"Study {summary['study']}: {summary['metric']} goal {summary['goal']:g} {reached}.",
         f"Best {summary['metric']}: {best} (trial {summary['best_trial']}), stopped because: {summary['stop_reason']}.",
         f"Trials: {summary['n_trials']}; runner: {summary['runner']}; storage: {summary['storage']}.",
         f"Run directory: {summary['run_dir']}",
