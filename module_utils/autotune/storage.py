@@ -55,7 +55,8 @@ def check_storage(url, connect=True):
     shown = masked_storage(url)
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sa_exc.ArgumentError:
+        parsed.get_dialect()  # an unknown driver after '+' (mysql+nosuchdriver) is an unknown scheme too
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError):
         parsed = None
     if parsed is None or parsed.get_backend_name() not in SCHEMES:
         scheme = url.partition("://")[0] if "://" in url else url[:20]
@@ -74,6 +75,7 @@ def check_storage(url, connect=True):
             pass
     except (ImportError, sa_exc.SQLAlchemyError) as exc:
         reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = f"its Python driver is not installed: {reason}" if isinstance(exc, ImportError) else reason
         reason = masked_storage(reason.replace(parsed.password, "***") if parsed.password else reason)
         raise AutotuneError(f"storage: cannot connect to the {parsed.get_backend_name()} server at {_server(parsed)} "
                             f"({escape(reason)[:200]}) for {shown!r}; "

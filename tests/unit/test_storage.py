@@ -22,6 +22,8 @@ def test_passwords_are_masked_wherever_they_sit(url, shown):
     ("mongodb://u:pw@db.example.com:27017/x", "storage: 'mongodb://u:***@db.example.com:27017/x' has the unknown "
      "scheme 'mongodb'; expected an Optuna storage URL"),
     ("postgresql://u:pw@127.0.0.1:1/x", "storage: cannot connect to the postgresql server at 127.0.0.1:1 ("),
+    ("mysql+nosuchdriver://u:pw@127.0.0.1:1/x", "storage: 'mysql+nosuchdriver://u:***@127.0.0.1:1/x' has the "
+     "unknown scheme 'mysql+nosuchdriver'"),
     ("postgresql+psycopg2://u:p@ss@127.0.0.1:1/x", "storage: the user name or password of "
      "'postgresql+psycopg2://u:***@127.0.0.1:1/x' holds an '@'; expected it percent-encoded (%40)"),
 ])
