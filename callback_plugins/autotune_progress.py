@@ -20,10 +20,21 @@ requirements:
 """
 
 import os
+import re
 import tempfile
 import threading
 
 from ansible.plugins.callback import CallbackBase
+
+# The same characters as module_utils/autotune/printable.py's CONTROL (a plugin may not import module_utils; a
+# unit test pins the two): tune_model writes its lines escaped, and a line arriving here raw is escaped again.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape(line):
+    """The line as printable text: each control character as a Python-style escape (ESC -> \\x1b)."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                       line)
 
 
 class CallbackModule(CallbackBase):
@@ -44,15 +55,15 @@ class CallbackModule(CallbackBase):
 
     def _drain(self):
         try:
-            with open(self._path, encoding="utf-8", errors="replace") as handle:
+            with open(self._path, encoding="utf-8", errors="replace", newline="") as handle:  # a CR is no line end
                 handle.seek(self._offset)
                 chunk = handle.read()
         except OSError:
             return
         complete = chunk[: chunk.rfind("\n") + 1]
         self._offset += len(complete.encode("utf-8"))
-        for line in complete.splitlines():
-            self._display.display(f"autotune | {line}")
+        for line in complete.split("\n")[:-1]:  # only LF ends a line: a CR or a form feed is escaped, not obeyed
+            self._display.display(f"autotune | {escape(line)}")
 
     def _follow(self):
         while not self._stop.wait(0.5):

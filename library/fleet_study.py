@@ -105,6 +105,10 @@ best_test_value:
   description: The best trial's accuracy on the held-out test split, which the workers never hold (collect).
   returned: success and action is collect
   type: float
+verdict:
+  description: The run's last line for a person (collect), as for one host (M(tune_model)'s I(verdict)).
+  returned: success and action is collect
+  type: str
 summary_path:
   description: Path of summary.json (collect).
   returned: success and action is collect
@@ -145,7 +149,7 @@ def main():
         module.fail_json(msg=str(exc), run_dir=run_dir)
     module.exit_json(changed=summary["artifacts_fetched"] > 0, run_dir=run_dir, study=config["study"],
                      n_trials=summary["n_trials"], reached=summary["reached"], best_value=summary["best_value"],
-                     best_test_value=summary["best_test_value"],
+                     best_test_value=summary["best_test_value"], verdict=summary["verdict"],
                      stop_reason=summary["stop_reason"], summary_path=os.path.join(run_dir, SUMMARY_NAME))
 
 

@@ -101,6 +101,13 @@ stop_reason:
   description: Why the loop stopped.
   returned: success
   type: str
+verdict:
+  description:
+    - One line for a person, whether the goal was reached and why; when no trial completed, it says so and gives
+      the first trial's outcome and reason.
+  returned: success
+  type: str
+  sample: "Goal not reached: no trial completed (1 trial(s); trial 0 failed: ...); stopped: trial budget spent (1 trials)"
 progress:
   description: One line per finished trial.
   returned: success
@@ -138,7 +145,7 @@ def main():
         module.fail_json(msg=str(exc), errors=exc.details or [str(exc)], run_dir=run_dir)
     result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_test_value", "best_params", "best_trial",
                                       "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
-                                      "progress", "seconds", "notify", "dashboard_url")}
+                                      "progress", "seconds", "notify", "dashboard_url", "verdict")}
     result.update(changed=summary["new_trials"] > 0, run_dir=run_dir, summary_path=os.path.join(run_dir, SUMMARY_NAME))
     module.exit_json(**result)
 

@@ -134,6 +134,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune import dashboard, report
+from ansible.module_utils.autotune.printable import escape, escape_lines, valid_address
+
+DEFAULT_SENDER = "autotune@localhost"
 
 
 def _write(path, text):
@@ -166,13 +169,24 @@ def _failure_message(module, run_dir):
     return report.failure_message(study, params["step"], params["failure"], run_dir, params["context"])
 
 
-def _addresses(params):
+def _addresses(module):
+    """(recipients, sender) fit for mail headers. An address that is not one (CR/LF, a display name, a list:
+    printable.valid_address) is left out with one warning, the sender replaced by DEFAULT_SENDER: the invalid
+    configuration a failure mail reports may hold it, and the message must still be written."""
+    params = module.params
     recipients, sender = params["recipients"], params["sender"]
     if params["config"]:
         configured_to, configured_sender = report.notify_from_config(params["config"])
         recipients = recipients or configured_to
         sender = sender or configured_sender
-    return recipients, sender or "autotune@localhost"
+    refused = [r for r in recipients if not valid_address(r)]
+    replaced = f"; the sender is {DEFAULT_SENDER} instead" if sender and not valid_address(sender) else ""
+    if replaced:
+        refused, sender = [sender] + refused, None
+    if refused:
+        module.warn(f"notify: left out {len(refused)} invalid e-mail address(es) "
+                    f"({', '.join(repr(a) for a in refused[:3])}){replaced}; expected local@domain")
+    return [r for r in recipients if valid_address(r)], sender or DEFAULT_SENDER
 
 
 def main():
@@ -200,14 +214,14 @@ def main():
     else:
         subject, body, attachments, diff, reached = _result_message(module, run_dir)
     if params["note"]:
-        body = f"{params['note']}\n\n{body}"
-    recipients, sender = _addresses(params)
+        body = f"{escape_lines(params['note'])}\n\n{body}"
+    recipients, sender = _addresses(module)
     result = dict(changed=False, subject=subject, body=body, attachments=attachments, reached=reached,
                   recipients=recipients, sender=sender)
     if not module.check_mode:
         os.makedirs(run_dir, exist_ok=True)
         result["report"] = os.path.join(run_dir, "failure.txt" if failed else "report.txt")
-        _write(result["report"], f"Subject: {subject}\n\n{body}\n")
+        _write(result["report"], f"Subject: {escape(subject)}\n\n{escape_lines(body)}\n")
         if diff is not None:
             _write(os.path.join(run_dir, "model.diff"), diff)
         result["changed"] = True

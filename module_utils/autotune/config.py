@@ -12,6 +12,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from ansible.module_utils.autotune.errors import ConfigError
+from ansible.module_utils.autotune.printable import valid_address
 from ansible.module_utils.autotune.runners import RUNNERS
 from ansible.module_utils.autotune.strategies import PRUNERS, STRATEGIES
 
@@ -40,6 +41,11 @@ def _object(properties, required=(), description="a mapping"):
     }
 
 
+# Schema patterns match whole strings: jsonschema searches with Python's re, where "$" also matches before a
+# trailing newline ("evil\n" would pass ^...$); \A and \Z do not. tests/unit/test_config.py checks every pattern.
+ADDRESS = r"\A[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\Z"
+IMAGE_SIZE = "[height, width]: two whole numbers of pixels, each from 4 to 4096"
+
 PARAM_SCHEMA = {
     "type": "object",
     "description": "a parameter range: {type: int|float, low, high[, step, log]}, {type: categorical, choices: [...]} or {type: bool}",
@@ -57,13 +63,14 @@ PARAM_SCHEMA = {
 
 SCHEMA = _object(
     {
-        "study": _string("a study name (letters, digits, '-', '_', '.')", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+        "study": _string("a study name (letters, digits, '-', '_', '.')", pattern=r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z"),
         "dataset": _object(
             {
                 "path": _string("a folder of class sub-folders of images"),
                 "image_size": {
-                    "type": "array", "items": {"type": "integer", "minimum": 4, "maximum": 4096},
-                    "minItems": 2, "maxItems": 2, "description": "[height, width] in pixels, each 4..4096",
+                    # x-whole: an item's error is said once, of the whole list, in our words (not jsonschema's)
+                    "type": "array", "items": {"type": "integer", "minimum": 4, "maximum": 4096, "x-whole": IMAGE_SIZE},
+                    "minItems": 2, "maxItems": 2, "description": IMAGE_SIZE,
                 },
                 "color": {"enum": ["grayscale", "rgb"], "description": "grayscale or rgb"},
                 "validation_split": _number("a fraction between 0.05 and 0.5", minimum=0.05, maximum=0.5),
@@ -118,9 +125,9 @@ SCHEMA = _object(
         ),
         "notify": _object(
             {
-                "to": {"type": "array", "items": _string("an e-mail address", pattern=r"^[^@\s]+@[^@\s]+$"),
+                "to": {"type": "array", "items": _string("an e-mail address (local@domain)", pattern=ADDRESS),
                        "description": "a list of e-mail addresses"},
-                "sender": _string("an e-mail address", pattern=r"^[^@\s]+@[^@\s]+$"),
+                "sender": _string("an e-mail address (local@domain)", pattern=ADDRESS),
             },
         ),
         "runner": _object(
@@ -169,9 +176,18 @@ def _field(path):
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+def _at(document, path):
+    for key in path:
+        document = document[key]
+    return document
+
+
 def schema_lines(schema, document, prefix=()):
-    """One line per place where ``document`` breaks ``schema``: the field, the value, what was expected."""
-    lines = []
+    """One line per field where ``document`` breaks ``schema``: the field, the value, what was expected.
+
+    An error inside an item of a list whose items have ``x-whole`` (what the list must be) is said of the whole list; a field
+    with several errors gets one line (the first)."""
+    lines, said = [], set()
     validator = Draft202012Validator(schema)
     for error in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
         path = list(prefix) + list(error.absolute_path)
@@ -184,8 +200,13 @@ def schema_lines(schema, document, prefix=()):
             for extra in sorted(set(error.instance) - set(error.schema["properties"])):
                 lines.append(f"{_field(path + [extra])}: unknown field; expected one of {known}")
         else:
-            expected = error.schema.get("description") or error.message
-            lines.append(f"{_field(path)}: {error.instance!r} is invalid; expected {expected}")
+            instance, expected = error.instance, error.schema.get("description") or error.message
+            if error.schema.get("x-whole"):
+                path, instance = path[:-1], _at(document, list(error.absolute_path)[:-1])
+                expected = error.schema["x-whole"]
+            if _field(path) not in said:
+                said.add(_field(path))
+                lines.append(f"{_field(path)}: {instance!r} is invalid; expected {expected}")
     return lines
 
 
@@ -198,13 +219,41 @@ def _resolve(base_dir, value):
 OPERATOR_ONLY = ("run_dir", "storage", "runner", "workers")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (the safe loader keeps
+    the last value without a word: a second ``goal:`` lower in the file would silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges; its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the safe loader's own error says so
+                break
+            if first != key_node.start_mark.line + 1:
+                raise DuplicateKeyError(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key, first, again):
+        super().__init__(f"{key!r}")
+        self.key, self.first, self.again = key, first, again
+
+
 def load(path, overrides=None, pushed=False, data_roots=()):
     """Read, merge defaults and overrides, validate. Returns the config dict or raises ConfigError."""
     try:
         with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
+            document = yaml.load(handle, Loader=UniqueKeyLoader)  # nosec B506: a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(f"cannot read tune configuration {path}: {exc.strerror}; expected a readable YAML file")
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"tune configuration {path}: key {exc.key!r} is given twice (lines {exc.first} and "
+                          f"{exc.again}); expected each key once per mapping")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -276,9 +325,12 @@ def _semantic_lines(config):
     if model.get("file") and model.get("baseline") is None:
         model["baseline"] = {}
     dataset_path = _resolve(config["base_dir"], config["dataset"]["path"])
-    if not os.path.isdir(dataset_path):
+    if os.path.exists(dataset_path) and not os.path.isdir(dataset_path):
+        lines.append(f"dataset.path: {dataset_path!r} is a file; expected a folder of class sub-folders of images")
+    elif not os.path.isdir(dataset_path):
         lines.append(f"dataset.path: {dataset_path!r} does not exist; expected a folder of class sub-folders of images")
     lines.extend(_test_split_lines(config))
+    lines.extend(_address_lines(config["notify"]))
     kind = config["runner"]["kind"]
     lines.extend(RUNNERS[kind].config_lines(config["runner"].get(kind, {}), f"runner.{kind}"))
     for name, spec in (config["search"].get("space") or {}).items():
@@ -303,6 +355,13 @@ def _test_split_lines(config):
         return [f"dataset: validation_split {dataset['validation_split']:g} + test_split {dataset['test_split']:g} "
                 "leave under 30 % of the images to train on; expected a sum of at most 0.7"]
     return []
+
+
+def _address_lines(notify):
+    """What the schema's pattern lets through but a mail header cannot hold ("<a@b>", "a@", quotes)."""
+    fields = [("notify.sender", notify.get("sender"))] + [(f"notify.to.{i}", a) for i, a in enumerate(notify.get("to", []))]
+    return [f"{field}: {value!r} is invalid; expected an e-mail address (local@domain)"
+            for field, value in fields if value is not None and not valid_address(value)]
 
 
 def param_lines(field, spec):

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 
 from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune.printable import escape, escape_lines
 from ansible.module_utils.autotune.storage import masked_storage, open_study
 
 # A note is stored in chunks of study system attributes; a diff longer than this is cut.
@@ -154,14 +155,14 @@ def _fence(text):
 def trial_note(trial, baseline, run_dir, metric):
     """The Markdown note of one finished trial."""
     attrs = trial.user_attrs
-    outcome = attrs.get("outcome", trial.state.name.lower())
+    outcome = escape(attrs.get("outcome", trial.state.name.lower()))
     shown = f"{metric} **{trial.value:.4f}**" if trial.value is not None else trial.state.name
     lines = [f"### Trial {trial.number}: {outcome}, {shown}", ""]
     if attrs.get("test_value") is not None:
         lines += [f"Held-out test accuracy **{attrs['test_value']:.4f}** (scored by the controller on images no trial "
                   f"held); the {metric} above is on the validation split the search saw.", ""]
-    if attrs.get("reason"):
-        lines += [f"Reason: {attrs['reason']}", ""]
+    if attrs.get("reason"):  # written by the trial's own code path: one line, its control characters escaped
+        lines += [f"Reason: {escape(attrs['reason'])}", ""]
     if attrs.get("duplicate_of") is not None:
         lines += [f"Same parameters as trial {attrs['duplicate_of']}: answered with its value, not trained again.", ""]
     if attrs.get("resumes_trial") is not None:
@@ -175,7 +176,8 @@ def trial_note(trial, baseline, run_dir, metric):
         diff = code_diff(run_dir, baseline, trial)
         if diff:
             fence = _fence(diff)
-            lines += ["Model code, diff from the baseline (trial 0):", "", f"{fence}diff", diff.rstrip("\n"), fence]
+            lines += ["Model code, diff from the baseline (trial 0):", "", f"{fence}diff",
+                      escape_lines(diff.rstrip("\n")), fence]
         else:
             lines.append("Model code: the same as the baseline's.")
     return "\n".join(lines) + "\n"

@@ -52,28 +52,72 @@ def _inside(path, root):
     return os.path.realpath(path).startswith(os.path.realpath(root) + os.sep)
 
 
-def scan(path):
+# What a PNG or a JPEG file starts with: a file of a class folder is told an image by its first bytes.
+MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+SHOWN_NAMES = 3  # names a warning shows, after the count
+SIZE_SAMPLE = 16  # image headers read for the size check (never decoded)
+FAR_SMALLER = 4  # an image more than this many times smaller than image_size in a side is "far smaller"
+
+
+def _content_kind(file_path):
+    """"PNG" or "JPEG" by the file's first bytes; None for anything else (or a file that cannot be read)."""
+    try:
+        with open(file_path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
+
+
+def _class_files(path, entry, skipped):
+    """The images of one class folder (by suffix); every other file goes to ``skipped`` as 'class/name'."""
+    files = []
+    for item in os.scandir(entry.path):
+        if item.is_file() and item.name.lower().endswith(IMAGE_SUFFIXES):
+            files.append(os.path.join(entry.path, item.name))
+        elif not item.name.startswith("."):
+            skipped.append(os.path.join(entry.name, item.name))
+    outside = [f for f in files if not _inside(f, path)]
+    if outside:
+        raise AutotuneError(f"dataset.path: {len(outside)} image(s) of class {entry.name!r} link out of "
+                            f"{path!r}; expected the data set's own files")
+    return sorted(files)
+
+
+def skipped_warning(path, skipped):
+    """One line for the entries of class folders that are not PNG/JPEG files (None when there are none):
+    the count, the first names, and how many of them are images by their content under another name."""
+    if not skipped:
+        return None
+    skipped = sorted(skipped)
+    disguised = [name for name in skipped if _content_kind(os.path.join(path, name))]
+    names = ", ".join(repr(name) for name in skipped[:SHOWN_NAMES]) + (", ..." if len(skipped) > SHOWN_NAMES else "")
+    renamed = (f"; {len(disguised)} of them {'is' if len(disguised) == 1 else 'are'} PNG/JPEG by content "
+               f"(first {disguised[0]!r}): rename them to .png/.jpg to train on them" if disguised else "")
+    one = len(skipped) == 1
+    return (f"dataset.path: skipped {len(skipped)} entr{'y' if one else 'ies'} of the class folders that "
+            f"{'is' if one else 'are'} not .png/.jpg/.jpeg files ({names}){renamed}")
+
+
+def scan(path, warnings=None):
     """Return {class name: [image paths]} or raise AutotuneError naming what is wrong.
 
     A link that leads out of the data set is refused: a pushed configuration must not turn
     another folder of the host into training data. Error messages give counts, never the
-    names found in a folder that may not be a data set at all.
+    names found in a folder that may not be a data set at all. Given a list, ``warnings`` gets
+    one line for the files of class folders that are skipped (named only once the folder is a data set).
     """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise AutotuneError(f"dataset.path: {path!r} is a file; expected a folder of class sub-folders of images")
     if not os.path.isdir(path):
         raise AutotuneError(f"dataset.path: {path!r} does not exist; expected a folder of class sub-folders of images")
-    classes = {}
+    classes, skipped = {}, []
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.is_dir() and not entry.name.startswith("."):
             if not _inside(entry.path, path):
                 raise AutotuneError(f"dataset.path: class folder {entry.name!r} is a link out of {path!r}; "
                                     "expected the data set's own folders")
-            files = [os.path.join(entry.path, f.name) for f in os.scandir(entry.path)
-                     if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)]
-            outside = [f for f in files if not _inside(f, path)]
-            if outside:
-                raise AutotuneError(f"dataset.path: {len(outside)} image(s) of class {entry.name!r} link out of "
-                                    f"{path!r}; expected the data set's own files")
-            classes[entry.name] = sorted(files)
+            classes[entry.name] = _class_files(path, entry, skipped)
     if len(classes) < 2:
         raise AutotuneError(f"dataset.path: {path!r} has {len(classes)} class folder(s); "
                             "expected at least 2 sub-folders, one per class")
@@ -81,7 +125,32 @@ def scan(path):
     if empty:
         raise AutotuneError(f"dataset.path: {empty} of {len(classes)} class folders in {path!r} hold no PNG/JPEG "
                             "images; expected at least one image in each")
+    line = skipped_warning(path, skipped) if warnings is not None else None
+    if line:
+        warnings.append(line)
     return classes
+
+
+def size_warnings(classes, image_size):
+    """[one line] when at least half the sampled images are far smaller than image_size (upscaled more than
+    FAR_SMALLER times in a side: 1x1 images become flat squares), else []. Reads a few headers, decodes nothing."""
+    files = [f for name in classes for f in classes[name]]
+    step = max(1, len(files) // SIZE_SAMPLE)
+    sizes = []
+    for file_path in files[::step][:SIZE_SAMPLE]:
+        try:
+            with Image.open(file_path) as image:  # reads the header only
+                sizes.append(image.size)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            continue  # packing names the file in one line
+    height, width = image_size
+    small = [(w, h) for w, h in sizes if w * FAR_SMALLER < width or h * FAR_SMALLER < height]
+    if not small or len(small) * 2 < len(sizes):
+        return []
+    smallest = min(small, key=lambda s: s[0] * s[1])
+    return [f"dataset.image_size: {len(small)} of {len(sizes)} sampled images are far smaller than {height}x{width} "
+            f"(the smallest {smallest[1]}x{smallest[0]}): they are upscaled more than {FAR_SMALLER}x; expected images "
+            "about image_size or larger, or a smaller dataset.image_size"]
 
 
 def fingerprint(classes, image_size, color, validation_split, seed, test_split=0.0):

@@ -244,6 +244,7 @@ def collect(config, plan, run_dir, storage, artifacts, workers):
     summary.update(new_trials=sum(w.get("new_trials", 0) for w in workers), artifacts_fetched=fetched,
                    seconds=max([w.get("seconds", 0) for w in workers] or [0]), progress=lines, workers=workers,
                    dashboard_url=None)
+    summary["verdict"] = report.verdict(summary)
     report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
     return summary
 

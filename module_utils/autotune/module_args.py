@@ -1,5 +1,6 @@
 """What the modules that read a tune configuration share: their arguments and the validation step."""
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.printable import escape
 from ansible.module_utils.autotune.tune import prepare
 
 # Documented once, in doc_fragments/autotune_config.py (DOCUMENTATION, and PUSHED for the two last).
@@ -17,10 +18,15 @@ CONFIG_ARGUMENTS = dict(
 
 
 def prepare_or_fail(module, runs_root="runs", storage=None):
-    """Validate configuration, model and data set; on bad input fail the module with one line per problem."""
+    """Validate configuration, model, data set and storage; on bad input fail the module with one line per problem,
+    and give each warning (config["warnings"]) as one Ansible warning. Check mode does not connect to the storage."""
     try:
-        return prepare(module.params["config"], module.params["templates_dir"], module.params["overrides"],
-                       runs_root, storage, pushed=module.params["pushed"], data_roots=module.params["data_roots"])
+        prepared = prepare(module.params["config"], module.params["templates_dir"], module.params["overrides"],
+                           runs_root, storage, pushed=module.params["pushed"], data_roots=module.params["data_roots"],
+                           connect_storage=not module.check_mode)
     except AutotuneError as exc:
-        module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
+        module.fail_json(msg=escape(str(exc)), errors=[escape(line) for line in exc.details or [str(exc)]])
         raise  # fail_json exits; this keeps the control flow explicit for readers and linters
+    for line in prepared[0]["warnings"]:
+        module.warn(escape(line))
+    return prepared

@@ -4,6 +4,8 @@ import time
 
 import optuna
 
+from ansible.module_utils.autotune.printable import escape
+
 
 def _format_params(params, names):
     return " ".join(f"{n}={params[n]:.4g}" if isinstance(params[n], float) else f"{n}={params[n]}"
@@ -27,13 +29,17 @@ def trial_line(study, number, metric, names):
 
 class ProgressLog:
     """Keeps the lines, and appends each, time-stamped, to the run's progress.log and the live file
-    the progress callback plugin follows (AUTOTUNE_PROGRESS_FILE)."""
+    the progress callback plugin follows (AUTOTUNE_PROGRESS_FILE).
+
+    Every line is escaped first (printable.escape): hyperparameter names, values and failure reasons come
+    from the code under test, and a CR/LF or an ANSI escape in them must not forge a line or drive a terminal."""
 
     def __init__(self, run_dir):
         self.lines = []
         self.paths = [p for p in (os.path.join(run_dir, "progress.log"), os.environ.get("AUTOTUNE_PROGRESS_FILE")) if p]
 
     def __call__(self, line):
+        line = escape(line)
         self.lines.append(line)
         stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
         for path in self.paths:

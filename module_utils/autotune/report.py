@@ -1,12 +1,15 @@
 """Results a person reads: summary.json, the plot, the code diff, the mail text and its .eml."""
 import difflib
+import email.headerregistry
 import email.message
+import email.policy
 import email.utils
 import os
 
 import optuna
 
 from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune.printable import escape, escape_lines
 
 PLOT_NAME = "accuracy_per_trial.png"
 SUMMARY_NAME = "summary.json"
@@ -100,10 +103,15 @@ def _table(records, metric, searched):
     rows = [f"{'#':>3}  {'outcome':<10} {metric:>12} {'test':>7} {'seconds':>8}  searched hyperparameters"]
     for r in records:
         shown = {k: v for k, v in r["params"].items() if not searched or k in searched}
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(shown.items()))
-        rows.append(f"{r['number']:>3}  {r['outcome']:<10} {_figure(r['value']):>12} {_figure(r.get('test_value')):>7} "
-                    f"{r['seconds'] or 0:>8.1f}  {params}")
+        params = " ".join(_param(k, v) for k, v in sorted(shown.items()))
+        rows.append(f"{r['number']:>3}  {escape(r['outcome']):<10} {_figure(r['value']):>12} "
+                    f"{_figure(r.get('test_value')):>7} {r['seconds'] or 0:>8.1f}  {params}")
     return "\n".join(rows)
+
+
+def _param(name, value):
+    """name=value, escaped: a hyperparameter named at run time by the code under test may hold CR/LF or ESC."""
+    return f"{escape(name)}={value:.4g}" if isinstance(value, float) else f"{escape(name)}={escape(value)}"
 
 
 def score_lines(summary):
@@ -111,7 +119,7 @@ def score_lines(summary):
     test = summary.get("test") or {}
     error = f" ± {test['standard_error']:.3f}" if test.get("standard_error") is not None else ""
     lines = [f"Held-out test accuracy: {_figure(summary.get('best_test_value'))}{error} on {test.get('n') or '?'} "
-             f"images ({test.get('source') or 'unknown'}) the search never trained or chose on; "
+             f"images ({escape(test.get('source') or 'unknown')}) the search never trained or chose on; "
              "measured by the controller's verifier, not by the trial.",
              f"Validation {summary['metric']}: {_figure(summary['best_value'])} (the split the search saw; "
              "re-scored apart from the trial)."]
@@ -120,15 +128,32 @@ def score_lines(summary):
     return lines
 
 
+def verdict(summary):
+    """The run's last line for a person: the goal reached or not, and why; never a blank value.
+
+    When no trial completed there is no best value to compare: the line says so and gives the first
+    trial's outcome and reason (with max_trials: 1, trial 0's failure is the whole story)."""
+    metric, goal, stop = summary["metric"], summary["goal"], escape(summary["stop_reason"])
+    if summary["best_value"] is not None:
+        relation, word = (">=", "reached") if summary["reached"] else ("<", "not reached")
+        return (f"Goal {word}: best held-out test accuracy {_figure(summary.get('best_test_value'))} {relation} "
+                f"{goal:g} ({metric} {summary['best_value']:.4f}; trial {summary['best_trial']}; {stop})")
+    first = (summary.get("trials") or [{}])[0]
+    why = (f"; trial {first['number']} {escape(first.get('outcome') or 'failed')}: "
+           f"{escape(first.get('reason') or 'no reason recorded')}" if first else "")
+    return f"Goal not reached: no trial completed ({summary['n_trials']} trial(s){why}); stopped: {stop}"
+
+
 def message(summary, records, diff):
     """Subject and plain-text body of the result mail."""
-    verdict = "reached" if summary["reached"] else "NOT reached"
-    subject = (f"[autotune] {summary['study']}: goal {summary['goal']:g} {verdict} "
-               f"(held-out test {_figure(summary.get('best_test_value'))}, {summary['metric']} "
-               f"{_figure(summary['best_value'])}, after {summary['n_trials']} trials)")
-    params = "\n".join(f"  {k}: {v}" for k, v in sorted((summary["best_params"] or {}).items())) or "  (none)"
+    reached = "reached" if summary["reached"] else "NOT reached"
+    subject = escape(f"[autotune] {summary['study']}: goal {summary['goal']:g} {reached} "
+                     f"(held-out test {_figure(summary.get('best_test_value'))}, {summary['metric']} "
+                     f"{_figure(summary['best_value'])}, after {summary['n_trials']} trials)")
+    params = "\n".join(f"  {escape(k)}: {escape(v)}" for k, v in sorted((summary["best_params"] or {}).items()))
+    summary = {key: escape(value) if isinstance(value, str) else value for key, value in summary.items()}
     body = "\n".join([
-        f"Study {summary['study']}: goal {summary['goal']:g} {verdict} on the held-out test split.",
+        f"Study {summary['study']}: goal {summary['goal']:g} {reached} on the held-out test split.",
         *score_lines(summary),
         f"Best trial: {summary['best_trial']}; stopped because: {summary['stop_reason']}.",
         f"Trials: {summary['n_trials']}; runner: {summary['runner']}; storage: {summary['storage']}.",
@@ -136,28 +161,32 @@ def message(summary, records, diff):
         *([f"Dashboard: {summary['dashboard_url']}"] if summary.get("dashboard_url") else []),
         "",
         "Winning hyperparameters:",
-        params,
+        params or "  (none)",
         "",
         "All trials (test: held-out accuracy, scored for the trials that could be the best):",
         _table(records, summary["metric"], summary.get("searched")),
         "",
         "Baseline model code -> winning model code:",
-        diff or "(no difference: the baseline won)",
+        escape_lines(diff) if diff else "(no difference: the baseline won)",
         "",
         f"Attached: {PLOT_NAME} ({summary['metric']} per trial, goal line dashed).",
     ])
-    return subject, body
+    return subject, escape_lines(body)
 
 
 def write_eml(path, sender, recipients, subject, body, attachments):
-    """The same message the mail task would send, as an RFC 5322 file (when no SMTP host is set)."""
-    msg = email.message.EmailMessage()
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients) or "undisclosed-recipients:;"
-    msg["Subject"] = subject
+    """The same message the mail task would send, as an RFC 5322 file (when no SMTP host is set).
+
+    Built with the standard library's header objects (email.policy.default): addresses go in as
+    email.headerregistry.Address, so CR/LF can never start a header of their own; a value that would
+    raises ValueError here instead of being written."""
+    msg = email.message.EmailMessage(policy=email.policy.default)
+    msg["From"] = email.headerregistry.Address(addr_spec=sender)
+    msg["To"] = [email.headerregistry.Address(addr_spec=r) for r in recipients] or "undisclosed-recipients:;"
+    msg["Subject"] = escape(subject)
     msg["Date"] = email.utils.formatdate(localtime=True)
     msg["Message-ID"] = email.utils.make_msgid(domain="autotune.local")
-    msg.set_content(body)
+    msg.set_content(escape_lines(body))
     for attachment in attachments:
         with open(attachment, "rb") as handle:
             msg.add_attachment(handle.read(), maintype="image", subtype="png", filename=os.path.basename(attachment))
@@ -171,12 +200,13 @@ def write_eml(path, sender, recipients, subject, body, attachments):
 def failure_message(study, step, reason, run_dir, context=None):
     """Subject and body of the mail sent when a pipeline run stops before tuning (no trial was trained)."""
     reason = (reason or "").strip() or "no reason given"
-    subject = f"[autotune] {study}: FAILED before tuning at '{step}': {reason.splitlines()[0][:200]}"
+    study, step, run_dir = escape(study), escape(step), escape(run_dir)
+    subject = f"[autotune] {study}: FAILED before tuning at '{step}': {escape(reason.splitlines()[0][:200])}"
     lines = [f"The pipeline run for {study} stopped before tuning; no trial was trained.",
              f"Step: {step}",
-             f"Reason: {reason}",
+             f"Reason: {escape(reason)}",
              f"Run directory: {run_dir}"]
-    lines += [f"{key.capitalize()}: {value}" for key, value in sorted((context or {}).items()) if value]
+    lines += [f"{escape(key.capitalize())}: {escape(value)}" for key, value in sorted((context or {}).items()) if value]
     lines += ["", "Fix the cause and push again, or re-run the pipeline for this commit."]
     return subject, "\n".join(lines)
 

@@ -412,12 +412,39 @@ def read(source, origin):
         raise AutotuneError(f"model.file: {origin!r} calls fit() without validation data; expected validation_data= "
                             "or validation_split= in fit() (the tuned metric is val_accuracy)")
     baseline = {name: point["value"] for name, point in values.found.items()}
-    baseline.pop(f"dense{values.counts['dense']}.units", None)  # the output layer: its size is the class count
+    output = baseline.pop(f"dense{values.counts['dense']}.units", None)  # the output layer: its size is the class count
     sequence, blocks = _block_sequence(module)
     if blocks:
         baseline["crp_blocks"] = blocks
+    last = values.layers[-1] if values.layers else ""
     return {"layers": values.layers, "baseline": baseline, "block_sequence": sequence,
-            "types": {name: point["type"] for name, point in values.found.items()}}
+            "types": {name: point["type"] for name, point in values.found.items()},
+            # The last layer when it is a Dense with a literal size (else None): checked against the classes.
+            "output": {"layer": last, "units": output} if output and last.split("(")[0].endswith("Dense") else None,
+            "warnings": _fit_warnings(origin, values.fits)}
+
+
+def _fit_warnings(origin, fits):
+    if fits < 2:
+        return []
+    return [f"model.file: {os.path.basename(origin)!r} calls fit() {fits} times; only the first fit is tuned and "
+            "scored (later ones train on, unwatched); expected one fit() call"]
+
+
+def output_lines(script, classes, origin):
+    """(errors, warnings) for a script whose output layer does not match the data set's classes.
+
+    Fewer units than classes cannot train (an error, one line); more train but waste the extra outputs on
+    classes that do not exist, usually a layer copied from a 10-class example (a warning). One sigmoid unit
+    on two classes is the binary form and matches."""
+    output, n = script.get("output"), len(classes)
+    if not output or output["units"] == n or (output["units"] == 1 and n == 2):
+        return [], []
+    line = (f"model.file: {os.path.basename(origin)!r} ends in {' '.join(output['layer'].split())}: {output['units']} output(s) for "
+            f"{n} classes in dataset.path ({', '.join(repr(c) for c in list(classes)[:5])}"
+            f"{', ...' if n > 5 else ''}); expected Dense({n}, activation='softmax')"
+            f"{' or Dense(1, activation=' + repr('sigmoid') + ')' if n == 2 else ''}")
+    return ([line], []) if output["units"] < n else ([], [line])
 
 
 def default_space(baseline):
@@ -514,5 +541,6 @@ def plan(source, path, overrides, found):
     found["space"] = default_space(script["baseline"])
     return {"api": "script", "file": path, "baseline": baseline, "source": source,
             "committed": script["baseline"], "block_sequence": script["block_sequence"], "default_space": found["space"],
+            "output": script["output"], "warnings": script["warnings"],
             # The trainer resolves the script's relative data paths against its own folder (trainer script.py).
             "training_defaults": {"data_root": os.path.dirname(os.path.abspath(path))}}, found

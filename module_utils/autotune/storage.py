@@ -7,10 +7,12 @@ import time
 import warnings
 
 import optuna
+import sqlalchemy
 from sqlalchemy import exc as sa_exc
 
 from ansible.module_utils.autotune import strategies
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.printable import escape
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,6 +34,53 @@ def masked_storage(url):
             netloc = f"{userinfo.partition(':')[0]}:***@{host}"
         url = f"{scheme}://{netloc}{slash}{tail}"
     return _SECRET_QUERY.sub(r"\1***", url)
+
+
+# The storage URLs a study can live at (Optuna's RDBStorage): the SQLAlchemy dialect, any driver after '+'.
+SCHEMES = ("sqlite", "postgresql", "mysql")
+CONNECT_TIMEOUT = 5  # seconds for the one connection tried before anything is written
+
+
+def _server(url):
+    return f"{url.host or 'localhost'}:{url.port or {'postgresql': 5432, 'mysql': 3306}.get(url.get_backend_name(), '?')}"
+
+
+def check_storage(url, connect=True):
+    """Fail in one line, before any folder, pack or trainer exists, when the storage URL cannot work: an unknown
+    scheme, or (``connect``) a database server that does not answer one connection within CONNECT_TIMEOUT.
+
+    The line names ``storage``, the host and port and the URL with its password masked; the driver's own text
+    (often several lines, repeating the URL) is cut to its first line. SQLite is not connected: its file is
+    created by the run, in the run folder that does not exist yet."""
+    shown = masked_storage(url)
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        parsed.get_dialect()  # an unknown driver after '+' (mysql+nosuchdriver) is an unknown scheme too
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError):
+        parsed = None
+    if parsed is None or parsed.get_backend_name() not in SCHEMES:
+        scheme = url.partition("://")[0] if "://" in url else url[:20]
+        raise AutotuneError(f"storage: {shown!r} has the unknown scheme {scheme!r}; expected an Optuna storage URL: "
+                            "sqlite:///FILE, postgresql[+DRIVER]://USER@HOST[:PORT]/DB or mysql[+DRIVER]://...")
+    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    if "@" in userinfo:  # SQLAlchemy would take the rest of the password for the host name, and show it
+        raise AutotuneError(f"storage: the user name or password of {shown!r} holds an '@'; expected it "
+                            "percent-encoded (%40), as in postgresql://USER:P%40SS@HOST/DB")
+    if not connect or parsed.get_backend_name() == "sqlite":
+        return
+    try:
+        engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": CONNECT_TIMEOUT})
+        with engine.connect():
+            pass
+    except (ImportError, sa_exc.SQLAlchemyError) as exc:
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = f"its Python driver is not installed: {reason}" if isinstance(exc, ImportError) else reason
+        reason = masked_storage(reason.replace(parsed.password, "***") if parsed.password else reason)
+        raise AutotuneError(f"storage: cannot connect to the {parsed.get_backend_name()} server at {_server(parsed)} "
+                            f"({escape(reason)[:200]}) for {shown!r}; "
+                            "expected a database server that answers (tried once, "
+                            f"{CONNECT_TIMEOUT} s)") from None
 
 
 def default_storage(run_dir):

@@ -10,12 +10,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import report, trialdir
+from ansible.module_utils.autotune import report, scriptcode, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
 from ansible.module_utils.autotune.progress import ProgressLog
 from ansible.module_utils.autotune.runners import make_runner, runner_facts
-from ansible.module_utils.autotune.storage import default_storage, masked_storage
+from ansible.module_utils.autotune.storage import check_storage, default_storage, masked_storage
 from ansible.module_utils.autotune.study import StudyLoop
 from ansible.module_utils.autotune.trialdir import reaches
 
@@ -67,15 +67,30 @@ class RunDirLock:
         self.handle.close()
 
 
-def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None, pushed=False, data_roots=()):
-    """Validate everything that can be validated before training; nothing is written."""
+def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None, pushed=False, data_roots=(),
+            connect_storage=True):
+    """Validate everything that can be validated before training; nothing is written.
+
+    The returned config's ``warnings`` hold one line per thing that will run but is probably not what the user
+    meant (files that are not images, tiny images, a script's surplus outputs or second fit). The storage URL
+    is checked last (its scheme; with ``connect_storage`` one connection to a database server)."""
     config = tune_config.load(config_path, overrides, pushed=pushed, data_roots=data_roots)
     plan = model_plan(config, templates_dir)
-    tune_dataset.scan(config["dataset"]["path"])
+    warnings = []
+    classes = tune_dataset.scan(config["dataset"]["path"], warnings)
+    warnings += tune_dataset.size_warnings(classes, config["dataset"]["image_size"])
+    if plan["api"] == "script":
+        errors, surplus = scriptcode.output_lines(plan, classes, plan["file"])
+        if errors:
+            raise AutotuneError(errors[0], errors)
+        warnings += plan["warnings"] + surplus
     runner_facts(config["runner"], plan["facts"]["framework"])  # fail before anything starts
     run_dir = resolve_run_dir(config, runs_root)
     check_run_dir(run_dir, config["study"])
-    return config, plan, run_dir, storage or config.get("storage") or default_storage(run_dir)
+    storage = storage or config.get("storage") or default_storage(run_dir)
+    check_storage(storage, connect=connect_storage)
+    config["warnings"] = warnings
+    return config, plan, run_dir, storage
 
 
 def _mean(values):
@@ -110,6 +125,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan)
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
+        summary["verdict"] = report.verdict(summary)
         summary.update(watch)
         report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
         return summary

@@ -189,6 +189,26 @@ def test_invalid_config_pushed_sends_a_failure_mail_naming_the_reason(tmp_path, 
     _no_secret_anywhere(process.stdout, tmp_path / "runs")
 
 
+def test_a_sender_with_crlf_in_an_invalid_config_is_one_line_and_the_failure_mail_still_goes_out(tmp_path, smtp_server):
+    """Issue 20 row 9: tune_report crashed ("Header values may not contain linefeed"): no failure.eml, no mail."""
+    inbox, port = smtp_server
+    config = {"dataset": {"path": str(SAMPLE_DATA)}, "model": {"template": "cnn"},
+              "notify": {"to": ["ml-team@example.com"], "sender": "ci@example.com\r\nBcc: victim@example.com"}}
+    bare, sha = _pushed_repo(tmp_path, config)
+    process = run_playbook("pipeline.yml", _pipeline_vars(tmp_path, bare, sha, autotune_smtp_port=port, **FAST),
+                           env=_smtp_env())
+    assert process.returncode != 0 and "Tune until the goal" not in process.stdout
+    reason = "notify.sender: 'ci@example.com\\r\\nBcc: victim@example.com' is invalid; expected an e-mail address"
+    errors = [line for line in process.stdout.splitlines() if line.startswith("[ERROR]")]
+    assert reason in errors[-1] and "Header values may not contain" not in process.stdout
+    assert [recipients for recipients, _ in inbox.messages] == [["ml-team@example.com"]], "no Bcc to the victim"
+    eml = tmp_path / "runs" / f"model-{sha[:7]}" / "failure.eml"
+    for raw in (inbox.messages[0][1], eml.read_bytes()):
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert (message["From"], message["Bcc"]) == ("autotune@localhost", None)
+        assert not any(line.startswith("Bcc:") for line in message.get_body(("plain",)).get_content().splitlines())
+
+
 class Webhook(BaseHTTPRequestHandler):
     calls = []
 

@@ -203,3 +203,67 @@ def test_a_binary_model_file_is_one_line(tmp_path, sample_data):
     config_path = write_config(tmp_path, model={"file": str(tmp_path / "model.py")})
     with pytest.raises(AutotuneError, match="model.file: .* is not UTF-8 text; expected a Python file"):
         prepare(str(config_path), str(TEMPLATES))
+
+
+def _patterns(schema):
+    if isinstance(schema, dict):
+        yield from ([schema["pattern"]] if isinstance(schema.get("pattern"), str) else [])
+        for value in schema.values():
+            yield from _patterns(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _patterns(value)
+
+
+def test_every_schema_pattern_matches_the_whole_string():
+    """jsonschema searches with Python's re: '$' also matches before a trailing newline, '\\Z' does not."""
+    patterns = list(_patterns(tune_config.SCHEMA))
+    assert len(patterns) >= 4  # study, notify.to, notify.sender, runner.docker.memory
+    assert all(p.startswith("\\A") and p.endswith("\\Z") for p in patterns), patterns
+
+
+@pytest.mark.parametrize("document, field", [
+    ({"study": "evil\n"}, "study"),
+    ({"notify": {"sender": "a@b\n"}}, "notify.sender"),
+    ({"notify": {"sender": "a@b\r\nBcc: c@d"}}, "notify.sender"),
+    ({"notify": {"to": ["a@b\n"]}}, "notify.to.0"),
+    ({"notify": {"to": ["a\x1b[2J@b"]}}, "notify.to.0"),
+    ({"notify": {"sender": "<a@b>"}}, "notify.sender"),  # the pattern lets it through; a mail header cannot hold it
+    ({"runner": {"kind": "docker", "docker": {"memory": "2g\n"}}}, "runner.docker.memory"),
+])
+def test_a_trailing_newline_or_a_control_character_fails_the_schema(tmp_path, sample_data, document, field):
+    """Row 9: `study: "evil\\n"` and `"a@b\\n"` passed the schema and ended the .eml header block."""
+    with pytest.raises(ConfigError) as caught:
+        tune_config.validate(dict(document, dataset={"path": str(sample_data)}), base_dir=str(tmp_path))
+    assert [line.split(":")[0] for line in caught.value.details] == [field]
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path, sample_data):
+    path = tmp_path / "autotune.yml"
+    path.write_text(f"dataset: {{path: {sample_data}}}\ntarget:\n  goal: 0.95\n  metric: val_accuracy\n  goal: 0.5\n")
+    with pytest.raises(ConfigError) as caught:
+        tune_config.load(str(path))
+    assert str(caught.value) == (f"tune configuration {path}: key 'goal' is given twice (lines 3 and 5); "
+                                 "expected each key once per mapping")
+
+
+def test_a_merge_key_may_be_overridden(tmp_path, sample_data):
+    path = tmp_path / "autotune.yml"
+    path.write_text(f"dataset: {{path: {sample_data}}}\nbudget: &b {{max_trials: 3}}\n"
+                    "notify: {to: [a@b.c]}\ntarget:\n  <<: {goal: 0.5}\n  goal: 0.9\n")
+    assert tune_config.load(str(path))["target"]["goal"] == 0.9
+
+
+@pytest.mark.parametrize("size", [[1, 1], [0, 5000], [28.5, 28], [28, 28, 3], [28]])
+def test_an_image_size_error_is_one_line_in_our_words(tmp_path, sample_data, size):
+    error = _error(tmp_path, dataset={"image_size": size})
+    assert error.details == [f"dataset.image_size: {size!r} is invalid; expected [height, width]: two whole numbers "
+                             "of pixels, each from 4 to 4096"]
+
+
+def test_a_dataset_path_that_is_a_file_says_so(tmp_path):
+    image = tmp_path / "cat.png"
+    Image.new("L", (8, 8)).save(image)
+    error = _error(tmp_path, dataset={"path": str(image)})
+    assert error.details == [f"dataset.path: '{image}' is a file; expected a folder of class sub-folders of images"]

@@ -3,9 +3,11 @@ import contextlib
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ansible.module_utils.autotune import dataset as tune_dataset
+from ansible.module_utils.autotune.errors import AutotuneError
 
 
 @contextlib.contextmanager
@@ -67,3 +69,52 @@ def test_sample_data_is_cats_and_dogs(sample_data):
     assert len(list((sample_data / "cat").glob("*.png"))) == 1000
     with Image.open(next((sample_data / "dog").glob("*.png"))) as image:
         assert image.size == (28, 28) and image.mode == "L"
+
+
+def _two_classes(root, size=(20, 20), n=4):
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", size, color=40 * i).save(root / name / f"{name}.{i}.png")
+    return root
+
+
+def test_a_dataset_path_that_is_a_file_says_so(tmp_path):
+    image = tmp_path / "cat.png"
+    Image.new("L", (8, 8)).save(image)
+    with pytest.raises(AutotuneError) as caught:
+        tune_dataset.scan(str(image))
+    assert str(caught.value) == f"dataset.path: '{image}' is a file; expected a folder of class sub-folders of images"
+
+
+def test_files_that_are_not_images_are_one_warning_with_the_count_and_the_first_names(tmp_path):
+    root = _two_classes(tmp_path / "data")
+    (root / "cat" / "labels.csv").write_text("file,label\n")
+    (root / "dog" / "README.txt").write_text("dogs\n")
+    Image.new("L", (20, 20)).save(root / "dog" / "photo.txt", format="PNG")  # a PNG by its content
+    (root / "dog" / "more").mkdir()
+    (root / "dog" / ".DS_Store").write_text("")  # hidden: not a user's file
+    warnings = []
+    classes = tune_dataset.scan(str(root), warnings)
+    assert [len(files) for files in classes.values()] == [4, 4]
+    assert warnings == ["dataset.path: skipped 4 entries of the class folders that are not .png/.jpg/.jpeg files "
+                        "('cat/labels.csv', 'dog/README.txt', 'dog/more', ...); 1 of them is PNG/JPEG by "
+                        "content (first 'dog/photo.txt'): rename them to .png/.jpg to train on them"]
+    assert tune_dataset.scan(str(root)) == classes, "without a list to fill, scan is as before"
+
+
+def test_a_clean_data_set_gives_no_warning(tmp_path):
+    warnings = []
+    tune_dataset.scan(str(_two_classes(tmp_path / "data")), warnings)
+    assert warnings == [] and tune_dataset.size_warnings(tune_dataset.scan(str(tmp_path / "data")), [28, 28]) == []
+
+
+def test_images_far_smaller_than_image_size_are_one_warning(tmp_path, monkeypatch):
+    classes = tune_dataset.scan(str(_two_classes(tmp_path / "data", size=(1, 1), n=20)))
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self))  # headers only, nothing decoded
+    assert tune_dataset.size_warnings(classes, [28, 28]) == [
+        "dataset.image_size: 16 of 16 sampled images are far smaller than 28x28 (the smallest 1x1): they are upscaled "
+        "more than 4x; expected images about image_size or larger, or a smaller dataset.image_size"]
+    assert decoded == []
+    assert tune_dataset.size_warnings(classes, [4, 4]) == []

@@ -62,3 +62,30 @@ def test_registered_names_skip_known_and_fixed_ones():
                 seed={"spec": None, "default": 7})
     space, defaults, lines = search_space.registered(seen, {"epochs": 3})
     assert (space, defaults, lines) == ({"filters_1": FILTERS_1["filters_1"]["spec"]}, {"filters_1": 8}, [])
+
+
+def test_with_one_trial_a_trial_0_failure_ends_in_a_line_naming_its_reason(tmp_path):
+    """Issue 20: this ended in "Goal not reached: best val_accuracy  < 0.05" (a blank value, the cause only on the
+    progress line)."""
+    from ansible.module_utils.autotune.report import verdict  # pylint: disable=import-outside-toplevel
+    from ansible.module_utils.autotune.tune import summarise  # pylint: disable=import-outside-toplevel
+
+    study, reason, _, _, plan = _loop(tmp_path, lambda params: "crash", budget={"max_trials": 1},
+                                      target={"goal": 0.05})
+    dataset = {"source": "d", "classes": [], "counts": {}, "n_train": 0, "n_val": 0, "input_shape": [], "fingerprint": ""}
+    config = _setup(tmp_path, budget={"max_trials": 1}, target={"goal": 0.05})[0]
+    summary = summarise(config, study, reason, str(tmp_path / "run"), "sqlite://", FakeRunner(None), dataset,
+                        plan["space"])
+    assert verdict(summary) == ("Goal not reached: no trial completed (1 trial(s); trial 0 failed: exit status 1: "
+                                "RuntimeError: scripted crash); stopped: trial budget spent (1 trials)")
+
+
+def test_a_verdict_with_a_best_value_compares_it_with_the_goal():
+    from ansible.module_utils.autotune.report import verdict  # pylint: disable=import-outside-toplevel
+
+    summary = {"metric": "val_accuracy", "goal": 0.9, "best_value": 0.81234, "best_test_value": 0.8, "best_trial": 3,
+               "reached": False, "stop_reason": "trial budget spent (4 trials)", "n_trials": 4, "trials": []}
+    assert verdict(summary) == ("Goal not reached: best held-out test accuracy 0.8000 < 0.9 (val_accuracy 0.8123; "
+                                "trial 3; trial budget spent (4 trials))")
+    assert verdict(dict(summary, best_value=0.95, best_test_value=0.93, reached=True, stop_reason="goal reached")
+                   ).startswith("Goal reached: best held-out test accuracy 0.9300 >= 0.9 (val_accuracy 0.9500; trial 3;")

@@ -1,5 +1,6 @@
 """Unit tests of the Ansible modules, run in-process the way NOTES.md §3 item 8 describes."""
 import json
+import shutil
 
 import pytest
 from ansible.module_utils import basic
@@ -165,3 +166,30 @@ def test_fleet_worker_refuses_zero_slots_in_one_line(tmp_path):
                                   "storage": "postgresql://u:p@h/d", "dataset": str(tmp_path), "fingerprint": "x",
                                   "worker": "h1", "slots": 0})
     assert outcome.failed and outcome.result["msg"] == "slots: 0 is invalid; expected an integer >= 1"
+
+
+@pytest.mark.parametrize("storage, named", [("mongodb://u:secret@db.example.com:27017/x", "'mongodb'"),
+                                            ("postgresql://u:secret@127.0.0.1:1/x", "at 127.0.0.1:1 (")])
+def test_a_storage_that_cannot_work_fails_tune_model_in_one_line_before_anything_is_made(tmp_path, sample_data,
+                                                                                       storage, named):
+    """Issue 20: these ended in "Module failed: ..." with the library's text twice and no word of storage, after
+    the run folder, the pack and a warm spare were made."""
+    runs = tmp_path / "runs"
+    outcome = _run(tune_model, {"config": str(write_config(tmp_path)), "templates_dir": str(TEMPLATES),
+                                "runs_root": str(runs), "storage": storage})
+    assert outcome.failed and outcome.result["msg"].startswith("storage: ") and named in outcome.result["msg"]
+    assert "\n" not in outcome.result["msg"] and "secret" not in json.dumps(outcome.result)
+    assert not runs.exists(), "no run folder, no pack, no spare"
+
+
+def test_model_facts_gives_each_warning_of_the_facts_step_once(tmp_path, sample_data, monkeypatch):
+    warned = []
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, line: warned.append(line))
+    data = tmp_path / "data"
+    shutil.copytree(sample_data, data)
+    (data / "cat" / "labels.csv").write_text("name,label\n")
+    outcome = _run(model_facts, {"config": str(write_config(tmp_path, dataset={"path": str(data)})),
+                                 "templates_dir": str(TEMPLATES)})
+    assert not outcome.failed
+    assert warned == ["dataset.path: skipped 1 entry of the class folders that is not .png/.jpg/.jpeg files "
+                      "('cat/labels.csv')"]

@@ -233,3 +233,36 @@ def test_a_script_on_the_docker_runner_reads_its_folder_and_data_read_only(tmp_p
     (tmp_path / "train.py").write_text(EXAMPLE.read_text())
     _, plan, _, _ = prepare(_config(tmp_path, runner={"kind": "docker"}), str(TEMPLATES))
     assert plan["read_only_paths"] == [str(tmp_path), str(sample_data)]
+
+
+def test_the_output_layer_is_read_and_checked_against_the_classes():
+    script = scriptcode.read(LIST_SEQUENTIAL, "train.py")
+    assert script["output"] == {"layer": 'layers.Dense(2, activation="softmax")', "units": 2}
+    assert scriptcode.output_lines(script, ["cat", "dog"], "train.py") == ([], [])
+    assert scriptcode.output_lines(scriptcode.read(EXAMPLE.read_text(), "train.py"), ["cat", "dog"], "train.py") == \
+        ([], []), "one sigmoid unit is the binary form of two classes"
+    errors, warnings = scriptcode.output_lines(script, ["a", "b", "c"], "train.py")
+    assert warnings == [] and errors == [
+        "model.file: 'train.py' ends in layers.Dense(2, activation=\"softmax\"): 2 output(s) for 3 classes in "
+        "dataset.path ('a', 'b', 'c'); expected Dense(3, activation='softmax')"]
+
+
+def test_a_ten_class_output_on_two_classes_is_one_line_at_the_facts_step(tmp_path, sample_data):
+    """Issue 20: Dense(10, softmax) on cats and dogs trained without a warning."""
+    (tmp_path / "train.py").write_text(EXAMPLE.read_text().replace('layers.Dense(1, activation="sigmoid")',
+                                                                   'layers.Dense(10, activation="softmax")'))
+    config, _plan, _run_dir, _storage = prepare(_config(tmp_path), str(TEMPLATES), runs_root=str(tmp_path))
+    assert config["warnings"] == [
+        "model.file: 'train.py' ends in layers.Dense(10, activation=\"softmax\"): 10 output(s) for 2 classes in "
+        "dataset.path ('cat', 'dog'); expected Dense(2, activation='softmax') or Dense(1, activation='sigmoid')"]
+
+
+def test_a_script_that_calls_fit_twice_is_warned_at_the_facts_step(tmp_path, sample_data):
+    """Issue 20: the second fit was warned only in trainer.log, while the trial ran."""
+    source = EXAMPLE.read_text()
+    (tmp_path / "train.py").write_text(source + "\nmodel.fit(train_ds, validation_data=val_ds, epochs=3)\n")
+    config, _plan, _run_dir, _storage = prepare(_config(tmp_path), str(TEMPLATES), runs_root=str(tmp_path))
+    assert config["warnings"] == ["model.file: 'train.py' calls fit() 2 times; only the first fit is tuned and "
+                                  "scored (later ones train on, unwatched); expected one fit() call"]
+    (tmp_path / "train.py").write_text(source)
+    assert prepare(_config(tmp_path), str(TEMPLATES), runs_root=str(tmp_path))[0]["warnings"] == []

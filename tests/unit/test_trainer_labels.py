@@ -59,3 +59,23 @@ def test_running_out_of_memory_is_not_called_a_model_code_error(tmp_path):
     assert trainer.run_trial(tmp_path, lambda: Data(), launched=0.0) == trainer.EXIT_CRASH
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "model_error" and "KeyError: 'units'" in result["reason"]
+
+
+@pytest.mark.parametrize("body, said", [("    return None\n", "None"), ("    pass\n", "None"),
+                                        ("    return 'model'\n", "a str")])
+def test_a_build_model_that_returns_no_model_says_so_in_our_words(tmp_path, body, said):
+    """Issue 20: build_model returning None said "'NoneType' object has no attribute 'outputs'"."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    from autotune_trainer import __main__ as trainer  # pylint: disable=import-outside-toplevel
+
+    (tmp_path / "trial.json").write_text(json.dumps({"number": 0, "params": {}, "model_api": "keras_tuner",
+                                                     "seed": 1}))
+    (tmp_path / "model.py").write_text("def build_model(hp):\n" + body)
+
+    class Data:
+        class_names = ["cat", "dog"]
+
+    assert trainer.run_trial(tmp_path, lambda: Data(), launched=0.0) == trainer.EXIT_CRASH
+    assert json.loads((tmp_path / "result.json").read_text())["reason"] == (
+        f"build_model(hp) returned {said}; expected a keras Model (compiled), e.g. 'return model' at its end")

@@ -51,9 +51,10 @@ class Trial:
         params, defaults = self.spec["params"], self.spec.get("defaults", {})
         if self.spec.get("model_api") == "keras_tuner":
             from autotune_trainer.hp import FixedHyperParameters  # pylint: disable=import-outside-toplevel
+            from autotune_trainer.diagnose import built_model  # pylint: disable=import-outside-toplevel
             hp = FixedHyperParameters(params)
             try:
-                built = self.module.build_model(hp)
+                built = built_model(self.module.build_model(hp), "build_model(hp)")
             finally:  # names seen before a crash count too: the controller searches them from the next trial
                 if hp.registered:
                     trialdir.write_json(str(self.dir / trialdir.HP_SEEN), hp.registered)

@@ -13,8 +13,22 @@ FIT_LABELS = ('end with Dense(<classes>, activation="softmax") and loss="sparse_
               'loss="binary_crossentropy"')
 
 
+class NotAModel(TypeError):
+    """build_model returned something that is not a Keras model: its message is the whole line."""
+
+
+def built_model(built, call):
+    """``built`` when it is a model (it has fit); else NotAModel naming what ``call`` returned."""
+    if built is None or not callable(getattr(built, "fit", None)):
+        what = "None" if built is None else f"a {type(built).__name__}"
+        raise NotAModel(f"{call} returned {what}; expected a keras Model (compiled), e.g. 'return model' at its end")
+    return built
+
+
 def model_error(exc, where, classes=None):
     """``where``: "build_model(hp)" or "the script"."""
+    if isinstance(exc, NotAModel):
+        return str(exc)
     message = " ".join(str(exc).split())[:300]
     cause = f"{where} failed before training: {type(exc).__name__}: {message}"
     counted = f" ({classes} classes)" if classes else ""

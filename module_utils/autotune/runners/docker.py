@@ -220,7 +220,7 @@ class DockerRunner(Runner):
                                      "description": "a mapping {cpu: image, gpu: image}"},
         },
         "cpus": {"type": "number", "exclusiveMinimum": 0, "description": "a positive number of CPUs"},
-        "memory": {"type": "string", "pattern": r"^[0-9]+[bkmgBKMG]?$", "description": "a memory limit such as 2g or 512m"},
+        "memory": {"type": "string", "pattern": r"\A[0-9]+[bkmgBKMG]?\Z", "description": "a memory limit such as 2g or 512m"},
         "network": {"type": "boolean", "description": "true or false"},
         "gpu_ids": {"type": "array", "items": {"type": ["integer", "string"]},
                     "description": "a list of GPU ids; one is given to each trial in turn"},
