@@ -74,8 +74,7 @@ def test_with_one_trial_a_trial_0_failure_ends_in_a_line_naming_its_reason(tmp_p
                                       target={"goal": 0.05})
     dataset = {"source": "d", "classes": [], "counts": {}, "n_train": 0, "n_val": 0, "input_shape": [], "fingerprint": ""}
     config = _setup(tmp_path, budget={"max_trials": 1}, target={"goal": 0.05})[0]
-    summary = summarise(config, study, reason, str(tmp_path / "run"), "sqlite://", FakeRunner(None), dataset,
-                        plan["space"])
+    summary = summarise(config, study, reason, str(tmp_path / "run"), "sqlite://", FakeRunner(None), dataset, plan)
     assert verdict(summary) == ("Goal not reached: no trial completed (1 trial(s); trial 0 failed: exit status 1: "
                                 "RuntimeError: scripted crash); stopped: trial budget spent (1 trials)")
 

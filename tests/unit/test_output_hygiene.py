@@ -104,7 +104,7 @@ def _tuned_with_a_hostile_name(tmp_path):
     study, reason, _ = StudyLoop(config, plan, {"path": "unused"}, runner, run_dir, storage, progress).run()
     dataset = {"source": "data", "classes": ["cat", "dog"], "counts": {}, "n_train": 1, "n_val": 1,
                "input_shape": [28, 28, 1], "fingerprint": "f"}
-    summary = summarise(config, study, reason, run_dir, storage, runner, dataset, plan["space"])
+    summary = summarise(config, study, reason, run_dir, storage, runner, dataset, plan)
     summary["progress"] = progress.lines
     report.write_json(f"{run_dir}/summary.json", summary)
     return run_dir, summary, progress
