@@ -258,6 +258,9 @@ def _confinement_lines(config, data_roots):
     if not _within(dataset, [base, *data_roots]):
         lines.append(f"dataset.path: {config['dataset']['path']!r} is outside the checkout and the operator's data "
                      f"roots ({', '.join(data_roots) or 'none set'}); expected a data set the operator allows")
+    kind = config["runner"]["kind"]
+    if kind in RUNNERS:  # an unknown kind is the schema's line
+        lines += RUNNERS[kind].pushed_lines(config["runner"].get(kind, {}))
     return lines
 
 
