@@ -98,7 +98,7 @@ def account(name):
     return uid, gid
 
 
-_RUNNABLE = {}  # (uid, python, trainer path) -> None, or why that account cannot run it
+_RUNNABLE = {}  # (uid, python) -> None, or why that account cannot start that interpreter
 
 
 class TrialAccount:
@@ -109,15 +109,15 @@ class TrialAccount:
         self.uid, self.gid = account(name)
         self.homes = []
 
-    def cannot_run(self, python, trainer_path=None):
-        """None when the account can start ``python`` (and import the trainer from ``trainer_path``), else why not:
-        an interpreter under a folder closed to others (a pyenv in /root) cannot run as anyone else."""
-        key = (self.uid, python, trainer_path)
+    def cannot_run(self, python):
+        """None when the account can start ``python``, else why not: an interpreter under a folder closed to others
+        (a pyenv in /root) runs as nobody else. The same check decides at model_facts, for a pushed configuration
+        and when the runner starts, so a pushed configuration never meets a runner that kept trials as root."""
+        key = (self.uid, python)
         if key not in _RUNNABLE:
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/", "PYTHONPATH": trainer_path or ""}
-            code = "import autotune_trainer" if trainer_path else "pass"
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/"}
             try:
-                done = subprocess.run([python, "-c", code], cwd="/", env=env, capture_output=True, text=True,  # noqa: S603
+                done = subprocess.run([python, "-c", "pass"], cwd="/", env=env, capture_output=True, text=True,  # noqa: S603
                                       timeout=60, check=False, **self.popen_options())
                 why = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
             except (OSError, subprocess.SubprocessError) as exc:
@@ -170,12 +170,12 @@ class TrialAccount:
             self.forget(home)
 
 
-def _trial_account(user, python, trainer_path=None):
+def _trial_account(user, python):
     """(TrialAccount, None) when trials can run as ``user``; else (None, why they share the controller's user)."""
     if os.geteuid() != 0:
         return None, "the controller is not root, so it cannot start trials as another user"
     trial_account = TrialAccount(user)
-    why = trial_account.cannot_run(python, trainer_path)
+    why = trial_account.cannot_run(python)
     if why:
         return None, f"{user} cannot run {python} ({why})"
     return trial_account, None
@@ -279,7 +279,7 @@ class LocalRunner(Runner):
         self.python = python or sys.executable
         self.slots, self.warm = slots, warm
         self.spares = SparePool(spares, warm)
-        self.account, self.shared = _trial_account(user, self.python, trainer_path)
+        self.account, self.shared = _trial_account(user, self.python)
 
     @classmethod
     def from_config(cls, block, framework, trainer_path=None, slots=1):
