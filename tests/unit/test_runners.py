@@ -149,3 +149,29 @@ def test_a_trial_child_gets_the_account_a_private_home_and_paths_from_its_own_fo
     assert os.stat(home).st_uid == options["user"] and oct(os.stat(home).st_mode & 0o777) == "0o700"
     runner.close()
     assert not os.path.exists(home), "the runner removes the homes it made"
+
+
+def test_what_a_trainer_leaves_in_its_process_group_ends_with_its_cleanup(tmp_path):
+    """A trial's background child would outlive it, under the account later trials and verifiers run as."""
+    import subprocess
+    import time
+
+    from ansible.module_utils.autotune.runners.local import LocalProcess
+    marker = tmp_path / "child.pid"
+    popen = subprocess.Popen(["sh", "-c", f"sleep 120 & echo $! > {marker}; exit 0"], start_new_session=True)
+    process = LocalProcess(popen, str(tmp_path))
+    while process.exit_code() is None:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert os.path.exists(f"/proc/{child}"), "the child outlived the trainer"
+    process.cleanup()
+    for _ in range(100):
+        try:
+            with open(f"/proc/{child}/stat", encoding="ascii") as handle:
+                if handle.read().split(") ")[1].startswith("Z"):
+                    break  # killed; its parent (init here) reaps it
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the trainer's child still runs after cleanup")

@@ -195,7 +195,12 @@ class LocalProcess(TrialProcess):
         self.account, self.home = account, home
 
     def cleanup(self):
-        """Its private HOME goes; the trial folder stays."""
+        """What the trainer left running in its process group ends (it shares the trial account with later trials
+        and verifiers); its private HOME goes; the trial folder stays."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if self.account and self.home:
             self.account.forget(self.home)
             self.home = None
