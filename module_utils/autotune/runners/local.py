@@ -10,8 +10,9 @@ Jenkins agent) runs every trainer, warm spare and verifier as ``runner.local.use
 arguments (in ~/.ansible/tmp, 0700), the storage URL and the study database stay the
 controller's. The child is started in its folder before it drops to that account and
 is given paths relative to it, so the run folder's parents need not be open to the
-account. A controller that is not root cannot switch users: its trainers share its
-user, and a pushed configuration is refused the local runner (``pushed_lines``).
+account. Where that is impossible (the controller is not root, or the account cannot start
+the interpreter: a pyenv under /root), trainers share the controller's user, model_facts
+says why, and a pushed configuration is refused the local runner (``pushed_lines``).
 """
 import ctypes
 import functools
