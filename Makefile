@@ -29,9 +29,10 @@ run: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook playbooks/tune.yml -e autotune_config=$(abspath $(CONFIG)) $(ANSIBLE_ARGS)
 
 # Watch the sample study (after `make run`, or while it runs) at http://127.0.0.1:8080 ; Ctrl-C stops it.
+# Read-only, as the role serves it: other users of this host reach the port too (docs/dashboard.md).
 dashboard: venv
 	@test -f $(RUN_DIR)/study.db || { echo "no study in $(RUN_DIR)/study.db yet: start 'make run' first" >&2; exit 1; }
-	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $(DASHBOARD_PORT) sqlite:///$(abspath $(RUN_DIR))/study.db
+	$(BIN)/python roles/dashboard/files/autotune_dashboard.py --host 127.0.0.1 --port $(DASHBOARD_PORT) --storage sqlite:///$(abspath $(RUN_DIR))/study.db
 
 # The same as a service that outlives the shell (roles/dashboard; as root: it writes /etc and /var/log).
 dashboard-service: venv

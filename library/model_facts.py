@@ -83,7 +83,10 @@ ignored:
   elements: str
   sample: [runner, storage]
 runner:
-  description: How trials will run; for C(docker), the trainer image the model's framework picks.
+  description:
+    - How trials will run; for C(docker), the trainer image the model's framework picks.
+    - For C(local), the account trials run as (C(user), C(uid)); C(shares_controller_user) says why they run as the
+      controller's own user when they cannot run as C(runner.local.user) (a pushed configuration is then refused).
   returned: success
   type: dict
   sample: {kind: docker, image: "autotune-trainer-keras:cpu-latest"}

@@ -312,6 +312,9 @@ def _confinement_lines(config, data_roots):
         if folder and not _within(_resolve(base, folder), [base, *data_roots]):
             lines.append(f"dataset.{field}: {folder!r} is outside the checkout and the operator's data roots "
                          f"({', '.join(data_roots) or 'none set'}); expected a data set the operator allows")
+    kind = config["runner"]["kind"]
+    if kind in RUNNERS:  # an unknown kind is the schema's line
+        lines += RUNNERS[kind].pushed_lines(config["runner"].get(kind, {}))
     return lines
 
 

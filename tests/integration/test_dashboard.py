@@ -11,11 +11,13 @@ the budget ends it), and "catsdogs-live", written with Optuna directly, whose la
 Checked: the role runs twice with changed=0 the second time; both studies are listed; the trials table
 shows every trial with its value; the history chart renders; a trial's note shows its code diff; the
 progress header and the mail give the study's page; the password is in no page or API answer, no process's
-command line or environment, no log. Screenshots land in $AUTOTUNE_ARTEFACTS/dashboard (default
-runs/test-artefacts/dashboard).
+command line or environment, no log; another local user (nobody) can change nothing through it (issue 20,
+row 10: DELETE /api/studies/1 answered 204 and emptied the study). Screenshots land in
+$AUTOTUNE_ARTEFACTS/dashboard (default runs/test-artefacts/dashboard).
 """
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -36,6 +38,16 @@ from conftest import REPO, TEMPLATES, missing, write_config
 from containers_support import explain, recap, require_root
 
 CHROMIUM = "/usr/lib/chromium/chromium"
+LAUNCHER = REPO / "roles" / "dashboard" / "files" / "autotune_dashboard.py"
+NOBODY_PYTHON = "/usr/bin/python3"  # a Python another user can run (the project's may live under /root)
+# What another user tries: every kind of change optuna-dashboard 0.21's API offers, each with a body it accepts.
+CHANGES = [("DELETE", "/api/studies/{study}", None),
+           ("POST", "/api/studies/{study}/rename", {"study_name": "renamed"}),
+           ("PUT", "/api/studies/{study}/note", {"version": 0, "body": "defaced"}),
+           ("PUT", "/api/studies/{study}/{trial}/note", {"version": 0, "body": "defaced"}),
+           ("POST", "/api/trials/{trial}/tell", {"state": "Fail"}),
+           ("POST", "/api/trials/{trial}/user-attrs", {"user_attrs": {"outcome": "forged"}}),
+           ("POST", "/api/studies", {"study_name": "planted", "directions": ["maximize"]})]
 SERVICE = "autotune-dashboard-test"
 CONFIG_FILE = Path("/etc/autotune-dashboard") / f"{SERVICE}.toml"
 LOG = Path("/var/log") / f"{SERVICE}.log"
@@ -322,3 +334,106 @@ def test_storage_password_is_in_no_page_process_or_log(served, storage, finished
         assert password not in result.stdout + result.stderr
     assert CONFIG_FILE.stat().st_mode & 0o777 == 0o600
     assert password in CONFIG_FILE.read_text()  # where it is meant to be, and nowhere else
+
+
+def _as_nobody(method, url, body=None):
+    """The HTTP status another local user (nobody, none of root's groups) gets for one request."""
+    if not os.access(NOBODY_PYTHON, os.X_OK):
+        missing(f"needs {NOBODY_PYTHON} (Debian's python3) to send requests as nobody")
+    code = ("import sys, urllib.request, urllib.error\n"
+            "data = sys.argv[3].encode() if sys.argv[3] else None\n"
+            "request = urllib.request.Request(sys.argv[2], data=data, method=sys.argv[1],"
+            " headers={'Content-Type': 'application/json'})\n"
+            "try:\n    print(urllib.request.urlopen(request, timeout=20).status)\n"
+            "except urllib.error.HTTPError as error:\n    print(error.code)\n")
+    nobody = pwd.getpwnam("nobody")
+    done = subprocess.run([NOBODY_PYTHON, "-c", code, method, url, json.dumps(body) if body is not None else ""],
+                          user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], cwd="/", env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
+def _tried(base, study_id, trial_id):
+    """{method path: status} of every change in CHANGES, sent by nobody."""
+    return {f"{method} {path}": _as_nobody(method, base + path.format(study=study_id, trial=trial_id), body)
+            for method, path, body in CHANGES}
+
+
+def _state(url, name):
+    study = optuna.load_study(study_name=name, storage=url)
+    return [(t.number, t.state, t.value, t.user_attrs.get("outcome")) for t in study.get_trials(deepcopy=False)]
+
+
+class Launched:
+    """The role's launcher serving ``url`` on a free port, as root, read-only unless told otherwise."""
+
+    def __init__(self, url, folder, read_only=True):
+        self.port = _free_port()
+        config = folder / f"dashboard-{self.port}.toml"
+        config.write_text(f"[optuna_dashboard]\nstorage = {json.dumps(url)}\nport = {self.port}\n"
+                          f"[autotune]\nread_only = {str(read_only).lower()}\n")
+        self.process = subprocess.Popen([sys.executable, str(LAUNCHER), str(config)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        for _ in range(120):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                if self.process.poll() is not None:
+                    pytest.fail(f"the launcher exited: {self.process.stdout.read()}")
+                subprocess.run(["sleep", "0.5"], check=False)
+        pytest.fail("the launcher did not listen within 60 s")
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _trial_id(url, name, number):
+    storage = optuna.storages.get_storage(url)
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+
+
+def _small_study(url, name):
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    for value in (0.7, 0.8):
+        trial = study.ask()
+        trial.set_user_attr("outcome", "finished")
+        study.tell(trial, value)
+    study.ask()  # a RUNNING trial, which tell could end
+    return study
+
+
+def test_another_local_user_can_change_nothing_through_the_dashboard(tmp_path):
+    """Row 10 reproduced on an unguarded launcher (read_only = false: nobody's DELETE empties the study), then
+    refused by the default one: every change answered 405, the study as it was, its pages still served."""
+    require_root()
+    open_url, url = f"sqlite:///{tmp_path}/open.db", f"sqlite:///{tmp_path}/guarded.db"
+    _small_study(open_url, "victim")
+    with Launched(open_url, tmp_path, read_only=False) as unguarded:
+        assert _as_nobody("DELETE", f"{unguarded.base}/api/studies/1") == 204, "the attack works without the guard"
+    assert optuna.get_all_study_names(open_url) == []
+    _small_study(url, "kept")
+    before, study_id, trial_id = _state(url, "kept"), _study_id("kept", url), _trial_id(url, "kept", 2)
+    with Launched(url, tmp_path) as guarded:
+        tried = _tried(guarded.base, study_id, trial_id)
+        assert set(tried.values()) == {405}, tried
+        assert _as_nobody("GET", f"{guarded.base}/api/studies/{study_id}") == 200
+        assert _as_nobody("GET", f"{guarded.base}/dashboard") == 200
+    assert optuna.get_all_study_names(url) == ["kept"] and _state(url, "kept") == before
+
+
+def test_the_served_dashboard_changes_nothing_for_another_user(served, storage, live):
+    """The same, against the service the role runs (its launcher, its configuration file)."""
+    base, url = served[0], storage[0]
+    study_id = _study_id("catsdogs-live", url)
+    before = _state(url, "catsdogs-live")
+    tried = _tried(base, study_id, _trial_id(url, "catsdogs-live", live["running"]))
+    assert set(tried.values()) == {405}, tried
+    assert _state(url, "catsdogs-live") == before and _as_nobody("GET", f"{base}/api/studies/{study_id}") == 200
+    assert sorted(optuna.get_all_study_names(url)) == ["catsdogs", "catsdogs-live"]

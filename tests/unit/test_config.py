@@ -180,8 +180,8 @@ def test_a_pushed_configuration_keeps_its_files_in_the_checkout_and_data_roots(t
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     document = {"dataset": {"path": str(sample_data)}, "model": {"file": "/etc/passwd"}}
-    with pytest.raises(ConfigError) as error:
-        tune_config.validate(document, base_dir=str(checkout), pushed=True)
+    with pytest.raises(ConfigError) as error:  # the pipeline's runner (autotune_pipeline_runner)
+        tune_config.validate(document, base_dir=str(checkout), pushed=True, overrides={"runner": {"kind": "docker"}})
     assert error.value.details == [
         "model.file: '/etc/passwd' is outside the pushed repository; expected a file of the checkout",
         f"dataset.path: '{sample_data}' is outside the checkout and the operator's data roots (none set); "

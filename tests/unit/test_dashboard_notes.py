@@ -177,7 +177,7 @@ def test_launcher_reads_optuna_dashboards_own_config_format(tmp_path):
     config.write_text('[optuna_dashboard]\nstorage = "sqlite:////x.db"\nhost = "127.0.0.1"\nport = 8081\n'
                       '[autotune]\naccess_log = true\n')
     assert _launcher().load(str(config)) == {"storage": "sqlite:////x.db", "host": "127.0.0.1", "port": 8081,
-                                             "access_log": True}
+                                             "access_log": True, "read_only": True}
 
 
 def test_role_pins_the_same_versions_as_requirements():

@@ -1,4 +1,6 @@
 """The runner registry and each runner's own configuration block."""
+import os
+
 import pytest
 
 from ansible.module_utils.autotune import config as tune_config
@@ -42,7 +44,8 @@ def test_local_runner_from_its_block(tmp_path):
     config = _validate(tmp_path, {"kind": "local", "local": {"python": "/usr/bin/python3"}})
     runner = make_runner(config["runner"], "keras")
     assert isinstance(runner, LocalRunner)
-    assert runner.describe() == {"runner": "local", "python": "/usr/bin/python3", "warm": True, "spares": 1}
+    as_root = {"user": "nobody"} if os.geteuid() == 0 else {}  # Debian's python3: any account can run it
+    assert runner.describe() == {"runner": "local", "python": "/usr/bin/python3", "warm": True, "spares": 1, **as_root}
 
 
 def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):
@@ -93,3 +96,82 @@ def test_no_spares_are_started_when_warm_is_off():
     pool.first(0, lambda: "spare")
     pool.top_up(0, lambda: "spare")
     assert len(pool) == 0 and pool.take(0, lambda spare: spare) is None
+
+
+def _pushed(tmp_path, local):
+    (tmp_path / "data" / "a").mkdir(parents=True, exist_ok=True)
+    return tune_config.validate({"dataset": {"path": "data"}, "model": {"template": "cnn"}}, base_dir=str(tmp_path),
+                                pushed=True, overrides={"runner": {"kind": "local", "local": local}})
+
+
+def test_a_controller_that_is_not_root_refuses_pushed_code_the_local_runner(tmp_path, monkeypatch):
+    """Row 11 where no other user can be had: trials would share the user holding the module's arguments."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError) as error:
+        _pushed(tmp_path, {})
+    assert error.value.details == [
+        "runner.kind: 'local' would run pushed code as this controller's own user (uid 1000: the controller is not "
+        "root, so it cannot start trials as another user), which can read the module's arguments and the storage URL; "
+        "expected runner.kind: docker (autotune_pipeline_runner), or a root controller whose runner.local.user can run "
+        "runner.local.python"]
+    assert _validate(tmp_path, {"kind": "local"})["runner"]["kind"] == "local", "the operator's own model still runs"
+    assert runner_facts({"kind": "local", "local": {}}, "keras")["shares_controller_user"].startswith("the controller")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+def test_a_root_controller_runs_trials_as_an_account_that_can_run_the_python(tmp_path, monkeypatch):
+    assert _pushed(tmp_path, {"python": "/usr/bin/python3"})["runner"]["local"]["user"] == "nobody"
+    assert runner_facts({"kind": "local", "local": {"python": "/usr/bin/python3"}}, "keras")["user"] == "nobody"
+    closed = tmp_path / "closed"  # a Python only root can start, as a pyenv under /root is
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    (closed / "python3").symlink_to("/usr/bin/python3")
+    with pytest.raises(ConfigError, match=r"uid 0: nobody cannot run .*closed/python3 \(PermissionError"):
+        _pushed(tmp_path, {"python": str(closed / "python3")})
+    facts = runner_facts({"kind": "local", "local": {"python": str(closed / "python3")}}, "keras")
+    assert facts["uid"] == 0 and "nobody cannot run" in facts["shares_controller_user"]
+    with pytest.raises(AutotuneError, match="runner.local.user: 'root' is root; expected an unprivileged account"):
+        runner_facts({"kind": "local", "local": {"user": "root"}}, "keras")
+    with pytest.raises(AutotuneError, match="runner.local.user: 'no-such-user' is not an account on this host"):
+        _pushed(tmp_path, {"user": "no-such-user"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+def test_a_trial_child_gets_the_account_a_private_home_and_paths_from_its_own_folder(tmp_path):
+    runner = LocalRunner(python="/usr/bin/python3")
+    run_dir = tmp_path / "run"
+    trial, pack = run_dir / "trials" / "0003", run_dir / "data" / "abc"
+    argv = runner._argv("autotune_trainer", [str(trial)], {"--data": str(pack)}, str(trial))
+    assert argv[2:] == ["autotune_trainer", ".", "--data", "../../data/abc"], "no walk through the run folder's parents"
+    options, home = runner._child(str(trial), None)
+    assert options["user"] != 0 and options["extra_groups"] == [] and options["umask"] == 0o077
+    assert options["env"]["HOME"] == options["env"]["TMPDIR"] == home and options["env"]["PYTHONNOUSERSITE"] == "1"
+    assert os.stat(home).st_uid == options["user"] and oct(os.stat(home).st_mode & 0o777) == "0o700"
+    runner.close()
+    assert not os.path.exists(home), "the runner removes the homes it made"
+
+
+def test_what_a_trainer_leaves_in_its_process_group_ends_with_its_cleanup(tmp_path):
+    """A trial's background child would outlive it, under the account later trials and verifiers run as."""
+    import subprocess
+    import time
+
+    from ansible.module_utils.autotune.runners.local import LocalProcess
+    marker = tmp_path / "child.pid"
+    popen = subprocess.Popen(["sh", "-c", f"sleep 120 & echo $! > {marker}; exit 0"], start_new_session=True)
+    process = LocalProcess(popen, str(tmp_path))
+    while process.exit_code() is None:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert os.path.exists(f"/proc/{child}"), "the child outlived the trainer"
+    process.cleanup()
+    for _ in range(100):
+        try:
+            with open(f"/proc/{child}/stat", encoding="ascii") as handle:
+                if handle.read().split(") ")[1].startswith("Z"):
+                    break  # killed; its parent (init here) reaps it
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the trainer's child still runs after cleanup")

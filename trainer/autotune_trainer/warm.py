@@ -74,6 +74,7 @@ def main(argv=None):
         os.chdir(trial_dir)  # a container's output is its log already; the runner keeps it in the trial folder
     else:
         _into_trial(trial_dir)
+        trial_dir = Path(".")  # a root controller's runner names it relative to the spares folder, left just now
     print(f"autotune_trainer.warm: trial handed to warm trainer pid {os.getpid()} (Keras and data already loaded)",
           flush=True)
     return trainer.run_trial(trial_dir, lambda: data, float(launched))

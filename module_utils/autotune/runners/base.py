@@ -92,6 +92,11 @@ class Runner:
         return []
 
     @classmethod
+    def pushed_lines(cls, block):
+        """Why this runner, so configured, must not run pushed code on this host: one line per reason, or []."""
+        return []
+
+    @classmethod
     def facts(cls, block, framework):
         """What model_facts shows about where trials will run; raises AutotuneError for what cannot work."""
         return {}
