@@ -2,7 +2,8 @@
 runner.local.user (nobody by default) and cannot read the module's arguments, the storage URL or the study.
 
 Run as root, as a fleet worker connected to as root or a root cron or Jenkins agent runs the controller. One tiny
-trial, handed to a warm spare (the default); it reaches the goal, so the verifier runs too, started cold.
+trial, handed to a warm spare (the default); it reaches the goal, so the verifier runs too, started cold, as the
+controller's user: the held-out test split is the controller's alone.
 """
 import json
 import os
@@ -74,14 +75,15 @@ def test_trial_code_of_a_root_controller_cannot_read_the_modules_arguments_or_th
     summary, run_dir = _tune(host, trial_python)
     trial = summary["trials"][0]
     assert trial["outcome"] == "finished", trial
-    assert trial["verified_value"] is not None, "the verifier ran as the trial account too, and scored the model"
+    assert trial["verified_value"] is not None and trial["test_value"] is not None, \
+        "the verifier, as the controller's user, scored the model on the held-out split the trial could not open"
     found = json.loads((run_dir / "trials" / "0000" / "snoop.json").read_text())
     nobody = pwd.getpwnam("nobody")
     assert (found["uid"], found["euid"], found["gid"]) == (nobody.pw_uid, nobody.pw_uid, nobody.pw_gid)
     assert 0 not in found["groups"], "none of root's supplementary groups"
     assert found["public"]["ok"], "the control: the trial reaches the folder the module's arguments are in"
     for target in ("module_arguments", "module_arguments_folder", "study_db", "study_db_relative", "run_dir_listing",
-                   "controller_environ", "root_home"):
+                   "controller_environ", "root_home", "held_out"):
         assert found[target] == {"ok": False, "error": "PermissionError"}, (target, found[target])
     assert found["pack"]["ok"], "the packed data set stays readable"
     assert SECRET not in (run_dir / "trials" / "0000" / "snoop.json").read_text()
