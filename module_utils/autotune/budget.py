@@ -24,6 +24,17 @@ def goal_reached_by(trials, goal):
     return max(reached, key=lambda t: t.value) if reached else None
 
 
+def best_trial(trials, goal):
+    """The trial reported as the best, always one scored apart: the one that reached the goal, else the best
+    verified validation score; None when no trial was scored apart. Progress lines, summary, report, mail and
+    the published commit all name this one."""
+    reached = goal_reached_by(trials, goal)
+    if reached:
+        return reached
+    verified = [t for t in counted(trials) if t.state == COMPLETE and t.user_attrs.get("verified") is True]
+    return max(verified, key=lambda t: t.value) if verified else None
+
+
 def stop_reason(trials, goal, budget, elapsed):
     """Why the study stops now, or None while it goes on."""
     if goal_reached_by(trials, goal):

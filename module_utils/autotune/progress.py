@@ -4,6 +4,7 @@ import time
 
 import optuna
 
+from ansible.module_utils.autotune.budget import best_trial
 from ansible.module_utils.autotune.printable import escape
 
 
@@ -12,13 +13,16 @@ def _format_params(params, names):
                     for n in names if n in params)
 
 
-def trial_line(study, number, metric, names):
+def trial_line(study, number, metric, names, goal):
+    """The trial's parameters and value, with its held-out score when it was scored apart, and the best so far
+    (budget.best_trial: the one the report will name)."""
     trials = study.get_trials(deepcopy=False)
     trial = trials[number]
     attrs = trial.user_attrs
-    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = max(completed, key=lambda t: t.value) if completed else None
+    best = best_trial(trials, goal)
     shown = f"{metric}={trial.value:.4f}" if trial.value is not None else attrs.get("outcome", trial.state.name.lower())
+    if attrs.get("test_value") is not None:
+        shown += f" (held-out {attrs['test_value']:.4f})"
     best_text = f"best={best.value:.4f} (trial {best.number})" if best else "best=-"
     line = (f"trial {number:3d}  {_format_params(attrs.get('params', {}), names)}  "
             f"{shown}  {attrs.get('seconds', 0):.1f}s  {best_text}")

@@ -55,14 +55,6 @@ def trial_records(study):
     return records
 
 
-def best_record(records, goal):
-    """The trial reported as the best, always one scored apart (``verified``): the one that reached the goal on
-    the held-out split (the best of them by validation score if several did), else the best validation score."""
-    verified = [r for r in records if r["state"] == "COMPLETE" and r["verified"] and r["value"] is not None]
-    reached = [r for r in verified if trialdir.reaches(r["goal_value"], goal)]
-    return max(reached or verified, key=lambda r: r["value"]) if verified else None
-
-
 def write_json(path, payload):
     trialdir.write_json(path, payload, default=str)
 

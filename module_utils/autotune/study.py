@@ -276,7 +276,7 @@ class StudyLoop:
             slot.trial.set_user_attr(name, item)
         study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
         self.notes.trial(study, slot.trial, self.run_dir, self.metric)
-        self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"])))
+        self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"]), self.config["target"]["goal"]))
         if state == COMPLETE:
             self.tried[search_space.frozen(slot.params)] = study.get_trials(deepcopy=False)[slot.number]
 
@@ -351,7 +351,7 @@ class StudyLoop:
             trial.set_user_attr(name, value)
         study.tell(trial, earlier.value)
         self.notes.trial(study, trial, self.run_dir, self.metric)
-        self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"])))
+        self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"]), self.config["target"]["goal"]))
 
     def _retry_interrupted(self, study):
         """Trials a dead controller of this run directory left RUNNING are failed, and retried when they had started.

@@ -7,6 +7,7 @@ import time
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
+from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import dataset as tune_dataset
@@ -178,7 +179,8 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, pla
         for key in ("code", "trial_dir"):
             record[key] = os.path.join(run_dir, record[key]) if record[key] else None
     goal, metric = config["target"]["goal"], config["target"]["metric"]
-    best = report.best_record(records, goal)
+    chosen = study_budget.best_trial(study.get_trials(deepcopy=False), goal)
+    best = records[chosen.number] if chosen else None
     if best and best["test_value"] is None and scorer:
         best.update(scorer(best))
     best_model = _copy_best(best, run_dir)

@@ -8,6 +8,7 @@ import json
 import optuna
 import pytest
 
+from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import modelcode, report, strategies
 from ansible.module_utils.autotune.errors import AutotuneError
@@ -245,9 +246,8 @@ def test_a_lie_below_the_goal_is_scored_and_never_reported_as_the_best(tmp_path)
                                       target={"goal": 0.99}, budget={"max_trials": 3})
     liar = study.trials[1]
     assert liar.value == 0.5 and liar.user_attrs["reported_value"] == 0.98 and liar.user_attrs["verified"] is True
-    records = report.trial_records(study)
-    best = report.best_record(records, 0.99)
-    assert best["number"] == 2 and best["verified"] and best["test_value"] == pytest.approx(0.65)
+    best = study_budget.best_trial(study.trials, 0.99)
+    assert best.number == 2 and best.user_attrs["verified"] and best.user_attrs["test_value"] == pytest.approx(0.65)
     assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000", "0001", "0002"]
 
 
@@ -257,4 +257,4 @@ def test_a_trial_below_the_best_verified_score_is_not_scored_and_never_the_best(
                                       target={"goal": 0.99}, budget={"max_trials": 2})
     assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000"]
     assert study.trials[1].user_attrs["verified"] is False and "test_value" not in study.trials[1].user_attrs
-    assert report.best_record(report.trial_records(study), 0.99)["number"] == 0
+    assert study_budget.best_trial(study.trials, 0.99).number == 0
