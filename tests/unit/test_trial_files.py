@@ -3,14 +3,16 @@
 Every read here runs in a thread with a deadline, so a regression to a blocking open fails the test instead of
 hanging the suite.
 """
+import fcntl
 import json
 import os
 import threading
 import tracemalloc
+import types
 
 import pytest
 
-from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune import health, trialdir
 from ansible.module_utils.autotune.runners.base import TrialProcess
 from ansible.module_utils.autotune.storage import default_storage
 from ansible.module_utils.autotune.study import StudyLoop
@@ -305,3 +307,60 @@ def test_a_fifo_planted_by_a_trial_fails_it_without_hanging_the_loop(tmp_path):
     study, _, _, _ = promptly(run_loop)
     assert study.trials[1].user_attrs["outcome"] == "bad_trial_file"
     assert study.trials[1].user_attrs["reason"].startswith("trainer.log: the file is not a regular file")
+
+
+# --- the health pass: each container on its own, relaunches bounded -------------------------------------------
+
+def _dead(run_dir, trial, started):
+    labels = {"io.autotune.project": "autotune", "io.autotune.study": "s", "io.autotune.trial": trial,
+              "io.autotune.run_dir": str(run_dir)}
+
+    def start():
+        if trial == "0005":
+            raise OSError("engine refused")  # stands for an engine error on this one container
+        started.append(trial)
+    return types.SimpleNamespace(name=f"autotune-s-{trial}-abcdef", labels=labels, start=start,
+                                 attrs={"State": {"Status": "exited", "ExitCode": 137, "OOMKilled": False}})
+
+
+def test_one_bad_trial_folder_never_stops_the_health_pass_and_relaunches_stay_bounded(tmp_path):
+    """Row 2: health.json {"relaunches": "0"} raised TypeError for the whole pass; -1000000 relaunched forever."""
+    planted = {"0001": b'{"relaunches": -1000000}', "0002": None, "0003": b'{"relaunches": "0"}', "0004": b"[1]",
+               "0006": b'{"relaunches": 1, "history": [{"at": 1.0, "why": "died"}]}'}
+    for number in ("0000", "0001", "0002", "0003", "0004", "0005", "0006", "0007"):
+        folder = tmp_path / "trials" / number
+        folder.mkdir(parents=True)
+        if number in planted and planted[number] is None:
+            os.mkfifo(folder / trialdir.HEALTH)
+        elif number in planted:
+            (folder / trialdir.HEALTH).write_bytes(planted[number])
+    (tmp_path / "trials" / "0007" / "health.json.tmp").mkdir()  # the record cannot be written: no relaunch either
+    started = []
+    containers = [_dead(tmp_path, t, started) for t in ("0000", "0001", "0002", "0003", "0004", "0005", "0006", "0007")]
+    client = types.SimpleNamespace(containers=types.SimpleNamespace(list=lambda **_: containers))
+    with open(tmp_path / trialdir.RUN_LOCK, "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the study's controller is alive
+        actions = {a["trial"]: a for a in promptly(health.heal, client, 3)}
+    assert sorted(started) == ["0000", "0006"]
+    assert {t: a["action"] for t, a in actions.items()} == {
+        0: "relaunched", 1: "bad_trial_file", 2: "bad_trial_file", 3: "bad_trial_file", 4: "bad_trial_file",
+        5: "error", 6: "relaunched", 7: "error"}
+    assert actions[1]["why"] == "health.json: relaunches is -1000000; expected an integer 0..100; not relaunched"
+    assert actions[2]["why"].startswith("health.json: the file is not a regular file")
+    assert actions[3]["why"] == "health.json: relaunches is '0'; expected an integer 0..100; not relaunched"
+    assert actions[5]["why"] == "OSError: engine refused"
+    assert actions[6]["relaunches"] == 2
+    assert json.loads((tmp_path / "trials" / "0005" / trialdir.HEALTH).read_text())["relaunches"] == 1  # counted
+    assert all("\n" not in a["why"] for a in actions.values())
+
+
+def test_the_relaunch_limit_is_bounded_too(tmp_path):
+    folder = tmp_path / "trials" / "0000"
+    folder.mkdir(parents=True)
+    (folder / trialdir.HEALTH).write_text(json.dumps({"relaunches": trialdir.MAX_RELAUNCHES, "history": []}))
+    started = []
+    client = types.SimpleNamespace(containers=types.SimpleNamespace(list=lambda **_: [_dead(tmp_path, "0000", started)]))
+    with open(tmp_path / trialdir.RUN_LOCK, "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (action,) = health.heal(client, relaunch_limit=10 ** 9)
+    assert action["action"] == "gave_up" and not started
