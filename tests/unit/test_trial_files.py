@@ -364,3 +364,16 @@ def test_the_relaunch_limit_is_bounded_too(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX)
         (action,) = health.heal(client, relaunch_limit=10 ** 9)
     assert action["action"] == "gave_up" and not started
+
+
+def test_the_docker_runner_replaces_a_fifo_log_instead_of_blocking_on_it(tmp_path):
+    from ansible.module_utils.autotune.runners.docker import DockerProcess  # pylint: disable=import-outside-toplevel
+    os.mkfifo(tmp_path / trialdir.LOG)
+    removed = []
+    container = types.SimpleNamespace(logs=lambda **_: b"epoch 1\n", remove=lambda force: removed.append(force))
+    promptly(DockerProcess(container, str(tmp_path), relaunch_grace=1).cleanup)
+    assert (tmp_path / trialdir.LOG).read_bytes() == b"epoch 1\n" and removed == [True]
+    (tmp_path / trialdir.LOG).unlink()
+    (tmp_path / trialdir.LOG).mkdir()  # cannot be replaced: the log is lost, the container still removed
+    promptly(DockerProcess(container, str(tmp_path), relaunch_grace=1).cleanup)
+    assert removed == [True, True]
