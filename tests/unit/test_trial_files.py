@@ -377,3 +377,18 @@ def test_the_docker_runner_replaces_a_fifo_log_instead_of_blocking_on_it(tmp_pat
     (tmp_path / trialdir.LOG).mkdir()  # cannot be replaced: the log is lost, the container still removed
     promptly(DockerProcess(container, str(tmp_path), relaunch_grace=1).cleanup)
     assert removed == [True, True]
+
+
+def test_a_malformed_result_of_a_trial_that_finished_unwatched_fails_it_on_resume(tmp_path):
+    from test_study_loop import _left_running, _setup  # pylint: disable=import-outside-toplevel
+    config, plan, run_dir = _setup(tmp_path)
+    _left_running(config, plan, run_dir, True)
+    with open(f"{run_dir}/trials/0000/{trialdir.METRICS}", "a", encoding="utf-8") as handle:
+        handle.write('{"epoch": 1, "val_accuracy": "x"}\n')
+    runner = FakeRunner(lambda params: [0.9])
+    study, _, _ = StudyLoop(config, plan, {"path": "x.npz"}, runner, run_dir, default_storage(run_dir),
+                            lambda line: None).run()
+    resumed = study.trials[1]
+    assert (resumed.state.name, resumed.user_attrs["outcome"]) == ("FAIL", "bad_trial_file")
+    assert resumed.user_attrs["reason"] == "metrics.jsonl: line 2 'val_accuracy' is 'x'; expected a number"
+    assert study.trials[-1].state.name == "COMPLETE"  # the study went on
