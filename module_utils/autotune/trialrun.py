@@ -118,7 +118,10 @@ def conclude(seen, metric):
         process.hp_seen(strict=True)
         last_lines = process.log_tail() if _failed(seen, status, result) else []
     except trialdir.TrialFileError as exc:
-        seen.bad_file = seen.bad_file or str(exc)
+        if not (seen.pruned or seen.stopped or seen.timed_out):
+            seen.bad_file = seen.bad_file or str(exc)
+        # Ended by the controller already: that is its outcome; nothing the trial wrote is taken, the line is kept.
+        result, health, last_lines, attrs["bad_file"] = {}, {}, [], str(exc)[:500]
     if seen.bad_file:
         # One line naming the file and the field; nothing else the trial wrote is taken.
         attrs.update(outcome="bad_trial_file", reason=seen.bad_file[:500])

@@ -55,7 +55,7 @@ def test_a_fifo_in_place_of_a_trial_file_is_refused_at_once(tmp_path, name):
     process = _process(tmp_path)
     reader = {trialdir.METRICS: process.new_epochs, trialdir.HEALTH: process.health, trialdir.LOG: process.log_tail,
               trialdir.RESULT: process.result, trialdir.HP_SEEN: lambda: process.hp_seen(strict=True)}[name]
-    with pytest.raises(trialdir.TrialFileError, match=f"^{name}: the file is not a regular file"):
+    with pytest.raises(trialdir.TrialFileError, match=f"^{name}: the file is a FIFO; expected a regular file"):
         promptly(reader)
     # The lenient readers (trainer, spares, verify) say "nothing there", also at once.
     assert promptly(trialdir.read_json, str(tmp_path / name), {}) == {}
@@ -243,8 +243,8 @@ class PlantingRunner(FakeRunner):
         process.shown = len(values)  # all written at once: it ends at its first poll unless it hangs
         planted = {trialdir.METRICS: b"".join(b'{"epoch": %d, "val_accuracy": %r}\n' % (i, v)
                                               for i, v in enumerate(values))}
-        if not isinstance(process.values, list) or process.values:
-            planted[trialdir.RESULT] = json.dumps({"status": "ok", "value": values[-1]} if values else {}).encode()
+        if values:
+            planted[trialdir.RESULT] = json.dumps({"status": "ok", "value": values[-1]}).encode()
         planted.update(self.plant(self.params_of(trial_dir)))
         for name, content in planted.items():
             with open(f"{trial_dir}/{name}", "wb") as handle:
@@ -306,7 +306,7 @@ def test_a_fifo_planted_by_a_trial_fails_it_without_hanging_the_loop(tmp_path):
                       lambda params: "crash" if params["filters"] == 8 else [0.5])
     study, _, _, _ = promptly(run_loop)
     assert study.trials[1].user_attrs["outcome"] == "bad_trial_file"
-    assert study.trials[1].user_attrs["reason"].startswith("trainer.log: the file is not a regular file")
+    assert study.trials[1].user_attrs["reason"].startswith("trainer.log: the file is a FIFO; expected a regular file")
 
 
 # --- the health pass: each container on its own, relaunches bounded -------------------------------------------
@@ -346,7 +346,7 @@ def test_one_bad_trial_folder_never_stops_the_health_pass_and_relaunches_stay_bo
         0: "relaunched", 1: "bad_trial_file", 2: "bad_trial_file", 3: "bad_trial_file", 4: "bad_trial_file",
         5: "error", 6: "relaunched", 7: "error"}
     assert actions[1]["why"] == "health.json: relaunches is -1000000; expected an integer 0..100; not relaunched"
-    assert actions[2]["why"].startswith("health.json: the file is not a regular file")
+    assert actions[2]["why"].startswith("health.json: the file is a FIFO; expected a regular file")
     assert actions[3]["why"] == "health.json: relaunches is '0'; expected an integer 0..100; not relaunched"
     assert actions[5]["why"] == "OSError: engine refused"
     assert actions[6]["relaunches"] == 2
@@ -392,3 +392,18 @@ def test_a_malformed_result_of_a_trial_that_finished_unwatched_fails_it_on_resum
     assert (resumed.state.name, resumed.user_attrs["outcome"]) == ("FAIL", "bad_trial_file")
     assert resumed.user_attrs["reason"] == "metrics.jsonl: line 2 'val_accuracy' is 'x'; expected a number"
     assert study.trials[-1].state.name == "COMPLETE"  # the study went on
+
+
+def test_a_trial_the_controller_timed_out_keeps_that_outcome_whatever_its_files(tmp_path):
+    """A trial that hangs after planting a link at result.json (integration test_links_...) times out, as before."""
+    def plant(params):
+        if params["filters"] == 8:
+            os.symlink("/etc/passwd", tmp_path / "run" / "trials" / "0001" / trialdir.RESULT)
+        return {}
+    from test_study_loop import _setup  # pylint: disable=import-outside-toplevel
+    config, plan, run_dir = _setup(tmp_path, budget={"max_trials": 2, "trial_timeout": 1}, target={"goal": 0.99})
+    runner = PlantingRunner(lambda params: "hang" if params["filters"] == 8 else [0.5], plant)
+    study, _, _ = StudyLoop(config, plan, {"path": "x"}, runner, run_dir, default_storage(run_dir), lambda line: None).run()
+    attrs = study.trials[1].user_attrs
+    assert attrs["outcome"] == "timed_out"
+    assert attrs["bad_file"] == "result.json: the file is a link; expected a regular file"

@@ -129,6 +129,19 @@ def _shown(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _kind(path, error):
+    """What stands at path instead of a regular file, in a few words."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return f"unreadable ({error.strerror or 'gone'})"
+    for test, kind in ((stat.S_ISLNK, "a link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return f"unreadable ({error.strerror or 'not a regular file'})"
+
+
 def _open_capped(path, limit):
     """(handle, size) of a regular file at most ``limit`` bytes, or (None, 0) when there is none."""
     name = os.path.basename(path)
@@ -137,8 +150,7 @@ def _open_capped(path, limit):
     except FileNotFoundError:
         return None, 0
     except OSError as exc:
-        kind = "a link" if os.path.islink(path) else ("not a regular file" if os.path.lexists(path) else "unreadable")
-        raise TrialFileError(name, "the file", f"is {kind} ({exc.strerror or exc})", "a regular file") from None
+        raise TrialFileError(name, "the file", f"is {_kind(path, exc)}", "a regular file") from None
     size = os.fstat(handle.fileno()).st_size
     if size > limit:
         handle.close()
