@@ -99,7 +99,10 @@ class Running:
         """A trial that finished unwatched: report its epochs to Optuna as if they had been followed."""
         self.code = self.process.exit_code()
         try:
-            self.epochs = self.process.new_epochs()
+            fresh = self.process.new_epochs()
+            while fresh:  # read a chunk (1 MiB) at a time: a long finished file takes more than one
+                self.epochs += fresh
+                fresh = self.process.new_epochs()
         except trialdir.TrialFileError as exc:
             self.bad_file = str(exc)  # conclude fails it with this line
         for step, record in enumerate(self.epochs):

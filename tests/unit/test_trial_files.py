@@ -407,3 +407,16 @@ def test_a_trial_the_controller_timed_out_keeps_that_outcome_whatever_its_files(
     attrs = study.trials[1].user_attrs
     assert attrs["outcome"] == "timed_out"
     assert attrs["bad_file"] == "result.json: the file is a link; expected a regular file"
+
+
+def test_a_long_metrics_file_of_a_trial_that_finished_unwatched_is_replayed_whole(tmp_path):
+    from ansible.module_utils.autotune import trialrun  # pylint: disable=import-outside-toplevel
+    from ansible.module_utils.autotune.runners.base import FinishedTrial  # pylint: disable=import-outside-toplevel
+    with open(tmp_path / trialdir.METRICS, "w", encoding="utf-8") as handle:
+        for epoch in range(6000):  # about 1.6 MB: more than one chunk
+            handle.write(json.dumps({"epoch": epoch, "val_accuracy": 0.5, "loss": 0.69314718, "accuracy": 0.5,
+                                     "val_loss": 0.69314718, "seconds": 1.234, "time": 1764700000.123}) + "\n")
+    reported = []
+    trial = types.SimpleNamespace(report=lambda value, step: reported.append(step))
+    seen = trialrun.Running(trial, {}, str(tmp_path), {}, FinishedTrial(str(tmp_path)), 60).replay("val_accuracy")
+    assert len(seen.epochs) == 6000 and reported == list(range(6000)) and seen.bad_file is None
