@@ -21,7 +21,9 @@ description:
   - Overlapping runs are safe; one holds I(lock_path) and acts, the others return at once unchanged.
 options:
   relaunch_limit:
-    description: Relaunches allowed per trial before it is given up.
+    description:
+      - Relaunches allowed per trial before it is given up, 0 to 100. A trial whose C(health.json) holds a
+        count that is not an integer 0..100 (the trial can write its folder) is never relaunched.
     type: int
     default: 3
   lock_path:
@@ -53,8 +55,11 @@ EXAMPLES = r"""
 RETURN = r"""
 actions:
   description: >-
-    One entry per container looked at (action relaunched, gave_up or left, and why); a replaced warm
-    spare's entry names its fresh container in C(replacement).
+    One entry per container looked at (action relaunched, gave_up, left, bad_trial_file or error, and why);
+    a replaced warm spare's entry names its fresh container in C(replacement). C(bad_trial_file) (a file of
+    the trial folder that is not what the trainer or the health check writes, named with its field) and
+    C(error) (anything else that went wrong with that container) concern that container alone: the pass
+    goes on with the others.
   returned: success
   type: list
   elements: dict
@@ -69,6 +74,7 @@ skipped_overlap:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.health import HealthLock, heal
 
@@ -90,8 +96,9 @@ def main():
     )
     if not HAS_DOCKER:
         module.fail_json(msg="trial_health needs the Python 'docker' package; expected it installed")
-    if module.params["relaunch_limit"] < 0:
-        module.fail_json(msg=f"relaunch_limit: {module.params['relaunch_limit']} is invalid; expected an integer >= 0")
+    if not 0 <= module.params["relaunch_limit"] <= trialdir.MAX_RELAUNCHES:
+        module.fail_json(msg=f"relaunch_limit: {module.params['relaunch_limit']} is invalid; "
+                             f"expected an integer 0..{trialdir.MAX_RELAUNCHES}")
     with HealthLock(module.params["lock_path"]) as lock:
         if not lock.acquired:
             module.exit_json(changed=False, actions=[], relaunched=0, skipped_overlap=True,
@@ -102,6 +109,9 @@ def main():
             actions = heal(client, module.params["relaunch_limit"], module.check_mode)
         except (AutotuneError, docker.errors.DockerException) as exc:
             module.fail_json(msg=f"health check could not run: {exc}")
+    for action in actions:
+        if action["action"] in ("bad_trial_file", "error"):
+            module.warn(f"{action['container']}: {action['why']}")
     relaunched = sum(a["action"] == "relaunched" for a in actions)
     gave_up = sum(a["action"] == "gave_up" for a in actions)
     module.exit_json(changed=bool(relaunched or gave_up), actions=actions, relaunched=relaunched,

@@ -8,7 +8,8 @@ started again, or replaced by a fresh container on its trial's folder when it
 was a warm spare handed the trial (relaunch.py): the trainer resumes from its
 last epoch checkpoint. Containers that finished, failed by themselves (crash,
 NaN, OOM), belong to finished studies or are not ours are never touched. A trial relaunched too often is
-given up, with the reason written where its controller reads it.
+given up, with the reason written where its controller reads it. The trial folder is the trial's to write:
+health.json is read checked and bounded (trialdir.read_health), and one bad folder never stops the pass.
 """
 import fcntl
 import os
@@ -77,7 +78,8 @@ def trial_folder(labels):
 
 
 def read_health(trial_dir):
-    return trialdir.read_json(os.path.join(trial_dir, trialdir.HEALTH)) or {"relaunches": 0, "history": []}
+    """The trial's health.json, checked (relaunches an integer 0..trialdir.MAX_RELAUNCHES); TrialFileError otherwise."""
+    return trialdir.read_health(os.path.join(trial_dir, trialdir.HEALTH)) or {"relaunches": 0, "history": []}
 
 
 def examine(container):
@@ -105,38 +107,54 @@ def examine(container):
 
 
 def heal(client, relaunch_limit=3, check_mode=False):
-    """One pass over our containers; returns a list of actions {action, container, study, trial, why}."""
-    actions = []
+    """One pass over our containers; returns a list of actions {action, container, study, trial, why}.
+
+    Each container is examined on its own: a malformed trial folder (a FIFO, health.json with relaunches "0"
+    or -1000000) is 'bad_trial_file' with one line and no relaunch, and anything else that goes wrong with one
+    container is 'error' with its reason: neither stops the pass for the others."""
+    relaunch_limit = min(relaunch_limit, trialdir.MAX_RELAUNCHES)
     try:
         containers = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={PROJECT}"})
     except Exception as exc:  # pylint: disable=broad-except
         raise AutotuneError(f"docker: cannot list containers ({exc}); expected a running engine")
+    actions = []
     for container in containers:
-        labels = container.labels
-        folder = trial_folder(labels)  # a warm container's label names its spare folder: say which trial it is
-        entry = {"container": container.name, "study": labels.get(f"{LABEL_PREFIX}.study"),
-                 "trial": int(os.path.basename(folder)) if folder else labels.get(f"{LABEL_PREFIX}.trial")}
-        decision, why = examine(container)
-        if decision == "leave":
-            actions.append(dict(entry, action="left", why=why))
-            continue
-        trial_dir = trial_folder(labels)
-        health = read_health(trial_dir)
-        if health.get("gave_up"):
-            actions.append(dict(entry, action="left", why="given up earlier"))
-            continue
-        if health["relaunches"] >= relaunch_limit:
-            health["gave_up"] = f"the container died {health['relaunches'] + 1} times; relaunch limit {relaunch_limit} reached"
-            if not check_mode:
-                trialdir.write_json(os.path.join(trial_dir, trialdir.HEALTH), health)
-            actions.append(dict(entry, action="gave_up", why=health["gave_up"]))
-            continue
-        if not check_mode:
-            replacement = relaunch(client, container, trial_dir)
-            if replacement:
-                entry["replacement"] = replacement
-            health["relaunches"] += 1
-            health["history"].append({"at": time.time(), "why": why})
-            trialdir.write_json(os.path.join(trial_dir, trialdir.HEALTH), health)
-        actions.append(dict(entry, action="relaunched", why=why, relaunches=health["relaunches"]))
+        entry = {"container": getattr(container, "name", "?"), "study": None, "trial": None}
+        try:
+            actions.append(_heal_one(client, container, entry, relaunch_limit, check_mode))
+        except trialdir.TrialFileError as exc:
+            actions.append(dict(entry, action="bad_trial_file", why=f"{exc}; not relaunched"))
+        except Exception as exc:  # pylint: disable=broad-except  # one container's trouble is its own
+            actions.append(dict(entry, action="error", why=f"{type(exc).__name__}: {exc}"[:300]))
     return actions
+
+
+def _heal_one(client, container, entry, relaunch_limit, check_mode):
+    """The action taken for one container (entry gets its study and trial)."""
+    labels = container.labels
+    folder = trial_folder(labels)  # a warm container's label names its spare folder: say which trial it is
+    entry.update(study=labels.get(f"{LABEL_PREFIX}.study"),
+                 trial=int(os.path.basename(folder)) if folder else labels.get(f"{LABEL_PREFIX}.trial"))
+    decision, why = examine(container)
+    if decision == "leave":
+        return dict(entry, action="left", why=why)
+    health = read_health(folder)
+    if health.get("gave_up"):
+        return dict(entry, action="left", why="given up earlier")
+    health.setdefault("history", [])
+    relaunches = health.setdefault("relaunches", 0)
+    if relaunches >= relaunch_limit:
+        health["gave_up"] = f"the container died {relaunches + 1} times; relaunch limit {relaunch_limit} reached"
+        if not check_mode:
+            trialdir.write_json(os.path.join(folder, trialdir.HEALTH), health)
+        return dict(entry, action="gave_up", why=health["gave_up"])
+    health["relaunches"] += 1
+    health["history"].append({"at": time.time(), "why": why})
+    if not check_mode:
+        # Counted before it is tried: a folder that refuses the record (a planted health.json.tmp folder) gets
+        # no relaunch, so no trial is relaunched more than relaunch_limit times, whatever its folder holds.
+        trialdir.write_json(os.path.join(folder, trialdir.HEALTH), health)
+        replacement = relaunch(client, container, folder)
+        if replacement:
+            entry["replacement"] = replacement
+    return dict(entry, action="relaunched", why=why, relaunches=health["relaunches"])

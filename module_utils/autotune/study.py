@@ -213,8 +213,9 @@ class StudyLoop:
         timeout = min(self.budget["trial_timeout"], max(1.0, self.budget["max_seconds"] - (time.time() - self.started)))
         labels = {"study": self.config["study"], "run_dir": self.run_dir, "trial": os.path.basename(trial_dir),
                   "slot": str(slot)}
-        if resumed and FinishedTrial(trial_dir).result():
-            # It finished while no controller watched it: take its result, train nothing again.
+        if resumed and os.path.lexists(os.path.join(trial_dir, trialdir.RESULT)):
+            # It finished while no controller watched it: take its result, train nothing again (conclude checks
+            # the result; a malformed one fails the trial with its one line, it never stops the loop here).
             return trialrun.Running(trial, params, trial_dir, labels, FinishedTrial(trial_dir), timeout).replay(self.metric)
         process = self.runner.start(trial_dir, self.dataset["path"], labels)
         return trialrun.Running(trial, params, trial_dir, labels, process, timeout)

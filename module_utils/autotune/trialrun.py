@@ -52,6 +52,7 @@ class Running:
         self.trial, self.params, self.trial_dir, self.labels = trial, params, trial_dir, labels
         self.process, self.timeout = process, timeout
         self.epochs, self.code, self.pruned, self.timed_out, self.stopped = [], None, False, False, None
+        self.bad_file = None  # the one line of a malformed trial file, once one was read
         self.started = time.time()
         self.seconds = 0.0
 
@@ -61,9 +62,17 @@ class Running:
 
     def step(self, metric):
         """One poll: report new epochs to Optuna (which may prune), check the end and the timeout.
-        Returns True once the trial is over (its process ended, or was stopped here)."""
-        self.code = self.process.exit_code()
-        for record in self.process.new_epochs():
+        Returns True once the trial is over (its process ended, or was stopped here). A malformed trial file
+        (trialdir.TrialFileError) ends it here: stopped, and failed by conclude with the file's one line."""
+        try:
+            self.code = self.process.exit_code()
+            fresh = self.process.new_epochs()
+        except trialdir.TrialFileError as exc:
+            self.bad_file = str(exc)
+            self.process.stop()  # the trainer may still run: a bad file never leaves its container behind
+            self.seconds = round(time.time() - self.started, 3)
+            return True
+        for record in fresh:
             self.epochs.append(record)
             value = record.get(metric)
             if value is not None:
@@ -89,7 +98,13 @@ class Running:
     def replay(self, metric):
         """A trial that finished unwatched: report its epochs to Optuna as if they had been followed."""
         self.code = self.process.exit_code()
-        self.epochs = self.process.new_epochs()
+        try:
+            fresh = self.process.new_epochs()
+            while fresh:  # read a chunk (1 MiB) at a time: a long finished file takes more than one
+                self.epochs += fresh
+                fresh = self.process.new_epochs()
+        except trialdir.TrialFileError as exc:
+            self.bad_file = str(exc)  # conclude fails it with this line
         for step, record in enumerate(self.epochs):
             if record.get(metric) is not None:
                 self.trial.report(float(record[metric]), step=step)
@@ -100,10 +115,21 @@ def conclude(seen, metric):
     """(state, value, attrs) of a trial that ended: finished, pruned, stopped, timed out, or failed with its reason."""
     process = seen.process
     status, detail = process.outcome()
-    result = process.result()
     attrs = {"seconds": seen.seconds, "epochs": seen.epochs}
+    try:
+        result, health = process.result(), process.health()
+        process.hp_seen(strict=True)
+        last_lines = process.log_tail() if _failed(seen, status, result) else []
+    except trialdir.TrialFileError as exc:
+        if not (seen.pruned or seen.stopped or seen.timed_out):
+            seen.bad_file = seen.bad_file or str(exc)
+        # Ended by the controller already: that is its outcome; nothing the trial wrote is taken, the line is kept.
+        result, health, last_lines, attrs["bad_file"] = {}, {}, [], str(exc)[:500]
+    if seen.bad_file:
+        # One line naming the file and the field; nothing else the trial wrote is taken.
+        attrs.update(outcome="bad_trial_file", reason=seen.bad_file[:500])
+        return optuna.trial.TrialState.FAIL, None, attrs
     attrs.update({k: result[k] for k in RESULT_FIELDS if k in result})
-    health = process.health()
     if health:
         attrs["relaunches"] = health.get("relaunches", 0)
     if seen.pruned:
@@ -116,11 +142,10 @@ def conclude(seen, metric):
     if seen.timed_out:
         attrs.update(outcome="timed_out", reason=f"timed out after {seen.timeout:.0f} s")
         return optuna.trial.TrialState.FAIL, None, attrs
-    if status == "finished" and result.get("status") == "ok" and _number(result.get("value")):
+    if not _failed(seen, status, result):
         attrs["outcome"] = "finished"
         return optuna.trial.TrialState.COMPLETE, float(result["value"]), attrs
     attrs["outcome"] = "oom" if status == "killed" else ("nan" if result.get("status") == "nan" else "failed")
-    last_lines = process.log_tail()
     attrs["log_tail"] = last_lines
     attrs["reason"] = str(result.get("reason") or detail or "failed")[:500]
     if result.get("status") == trialdir.MODEL_ERROR:
@@ -128,6 +153,13 @@ def conclude(seen, metric):
     elif attrs["outcome"] == "failed" and last_lines:
         attrs["reason"] = f"{attrs['reason']}: {last_lines[-1][:300]}"
     return optuna.trial.TrialState.FAIL, None, attrs
+
+
+def _failed(seen, status, result):
+    """Not pruned, stopped or timed out, and no finished result with a value: its log's end explains it."""
+    if seen.pruned or seen.stopped or seen.timed_out:
+        return False
+    return not (status == "finished" and result.get("status") == "ok" and _number(result.get("value")))
 
 
 class Verification:
@@ -163,7 +195,10 @@ class Verification:
         measured = trialdir.read_json(os.path.join(self.out_dir, VERIFIED), {}) or {}
         if not isinstance(measured, dict) or not _number(measured.get("val_accuracy")) or (
                 self.expects_test and not _number(measured.get("test_accuracy"))):
-            last = self.process.log_tail(1)
+            try:
+                last = self.process.log_tail(1)
+            except trialdir.TrialFileError as exc:  # the verifier's own folder: nothing of a trial writes there
+                last = [str(exc)]
             return None, f"the saved model could not be scored ({last[-1][:300] if last else 'no output'})"
         scores = {"val_accuracy": float(measured["val_accuracy"])}
         if self.expects_test:

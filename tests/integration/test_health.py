@@ -222,3 +222,41 @@ def test_controller_not_running_means_hands_off(engine, tmp_path):
         assert not (run_dir / "trials" / "0000" / "health.json").exists()
     finally:
         ours.remove(force=True)
+
+
+def test_a_fifo_planted_by_a_container_never_hangs_the_health_check(engine, live_study):
+    """Issue 20 row 1: a FIFO at health.json hung the root health check holding its lock (healing stopped for every
+    study on the host). Now that container is one line and the pass relaunches the others."""
+    second = live_study / "trials" / "0001"
+    second.mkdir()
+    os.chown(second, 10001, 10001)
+
+    def labels(trial):
+        return {"io.autotune.project": "autotune", "io.autotune.study": "loop", "io.autotune.trial": trial,
+                "io.autotune.run_dir": str(live_study)}
+    planter = engine.containers.run(  # the attack comes from the trial's container: its folder is all it can write
+        IMAGE, ["python", "-c", "import os; os.mkfifo('/trial/health.json'); os._exit(137)"], labels=labels("0"),
+        name=f"autotune-loop-0000-fifo{os.getpid()}", detach=True, network_mode="none", user="10001:10001",
+        volumes={str(live_study / "trials" / "0000"): {"bind": "/trial", "mode": "rw"}})
+    planter.wait(timeout=60)
+    other = _dying(engine, f"autotune-loop-0001-{os.getpid()}", labels("1"), program=DIE_ONCE)
+    try:
+        command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "health.yml"), "-e",
+                   json.dumps({"autotune_health_lock": "/tmp/autotune-health-test.lock"})]
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}",
+                   ANSIBLE_NOCOLOR="1")
+        try:
+            healed = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, timeout=240, check=False)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the health check hung on a FIFO a trial planted")
+        out = " ".join(healed.stdout.split())
+        assert healed.returncode == 0, out[-3000:]
+        assert (f"bad_trial_file {planter.name} (study loop, trial 0): health.json: the file is a FIFO; expected a "
+                "regular file; not relaunched") in out
+        assert f"relaunched {other.name} (study loop, trial 1)" in out, "the pass went on with the other container"
+        planter.reload()
+        assert planter.status == "exited", "never relaunched"
+    finally:
+        for container in (planter, other):
+            container.remove(force=True)

@@ -2,6 +2,7 @@
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,22 @@ def test_links_planted_by_a_container_lead_the_controller_nowhere(docker_engine,
     folder = os.path.join(run_dir, "trials", "0000")
     assert not os.path.islink(os.path.join(folder, "trainer.log")) and not os.path.islink(
         os.path.join(folder, "stopped_by_controller")), "the controller replaced the links with its own files"
+
+
+def test_fifos_planted_by_a_container_fail_its_trial_without_hanging_the_controller(docker_engine, tmp_path,
+                                                                                   sample_data):
+    """Issue 20 row 1: a FIFO in place of metrics.jsonl hung the controller (its trial_timeout never fired)."""
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(zip(("summary", "run_dir"), _tune(
+        tmp_path, "fifo", {"kind": "docker", "docker": {"cpus": 1, "memory": "2g", "warm": False}}))), daemon=True)
+    worker.start()
+    worker.join(240)
+    assert not worker.is_alive(), "the controller hung on a FIFO the trial planted"
+    trial = done["summary"]["trials"][0]
+    assert trial["outcome"] == "bad_trial_file", trial
+    assert trial["reason"] == "metrics.jsonl: the file is a FIFO; expected a regular file"
+    assert not docker_engine.containers.list(all=True, filters={"label": "io.autotune.study=hostile-fifo"}), \
+        "its container was stopped and removed"
 
 
 def test_a_trial_that_claims_a_score_counts_with_what_its_model_really_scores(tmp_path, sample_data):

@@ -15,11 +15,17 @@ from ansible.module_utils.autotune import trialdir
 
 
 class TrialProcess:
-    """One trial's trainer, started by a runner; polled by the study loop until it ends."""
+    """One trial's trainer, started by a runner; polled by the study loop until it ends.
+
+    The folder-side readers raise trialdir.TrialFileError when a file is not what the trainer or the health
+    check writes (a FIFO, a 30 MB file, a string where a number belongs): the study loop fails that trial
+    alone and stops it. The first such error is kept in ``bad_file``.
+    """
 
     def __init__(self, trial_dir):
         self.trial_dir = trial_dir
-        self._epochs_read = 0
+        self.metrics = trialdir.MetricsReader(self._path(trialdir.METRICS))  # an offset: never re-read from 0
+        self.bad_file = None
 
     # --- engine side: each runner implements these ------------------------------------
     def exit_code(self):
@@ -41,27 +47,40 @@ class TrialProcess:
     def _path(self, name):
         return f"{self.trial_dir}/{name}"
 
+    def _checked(self, read, *args):
+        try:
+            return read(*args)
+        except trialdir.TrialFileError as exc:
+            self.bad_file = self.bad_file or exc
+            raise
+
     def new_epochs(self):
-        """Epoch records written since the last call."""
-        fresh = trialdir.read_metrics(self._path(trialdir.METRICS), self._epochs_read)
-        self._epochs_read += len(fresh)
-        return fresh
+        """Epoch records written since the last call (each checked: trialdir.check_epoch)."""
+        return self._checked(self.metrics.read)
 
     def result(self):
         """The trainer's result.json, or {} when it wrote none."""
-        return trialdir.read_json(self._path(trialdir.RESULT), {}) or {}
+        return self._checked(trialdir.read_result, self._path(trialdir.RESULT)) or {}
 
-    def hp_seen(self):
-        """Hyperparameters build_model(hp) asked for beyond the trial's params (name -> spec, default), or {}."""
-        seen = trialdir.read_json(self._path(trialdir.HP_SEEN), {})
-        return seen if isinstance(seen, dict) else {}
+    def hp_seen(self, strict=False):
+        """Hyperparameters build_model(hp) asked for beyond the trial's params (name -> spec, default), or {}.
+        ``strict``: a malformed file raises (conclude fails the trial); otherwise, as once that trial failed, {}."""
+        if not strict and self.bad_file:
+            return {}
+        try:
+            return self._checked(trialdir.read_hp_seen, self._path(trialdir.HP_SEEN))
+        except trialdir.TrialFileError:
+            if strict:
+                raise
+            return {}
 
     def health(self):
         """The health check's record for this trial, or {}."""
-        return trialdir.read_json(self._path(trialdir.HEALTH), {}) or {}
+        return self._checked(trialdir.read_health, self._path(trialdir.HEALTH)) or {}
 
     def log_tail(self, lines=12):
-        return trialdir.tail(self._path(trialdir.LOG), lines)
+        """The log's last lines (from its last 64 KiB only)."""
+        return self._checked(trialdir.read_tail, self._path(trialdir.LOG), lines)
 
 
 class FinishedTrial(TrialProcess):

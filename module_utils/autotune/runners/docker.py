@@ -11,6 +11,7 @@ folder and the container removed.
 import functools
 import os
 import shutil
+import stat
 import time
 import uuid
 
@@ -194,10 +195,13 @@ class DockerProcess(TrialProcess):
         try:
             logs = self.container.logs(stdout=True, stderr=True)
             log_path = self._path(trialdir.LOG)
-            if os.path.islink(log_path):
-                os.unlink(log_path)
+            if os.path.lexists(log_path) and not stat.S_ISREG(os.lstat(log_path).st_mode):
+                os.unlink(log_path)  # a link or a FIFO the trial planted: replaced, never written through
             with trialdir.open_regular(log_path, "ab") as handle:
                 handle.write(logs)
+        except (OSError,) + ENGINE_ERRORS:
+            pass  # the log is lost (a folder planted in its place); the container is removed all the same
+        try:
             self.container.remove(force=True)
         except ENGINE_ERRORS:
             pass
