@@ -246,16 +246,21 @@ class StudyLoop:
     def _register(self, seen, number, attrs=None):
         """Names build_model(hp) built at run time (hp.Choice(f"filters_{i}", ...)) join the search from the next
         trial on, as Keras Tuner registers a name when it first sees it (Optuna's define-by-run takes new names)."""
-        space, defaults, lines = search_space.registered(seen, self.plan["baseline"])
+        taken = self.plan.setdefault("registered", [])  # names registered so far: at most MAX_REGISTERED in all
+        space, defaults, lines = search_space.registered(seen, self.plan["baseline"],
+                                                         room=search_space.MAX_REGISTERED - len(taken))
         for line in lines:
             self.progress(f"trial {number:3d}  WARNING: not searched: {line}")
         if not space:
             return
+        taken.extend(space)
         self.plan["space"].update(space)
         self.plan["baseline"].update(defaults)
         if attrs is not None:
             attrs["registered_hp"] = {name: {"spec": spec, "default": defaults[name]} for name, spec in space.items()}
-        self.progress(f"trial {number:3d}  registered {', '.join(sorted(space))} (named at run time): "
+        names = sorted(space)
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        self.progress(f"trial {number:3d}  registered {shown} (named at run time): "
                       "searched from the next trial")
 
     def _stop_all(self, study, running):
