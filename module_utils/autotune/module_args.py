@@ -13,6 +13,8 @@ CONFIG_ARGUMENTS = dict(
     CONFIG_FILE_ARGUMENTS,
     pushed=dict(type="bool", default=False),
     data_roots=dict(type="list", elements="path", default=[]),
+    limits=dict(type="dict", options=dict(max_trials=dict(type="int"), max_seconds=dict(type="int"),
+                                          trial_timeout=dict(type="int"), slots=dict(type="int"))),
 )
 
 
@@ -20,7 +22,8 @@ def prepare_or_fail(module, runs_root="runs", storage=None):
     """Validate configuration, model and data set; on bad input fail the module with one line per problem."""
     try:
         return prepare(module.params["config"], module.params["templates_dir"], module.params["overrides"],
-                       runs_root, storage, pushed=module.params["pushed"], data_roots=module.params["data_roots"])
+                       runs_root, storage, pushed=module.params["pushed"], data_roots=module.params["data_roots"],
+                       limits=module.params.get("limits"))
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), errors=exc.details or [str(exc)])
         raise  # fail_json exits; this keeps the control flow explicit for readers and linters

@@ -67,9 +67,12 @@ class RunDirLock:
         self.handle.close()
 
 
-def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None, pushed=False, data_roots=()):
-    """Validate everything that can be validated before training; nothing is written."""
+def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None, pushed=False, data_roots=(),
+            limits=None):
+    """Validate everything that can be validated before training; nothing is written. ``limits``: the operator's
+    caps (autotune_limits), applied over whatever budget the configuration asks (config.apply_limits)."""
     config = tune_config.load(config_path, overrides, pushed=pushed, data_roots=data_roots)
+    tune_config.apply_limits(config, limits)
     plan = model_plan(config, templates_dir)
     tune_dataset.scan(config["dataset"]["path"])
     runner_facts(config["runner"], plan["facts"]["framework"])  # fail before anything starts
