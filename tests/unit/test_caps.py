@@ -3,6 +3,7 @@
 Hyperparameter names registered at run time, the operator's autotune_limits over a pushed budget, a container's
 default memory, template rendering and script rewriting bounded in time and memory, the trial folder's size.
 """
+import os
 import time
 
 from ansible.module_utils.autotune import space as search_space
@@ -43,3 +44,12 @@ def test_a_name_that_is_not_a_printable_identifier_is_refused_and_shown_escaped(
     assert list(space) == ["ok_name"]
     assert len(lines) == 1 and "not a printable identifier" in lines[0]
     assert all(ch.isprintable() for ch in lines[0])
+
+
+def test_a_containers_default_memory_is_never_the_whole_host():
+    from ansible.module_utils.autotune.runners.docker import GIB, default_memory
+    assert default_memory(1, host=24 * GIB) == 21 * GIB, "one slot: the host less an eighth for the controller"
+    assert default_memory(2, host=24 * GIB) == 21 * GIB // 2
+    assert default_memory(1, host=4 * GIB) == 3 * GIB, "at least 1 GiB left to the controller"
+    assert default_memory(1, host=GIB) == GIB // 2, "at most half of a tiny host kept back"
+    assert default_memory(1) < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
