@@ -7,7 +7,7 @@ import jinja2
 import jinja2.sandbox
 import yaml
 
-from ansible.module_utils.autotune import scriptcode
+from ansible.module_utils.autotune import bounded, scriptcode
 from ansible.module_utils.autotune.config import param_lines, schema_lines
 from ansible.module_utils.autotune.errors import AutotuneError
 
@@ -103,8 +103,15 @@ def render(path, hp, trial_number=None):
 
     The template may be pushed code: the sandbox keeps it from reaching the controller's Python while it
     renders, and the values it prints are checked to be literals, so a configuration value never becomes code.
+    It renders in a child bounded in time and memory (bounded.py): a template that loops for ever or builds a
+    2 GiB string costs one line.
     """
     _check_values(path, hp)
+    return bounded.run(_render, (path, hp, trial_number), f"model.template: rendering {os.path.basename(path)}",
+                       "expected a template that prints model code from its hyperparameters (small loops only)")
+
+
+def _render(path, hp, trial_number):
     environment = jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(os.path.dirname(os.path.abspath(path))),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
@@ -261,6 +268,8 @@ def plan(config, templates_dir):
         ladder = search.get("ladder") or (scriptcode.default_ladder(space) if result["api"] == "script" else
                                           [n for n, s in space.items() if s["type"] != "float"])
     lines = search_space.check(space, baseline)
+    if result["api"] == "script":
+        lines.extend(scriptcode.limit_lines(baseline, space))
     if not space:
         lines.append("search.space: empty; expected at least one hyperparameter to search")
     if lines:
@@ -303,5 +312,8 @@ def code_for(model_plan, params, trial_number):
     if model_plan["api"] == "template":
         return render(model_plan["template"], params, trial_number=trial_number)
     if model_plan["api"] == "script":
-        return scriptcode.rewrite(model_plan["source"], params, model_plan["committed"], model_plan["block_sequence"])
+        return bounded.run(scriptcode.rewrite, (model_plan["source"], params, model_plan["committed"],
+                                                model_plan["block_sequence"]),
+                           f"model.file: rewriting {os.path.basename(model_plan['file'])} for trial {trial_number}",
+                           "expected a script of ordinary size and values within their ranges")
     return model_plan["source"]

@@ -6,9 +6,13 @@ default memory, template rendering and script rewriting bounded in time and memo
 import os
 import time
 
+import pytest
+
 from ansible.module_utils.autotune import space as search_space
+from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.storage import default_storage
 from ansible.module_utils.autotune.study import StudyLoop
+from conftest import TEMPLATES
 from fakes import FakeRunner
 from test_study_loop import _setup
 
@@ -53,3 +57,77 @@ def test_a_containers_default_memory_is_never_the_whole_host():
     assert default_memory(1, host=4 * GIB) == 3 * GIB, "at least 1 GiB left to the controller"
     assert default_memory(1, host=GIB) == GIB // 2, "at most half of a tiny host kept back"
     assert default_memory(1) < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+HOSTILE_TEMPLATES = {
+    "loops": "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}"
+             "{% endfor %}{% endfor %}{% endfor %}import keras\n",
+    "big_string": "{% set s = 'A' * 2**31 %}import keras\n# {{ s|length }}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TEMPLATES))
+def test_a_template_that_loops_for_ever_or_builds_gigabytes_is_one_line(tmp_path, name, monkeypatch):
+    from ansible.module_utils.autotune import bounded, modelcode
+    monkeypatch.setattr(bounded, "CPU_SECONDS", 1)  # the default (5 s) is proved the same way, only slower
+    path = tmp_path / "evil.py.j2"
+    path.write_text(HOSTILE_TEMPLATES[name])
+    started = time.time()
+    with pytest.raises(AutotuneError) as caught:
+        modelcode.render(str(path), {"blocks": 1})
+    seconds = time.time() - started
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("model.template: rendering evil.py.j2 ")
+    if name == "loops":
+        assert f"took over {bounded.CPU_SECONDS} s of CPU" in message
+        assert seconds < bounded.WALL_SECONDS + 2
+    else:
+        assert f"needed more than {bounded.MEMORY_MIB} MiB" in message
+        assert seconds < 5
+
+
+def test_a_bounded_render_costs_milliseconds(tmp_path):
+    """The fork is paid once per trial (its code) and once at the Detect step: measured here, kept small."""
+    from ansible.module_utils.autotune import modelcode
+    path = str(TEMPLATES / "cnn.py.j2")
+    meta = modelcode.template_meta(path)
+    hp = {n: spec["default"] for n, spec in meta["hyperparameters"].items()}
+    modelcode._render(path, hp, 0)  # pylint: disable=protected-access  # warm Jinja2's own caches first
+    started = time.perf_counter()
+    for _ in range(10):
+        modelcode.render(path, hp, 0)
+    per_render = (time.perf_counter() - started) / 10
+    assert per_render < 0.5, f"{per_render * 1000:.0f} ms per bounded render"
+
+
+def test_a_script_asked_for_twenty_thousand_blocks_is_refused_before_any_rewrite(tmp_path, sample_data):
+    from ansible.module_utils.autotune import config as tune_config
+    from ansible.module_utils.autotune import modelcode, scriptcode
+    from conftest import REPO
+    script = REPO / "examples" / "catsdogs_script" / "train.py"
+    for model, line in (
+            ({"file": str(script), "baseline": {"crp_blocks": 20000}},
+             f"model.baseline.crp_blocks: 20000 is invalid; expected at most {scriptcode.MAX_CRP_BLOCKS} blocks"),
+            ({"file": str(script)}, "search.space.crp_blocks: high 20000 is invalid"),
+    ):
+        document = {"dataset": {"path": str(sample_data)}, "model": model}
+        if "baseline" not in model:
+            document["search"] = {"space": {"crp_blocks": {"type": "int", "low": 1, "high": 20000}}}
+        config = tune_config.validate(document, base_dir=str(tmp_path))
+        with pytest.raises(AutotuneError) as caught:
+            modelcode.plan(config, str(TEMPLATES))
+        assert any(detail.startswith(line) for detail in caught.value.details), caught.value.details
+
+
+def test_rewriting_a_script_is_bounded_too(monkeypatch):
+    from ansible.module_utils.autotune import bounded, modelcode, scriptcode
+    from conftest import REPO
+    source = (REPO / "examples" / "catsdogs_script" / "train.py").read_text()
+    found = scriptcode.read(source, "train.py")
+    plan = {"api": "script", "file": "train.py", "source": source, "committed": found["baseline"],
+            "block_sequence": found["block_sequence"]}
+    assert "added by autotune" in modelcode.code_for(plan, dict(found["baseline"], crp_blocks=4), 1)
+    monkeypatch.setattr(bounded, "MEMORY_MIB", 16)
+    with pytest.raises(AutotuneError, match=r"^model.file: rewriting train.py for trial 2 needed more than 16 MiB"):
+        modelcode.code_for(plan, dict(found["baseline"], crp_blocks=2000), 2)
+
