@@ -123,7 +123,11 @@ SCHEMA = _object(
         ),
         "runner": _object(
             dict({"kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)},
-                  "slots": _integer("trials at once on this host, an integer >= 1 (default: one per GPU, else 1)")},
+                  "slots": _integer("trials at once on this host, an integer >= 1 (default: one per GPU, else 1)"),
+                  "max_trial_bytes": _integer("bytes >= 1048576 a trial's folder may hold (default: 2 % of the run "
+                                              "folder's disk, 1..20 GiB)", minimum=1048576),
+                  "min_free_bytes": _integer("bytes >= 1 of free space under which the study stops (default: 1 % of "
+                                             "the run folder's disk, 256 MiB..5 GiB)")},
                  **{name: _object(runner.CONFIG_SCHEMA, description=f"the {name} runner's settings")
                     for name, runner in RUNNERS.items()}),
             description="a mapping with 'kind' and that runner's own block",

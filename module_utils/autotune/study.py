@@ -19,7 +19,7 @@ from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import space as search_space
-from ansible.module_utils.autotune import strategies, trialdir, trialrun
+from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
 from ansible.module_utils.autotune.runners.base import FinishedTrial
 from ansible.module_utils.autotune.storage import make_storage, open_study
@@ -88,6 +88,7 @@ class StudyLoop:
         self.slots = config["runner"].get("slots") or 1
         self.started = time.time()
         self.tried = {}
+        self.space = trialcaps.SpaceWatch(run_dir, config["runner"])  # the run folder's free space (a stop reason)
         # Called as after_trial(trial, trial_dir, attrs) when a trial ended, before it is told: a fleet worker
         # copies the trial's files off the host there (fleet.py, optuna.artifacts); attrs may take more attributes.
         self.after_trial = None
@@ -159,6 +160,8 @@ class StudyLoop:
         return min(set(range(self.slots)) - used)
 
     def _stop_reason(self, study):
+        if self.space.low():
+            return self.space.low()
         trials = study.get_trials(deepcopy=False)
         reason = study_budget.stop_reason(trials, self.config["target"]["goal"], self.budget, time.time() - self.started)
         if reason:
@@ -186,7 +189,9 @@ class StudyLoop:
             # It finished while no controller watched it: take its result, train nothing again.
             return trialrun.Running(trial, params, trial_dir, labels, FinishedTrial(trial_dir), timeout).replay(self.metric)
         process = self.runner.start(trial_dir, self.dataset["path"], labels)
-        return trialrun.Running(trial, params, trial_dir, labels, process, timeout)
+        running = trialrun.Running(trial, params, trial_dir, labels, process, timeout)
+        running.watch = trialcaps.FolderWatch.for_config(trial_dir, self.run_dir, self.config["runner"])
+        return running
 
     def _promote(self, study):
         """Queue the best trial again with more epochs when it stopped below the goal still improving."""

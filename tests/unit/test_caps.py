@@ -131,3 +131,54 @@ def test_rewriting_a_script_is_bounded_too(monkeypatch):
     with pytest.raises(AutotuneError, match=r"^model.file: rewriting train.py for trial 2 needed more than 16 MiB"):
         modelcode.code_for(plan, dict(found["baseline"], crp_blocks=2000), 2)
 
+
+class _Writer(FakeRunner):
+    """Each trial 'writes' ``size`` bytes into its folder, then runs until stopped."""
+
+    def __init__(self, size):
+        super().__init__(lambda params: "hang")
+        self.size = size
+
+    def start(self, trial_dir, data_path, labels):
+        with open(f"{trial_dir}/junk.bin", "wb") as handle:
+            handle.write(os.urandom(self.size))
+        return super().start(trial_dir, data_path, labels)
+
+
+def _capped_loop(tmp_path, size, runner_caps):
+    config, plan, run_dir = _setup(tmp_path, budget={"max_trials": 2, "trial_timeout": 60, "max_consecutive_failures": 5},
+                                   target={"goal": 0.99})
+    config["runner"].update(runner_caps)
+    lines = []
+    loop = StudyLoop(config, plan, {"path": "unused"}, _Writer(size), run_dir, default_storage(run_dir), lines.append)
+    started = time.time()
+    study, reason, _ = loop.run()
+    return study, reason, lines, time.time() - started
+
+
+def test_a_trial_whose_folder_passes_max_trial_bytes_is_stopped_too_big(tmp_path):
+    study, reason, _, seconds = _capped_loop(tmp_path, 3 * 2**20, {"max_trial_bytes": 2**20})
+    assert seconds < 20, "stopped at once, not at its 60 s timeout"
+    assert [t.user_attrs["outcome"] for t in study.trials] == ["too_big", "too_big"]
+    assert study.trials[0].user_attrs["reason"].startswith(
+        "its folder passed 1.0 MiB (runner.max_trial_bytes): stopped with more than")
+    assert reason == "trial budget spent (2 trials)", "the study goes on after a trial that was too big"
+
+
+def test_a_run_folder_disk_under_its_floor_stops_the_study_in_one_line(tmp_path):
+    study, reason, lines, _ = _capped_loop(tmp_path, 1024, {"min_free_bytes": 2**62})
+    assert reason.startswith("the run folder's disk has ") and "under runner.min_free_bytes" in reason
+    assert reason.endswith(f"stopped; the finished trials, their folders and the study are kept in {tmp_path / 'run'}")
+    assert len(study.trials) == 0, "no trial started on a full disk"
+
+
+def test_measuring_a_trial_folder_costs_little(tmp_path):
+    from ansible.module_utils.autotune import trialcaps
+    for i in range(200):  # more files than a Keras trial's folder holds (model, checkpoint, logs)
+        (tmp_path / f"f{i}").write_bytes(b"x" * 4096)
+    started = time.perf_counter()
+    for _ in range(20):
+        used, entries = trialcaps.folder_usage(str(tmp_path))
+    per_walk = (time.perf_counter() - started) / 20
+    assert entries == 200 and used >= 200 * 4096
+    assert per_walk < 0.05, f"{per_walk * 1000:.1f} ms per walk"
