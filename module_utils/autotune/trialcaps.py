@@ -1,7 +1,7 @@
 """The trial folder's size and the run folder's free space, watched from the controller (issue 20 rows 5).
 
 A trial's folder is writable by the code under test: without a cap a trial wrote 3 GB into it, kept on the host after
-the run. ``FolderWatch`` measures the folder every ``INTERVAL`` seconds (a walk that follows no link and counts each
+the run. ``FolderWatch`` measures the folder every ``INTERVAL`` seconds or so (a walk that follows no link and counts each
 file's blocks once, as ``du`` does) and tells the study loop when the folder passed ``runner.max_trial_bytes`` or the
 run folder's disk fell under ``runner.min_free_bytes``; the loop then stops the trial (outcome ``too_big``) or the
 study. It works the same for every runner: the trial folder is on the controller's host.
@@ -15,7 +15,8 @@ import stat
 import time
 
 MIB, GIB = 1024 ** 2, 1024 ** 3
-INTERVAL = 1.0            # seconds between two measurements of one trial's folder
+INTERVAL = 0.2            # seconds at least between two measurements of one trial's folder (the loop's poll)
+SHARE = 0.05              # ... and at most this share of the controller's time: a slow walk waits 20 times as long
 MAX_ENTRIES = 100000      # files and folders a trial folder may hold (the walk stops counting there)
 
 
@@ -64,12 +65,14 @@ def folder_usage(folder, stop_above=None):
 
 
 class FolderWatch:
-    """One trial's folder against its cap, and its run folder's disk against the floor, at most every INTERVAL s."""
+    """One trial's folder against its cap, and its run folder's disk against the floor: every INTERVAL s, less often
+    when walking the folder takes longer (at most SHARE of the time). A trial can pass its cap by what it writes
+    between two measurements (a fraction of a second of writing) before it is stopped."""
 
     def __init__(self, trial_dir, run_dir, max_bytes, min_free):
         self.trial_dir, self.run_dir = trial_dir, run_dir
         self.max_bytes, self.min_free = max_bytes, min_free
-        self.last = 0.0
+        self.last, self.wait = 0.0, INTERVAL
 
     @classmethod
     def for_config(cls, trial_dir, run_dir, runner_config):
@@ -78,10 +81,12 @@ class FolderWatch:
 
     def check(self):
         """None while within the caps, else (outcome, one line): ('too_big', ...) or ('disk_low', ...)."""
-        if time.monotonic() - self.last < INTERVAL:
+        if time.monotonic() - self.last < self.wait:
             return None
-        self.last = time.monotonic()
+        started = time.monotonic()
         used, entries = folder_usage(self.trial_dir, stop_above=self.max_bytes)
+        self.last = time.monotonic()
+        self.wait = max(INTERVAL, (self.last - started) / SHARE)
         if used > self.max_bytes:
             return "too_big", (f"its folder passed {_size(self.max_bytes)} (runner.max_trial_bytes): stopped with "
                                f"more than {_size(used)} written")
