@@ -52,3 +52,12 @@ def test_every_path_that_runs_pushed_code_passes_the_operators_limits():
         assert args["limits"] == "{{ autotune_limits }}"
     pipeline = Path(REPO / "playbooks/pipeline.yml").read_text()
     assert "tasks_from: facts.yml" in pipeline and "tasks_from: tune.yml" in pipeline
+
+
+def test_the_fleet_passes_the_limits_to_the_study_and_to_every_worker():
+    plays = yaml.safe_load((REPO / "playbooks/fleet.yml").read_text())
+    tasks = [task for play in plays for task in play.get("tasks", [])]
+    study = [t["fleet_study"] for t in tasks if "fleet_study" in t]
+    worker = [t["fleet_worker"] for t in tasks if "fleet_worker" in t]
+    assert study and all(args["limits"] == "{{ autotune_limits | default(omit) }}" for args in study)
+    assert worker and all(args["limits"] == "{{ autotune_fleet_created.limits | default(omit) }}" for args in worker)
