@@ -8,6 +8,7 @@ deadline kept by the parent, bounds them all. The child does the work and sends 
 pipe); whatever it takes beyond the bounds ends it, and the caller gets one line saying which bound was passed.
 The fork costs a few milliseconds per call (docs/security.md).
 """
+import faulthandler
 import json
 import os
 import resource
@@ -44,6 +45,10 @@ def run(func, args, what, expected):
         raise AutotuneError(f"{what} did not finish within {wall_seconds} s; {expected}")
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
         raise AutotuneError(f"{what} took over {cpu_seconds} s of CPU; {expected}")
+    if os.WIFSIGNALED(status) and not payload:
+        # Native code (libcst's parser, in Rust) aborts when an allocation fails under RLIMIT_AS.
+        raise AutotuneError(f"{what} needed more than {memory_mib} MiB (it ended with "
+                            f"{signal.Signals(os.WTERMSIG(status)).name}); {expected}")
     try:
         answer = json.loads(payload)
     except ValueError:
@@ -65,6 +70,7 @@ def _address_space():
 def _child(func, args, fd, cpu_seconds, memory_mib):
     code = 0
     try:
+        faulthandler.disable()  # a child ended by a bound says so in the parent's one line, not in a dump
         limit = _address_space() + memory_mib * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))

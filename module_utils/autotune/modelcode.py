@@ -48,6 +48,10 @@ TEMPLATE_META_SCHEMA = {
         "ladder": {"type": "array", "items": {"type": "string"}, "description": "a list of hyperparameter names"},
     },
 }
+# A model file larger than this is refused before it is parsed: a Keras script is a few KB, and parsing a pushed
+# 2.3 MB one took 11 s (ast) and 113 s with 3.6 GB (libcst) of the controller. A script is also read in a bounded
+# child (bounded.py).
+MAX_MODEL_BYTES = 256 * 1024
 # A hyperparameter value a template may print into model code: a number, true/false, or a plain word.
 _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_.+-]*$")
 
@@ -288,6 +292,9 @@ def _file_plan(model):
     if os.path.isdir(path):
         path = scriptcode.find_script(path)
     try:
+        if os.path.getsize(path) > MAX_MODEL_BYTES:
+            raise AutotuneError(f"model.file: {path!r} holds {os.path.getsize(path) // 1024} KiB; expected a Python "
+                                f"file under {MAX_MODEL_BYTES // 1024} KiB (a Keras script or build_model(hp))")
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
     except OSError as exc:
@@ -298,7 +305,10 @@ def _file_plan(model):
                             "build_model(hp))")
     found = facts(source, path, require_build_model=False)
     if found["build_model_args"] is None:
-        return scriptcode.plan(source, path, model.get("baseline") or {}, found)
+        script_plan, found = bounded.run(scriptcode.plan, (source, path, model.get("baseline") or {}, found),
+                                         f"model.file: reading {os.path.basename(path)}",
+                                         "expected a Keras script of ordinary size (a few hundred lines)")
+        return script_plan, found
     if found["build_model_args"] != ["hp"]:
         raise AutotuneError(f"model.file: {path!r} defines build_model({', '.join(found['build_model_args'])}); "
                             "expected build_model(hp) in Keras Tuner's style")

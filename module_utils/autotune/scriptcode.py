@@ -14,6 +14,9 @@ to a literal (``EPOCHS = 5`` ... ``fit(epochs=EPOCHS)``) is a point too: its ass
 import os
 
 import libcst as cst
+# libcst loads its native parser on the first parse; loaded here, each bounded child (bounded.py) that parses a
+# script inherits it instead of mapping it again under its memory limit.
+from libcst import native  # noqa: F401  # pylint: disable=unused-import
 
 from ansible.module_utils.autotune.errors import AutotuneError
 
