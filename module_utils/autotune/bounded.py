@@ -21,7 +21,7 @@ from ansible.module_utils.autotune.errors import AutotuneError
 CPU_SECONDS = 5        # CPU time the work may take
 WALL_SECONDS = 20      # the parent's deadline (a loaded host runs the child slower than its CPU time)
 MEMORY_MIB = 256       # address space the work may add to what the controller already holds
-RESULT_MIB = 16        # the most the result (model code) may weigh
+RESULT_MIB = 1         # the most the result (model code) may weigh: a rendered model is a few KB
 _CHUNK = 1 << 20
 
 
@@ -58,7 +58,8 @@ def run(func, args, what, expected):
     if answer.get("memory"):
         raise AutotuneError(f"{what} needed more than {memory_mib} MiB; {expected}")
     if answer.get("big"):
-        raise AutotuneError(f"{what} produced {answer['big'] // 2**20} MiB, more than {RESULT_MIB} MiB; {expected}")
+        raise AutotuneError(f"{what} produced {answer['big'] // 1024} KiB of code, more than {RESULT_MIB * 1024} KiB; "
+                            f"{expected}")
     raise AutotuneError(answer["error"], answer.get("details"))
 
 

@@ -210,3 +210,12 @@ def test_reading_a_script_is_bounded(tmp_path, sample_data, monkeypatch):
     monkeypatch.setattr(bounded, "MEMORY_MIB", 1)
     with pytest.raises(AutotuneError, match=r"^model.file: reading train.py needed more than 1 MiB"):
         modelcode.plan(config, str(TEMPLATES))
+
+
+def test_a_template_that_prints_megabytes_of_code_is_one_line(tmp_path):
+    from ansible.module_utils.autotune import modelcode
+    path = tmp_path / "wordy.py.j2"
+    path.write_text("import keras\n# {{ 'x' * 1800000 }}\n")  # a comment: compiled at once, but 1.8 MB
+    with pytest.raises(AutotuneError, match=r"^model.template: rendering wordy.py.j2 produced 1757 KiB of code, "
+                                            r"more than 1024 KiB; expected"):
+        modelcode.render(str(path), {})
