@@ -64,17 +64,22 @@ def run(func, args, what, expected):
 
 
 def _address_space():
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    """This process's address space in bytes (Linux), or None where /proc is missing (no memory bound then)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
 
 
 def _child(func, args, fd, cpu_seconds, memory_mib):
     code = 0
     try:
         faulthandler.disable()  # a child ended by a bound says so in the parent's one line, not in a dump
-        limit = _address_space() + memory_mib * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        held = _address_space()
+        if held is not None:
+            _lower(resource.RLIMIT_AS, held + memory_mib * 2**20, held + memory_mib * 2**20)
+        _lower(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1)
         try:
             answer = {"value": func(*args)}
         except MemoryError:
@@ -94,6 +99,14 @@ def _child(func, args, fd, cpu_seconds, memory_mib):
         code = 70
     finally:
         os._exit(code)  # no atexit, no flush of the parent's buffers
+
+
+def _lower(kind, soft, hard):
+    """Set a limit, never above one the operator already set (raising a hard limit is refused)."""
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
 
 
 def _collect(fd, pid, wall_seconds):
