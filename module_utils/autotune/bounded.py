@@ -38,17 +38,19 @@ def run(func, args, what, expected):
         _child(func, args, write_end, cpu_seconds, memory_mib)
     os.close(write_end)
     try:
-        payload, status = _collect(read_end, pid, wall_seconds)
+        payload, status, used = _collect(read_end, pid, wall_seconds)
     finally:
         os.close(read_end)
     if payload is None:
         raise AutotuneError(f"{what} did not finish within {wall_seconds} s; {expected}")
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL):
+    ended = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if ended == signal.SIGXCPU or (ended == signal.SIGKILL and used >= cpu_seconds):  # soft, then hard CPU limit
         raise AutotuneError(f"{what} took over {cpu_seconds} s of CPU; {expected}")
-    if os.WIFSIGNALED(status) and not payload:
-        # Native code (libcst's parser, in Rust) aborts when an allocation fails under RLIMIT_AS.
+    if ended and not payload:
+        # Native code (libcst's parser, in Rust) aborts when an allocation fails under RLIMIT_AS; the kernel's
+        # OOM killer sends SIGKILL.
         raise AutotuneError(f"{what} needed more than {memory_mib} MiB (it ended with "
-                            f"{signal.Signals(os.WTERMSIG(status)).name}); {expected}")
+                            f"{signal.Signals(ended).name}); {expected}")
     try:
         answer = json.loads(payload)
     except ValueError:
@@ -110,7 +112,8 @@ def _lower(kind, soft, hard):
 
 
 def _collect(fd, pid, wall_seconds):
-    """(payload, wait status), or (None, None) when the child passed the deadline (it is killed)."""
+    """(payload, wait status, CPU seconds it used), or (None, None, None) when the child passed the deadline (it is
+    killed)."""
     deadline = time.monotonic() + wall_seconds
     chunks = []
     while True:
@@ -119,9 +122,10 @@ def _collect(fd, pid, wall_seconds):
         if not ready:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return None, None
+            return None, None, None
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             break
         chunks.append(chunk)
-    return b"".join(chunks), os.waitpid(pid, 0)[1]
+    _, status, usage = os.wait4(pid, 0)
+    return b"".join(chunks), status, usage.ru_utime + usage.ru_stime
