@@ -41,4 +41,23 @@ options:
     type: list
     elements: path
     default: []
+  limits:
+    description:
+      - The operator's caps (C(autotune_limits)), applied over whatever the configuration, a push or I(overrides)
+        asks; a value above its cap is lowered to it and said in one line (C(limited) of M(model_facts)).
+      - Unset suboptions cap nothing.
+    type: dict
+    suboptions:
+      max_trials:
+        description: At most this many trials in the study (C(budget.max_trials)).
+        type: int
+      max_seconds:
+        description: At most this many seconds of tuning (C(budget.max_seconds)).
+        type: int
+      trial_timeout:
+        description: At most this many seconds per trial (C(budget.trial_timeout)).
+        type: int
+      slots:
+        description: At most this many trials at once on a host (C(runner.slots)).
+        type: int
 """

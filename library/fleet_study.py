@@ -85,6 +85,10 @@ fingerprint:
   returned: success and action is create
   type: str
   sample: 3f2a9c0d1e4b5a67
+limits:
+  description: The operator's caps given as I(limits) (C(autotune_limits)), for the play to hand each worker (C(fleet_worker)).
+  returned: success and action is create
+  type: dict
 baseline_enqueued:
   description: Whether this call enqueued the baseline (false when the study already had trials).
   returned: success and action is create
@@ -143,7 +147,7 @@ def main():
     try:
         if params["action"] == "create":
             result = fleet.create(config, plan, run_dir, storage)
-            module.exit_json(changed=result["baseline_enqueued"], **result)
+            module.exit_json(changed=result["baseline_enqueued"], limits=params["limits"] or {}, **result)
         summary = fleet.collect(config, plan, run_dir, storage, params["artifacts"], params["workers"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), run_dir=run_dir)

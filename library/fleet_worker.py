@@ -51,6 +51,24 @@ options:
   trainer_path:
     description: Folder holding the C(autotune_trainer) package, where it is not installed (the worker image has it).
     type: path
+  limits:
+    description:
+      - The operator's caps (C(autotune_limits)) over the shipped configuration's budget, as for C(tune_model);
+        unset suboptions cap nothing.
+    type: dict
+    suboptions:
+      max_trials:
+        description: At most this many trials in the study.
+        type: int
+      max_seconds:
+        description: At most this many seconds of this worker's tuning.
+        type: int
+      trial_timeout:
+        description: At most this many seconds per trial.
+        type: int
+      slots:
+        description: At most this many trials at once on this host.
+        type: int
 attributes:
   check_mode:
     support: full
@@ -113,7 +131,7 @@ from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import fleet
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
-from ansible.module_utils.autotune.module_args import CONFIG_FILE_ARGUMENTS
+from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, CONFIG_FILE_ARGUMENTS
 
 
 def main():
@@ -127,6 +145,7 @@ def main():
             slots=dict(type="int", default=1),
             artifacts=dict(type="path"),
             trainer_path=dict(type="path"),
+            limits=CONFIG_ARGUMENTS["limits"],
         ),
         supports_check_mode=True,
     )
@@ -137,6 +156,7 @@ def main():
     here = {"dataset": {"path": params["dataset"]}, "runner": {"kind": "local", "slots": params["slots"]}}
     try:
         config = tune_config.load(params["config"], tune_config.merged(params["overrides"], here))
+        tune_config.apply_limits(config, params["limits"])
         plan = model_plan(config, params["templates_dir"])
         run_dir = os.path.join(os.path.abspath(params["runs_root"]), config["study"], params["worker"])
         if module.check_mode:

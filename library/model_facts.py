@@ -82,6 +82,12 @@ ignored:
   type: list
   elements: str
   sample: [runner, storage]
+limited:
+  description: One line per budget value lowered to the operator's cap (I(limits), C(autotune_limits)).
+  returned: success
+  type: list
+  elements: str
+  sample: ["budget.max_trials: 5000 lowered to 200 trials (the operator's autotune_limits.max_trials)"]
 runner:
   description:
     - How trials will run; for C(docker), the trainer image the model's framework picks.
@@ -108,7 +114,7 @@ def main():
         framework=found["framework"], kind=found["kind"], layers=found["layers"],
         hyperparameters=plan["baseline"], space=plan["space"], ladder=plan["ladder"], api=plan["api"],
         environment=found["environment"], study=config["study"], run_dir=run_dir, runner=runner,
-        ignored=config["ignored_fields"],
+        ignored=config["ignored_fields"], limited=config.get("limited", []),
     )
 
 

@@ -132,7 +132,11 @@ SCHEMA = _object(
         ),
         "runner": _object(
             dict({"kind": {"enum": list(RUNNERS), "description": "one of " + ", ".join(RUNNERS)},
-                  "slots": _integer("trials at once on this host, an integer >= 1 (default: one per GPU, else 1)")},
+                  "slots": _integer("trials at once on this host, an integer >= 1 (default: one per GPU, else 1)"),
+                  "max_trial_bytes": _integer("bytes >= 1048576 a trial's folder may hold (default: 2 % of the run "
+                                              "folder's disk, 1..20 GiB)", minimum=1048576),
+                  "min_free_bytes": _integer("bytes >= 1 of free space under which the study stops (default: 1 % of "
+                                             "the run folder's disk, 256 MiB..5 GiB)")},
                  **{name: _object(runner.CONFIG_SCHEMA, description=f"the {name} runner's settings")
                     for name, runner in RUNNERS.items()}),
             description="a mapping with 'kind' and that runner's own block",
@@ -387,3 +391,34 @@ def param_lines(field, spec):
 def merged(base, override):
     """``override`` merged deeply into a copy of ``base`` (the way overrides meet the file)."""
     return _merge(base, override)
+
+
+# The operator's caps (autotune_limits): where they live in a configuration, and what each bounds.
+LIMITS = {
+    "max_trials": ("budget", "max_trials", "trials"),
+    "max_seconds": ("budget", "max_seconds", "seconds"),
+    "trial_timeout": ("budget", "trial_timeout", "seconds per trial"),
+    "slots": ("runner", "slots", "trials at once"),
+}
+
+
+def apply_limits(config, limits):
+    """Lower every value of ``config`` above the operator's cap in ``limits`` (max_trials, max_seconds,
+    trial_timeout, slots; unset or None: no cap) to that cap, whatever the file, a push or an override asked.
+    Returns one line per value lowered (the Detect step shows them); also kept as ``config["limited"]``."""
+    lines = []
+    unknown = sorted(set(limits or {}) - set(LIMITS))
+    if unknown:
+        raise ConfigError(f"autotune_limits: unknown {unknown}; expected some of {', '.join(LIMITS)}")
+    for name, cap in sorted((limits or {}).items()):
+        if cap is None:
+            continue
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ConfigError(f"autotune_limits.{name}: {cap!r} is invalid; expected a whole number >= 1")
+        section, key, unit = LIMITS[name]
+        asked = config[section].get(key)
+        if asked is not None and asked > cap:
+            config[section][key] = cap
+            lines.append(f"{section}.{key}: {asked} lowered to {cap} {unit} (the operator's autotune_limits.{name})")
+    config["limited"] = lines
+    return lines

@@ -7,7 +7,7 @@ import jinja2
 import jinja2.sandbox
 import yaml
 
-from ansible.module_utils.autotune import scriptcode
+from ansible.module_utils.autotune import bounded, scriptcode
 from ansible.module_utils.autotune.config import param_lines, schema_lines
 from ansible.module_utils.autotune.errors import AutotuneError
 
@@ -48,6 +48,10 @@ TEMPLATE_META_SCHEMA = {
         "ladder": {"type": "array", "items": {"type": "string"}, "description": "a list of hyperparameter names"},
     },
 }
+# A model file larger than this is refused before it is parsed: a Keras script is a few KB, and parsing a pushed
+# 2.3 MB one took 11 s (ast) and 113 s with 3.6 GB (libcst) of the controller. A script is also read in a bounded
+# child (bounded.py).
+MAX_MODEL_BYTES = 256 * 1024
 # A hyperparameter value a template may print into model code: a number, true/false, or a plain word.
 _PLAIN_WORD = re.compile(r"^[A-Za-z0-9_.+-]*$")
 
@@ -103,8 +107,15 @@ def render(path, hp, trial_number=None):
 
     The template may be pushed code: the sandbox keeps it from reaching the controller's Python while it
     renders, and the values it prints are checked to be literals, so a configuration value never becomes code.
+    It renders in a child bounded in time and memory (bounded.py): a template that loops for ever or builds a
+    2 GiB string costs one line.
     """
     _check_values(path, hp)
+    return bounded.run(_render, (path, hp, trial_number), f"model.template: rendering {os.path.basename(path)}",
+                       "expected a template that prints model code from its hyperparameters (small loops only)")
+
+
+def _render(path, hp, trial_number):
     environment = jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(os.path.dirname(os.path.abspath(path))),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
@@ -261,6 +272,8 @@ def plan(config, templates_dir):
         ladder = search.get("ladder") or (scriptcode.default_ladder(space) if result["api"] == "script" else
                                           [n for n, s in space.items() if s["type"] != "float"])
     lines = search_space.check(space, baseline)
+    if result["api"] == "script":
+        lines.extend(scriptcode.limit_lines(baseline, space))
     if not space:
         lines.append("search.space: empty; expected at least one hyperparameter to search")
     if lines:
@@ -279,6 +292,9 @@ def _file_plan(model):
     if os.path.isdir(path):
         path = scriptcode.find_script(path)
     try:
+        if os.path.getsize(path) > MAX_MODEL_BYTES:
+            raise AutotuneError(f"model.file: {path!r} holds {os.path.getsize(path) // 1024} KiB; expected a Python "
+                                f"file under {MAX_MODEL_BYTES // 1024} KiB (a Keras script or build_model(hp))")
         with open(path, encoding="utf-8") as handle:
             source = handle.read()
     except OSError as exc:
@@ -289,7 +305,10 @@ def _file_plan(model):
                             "build_model(hp))")
     found = facts(source, path, require_build_model=False)
     if found["build_model_args"] is None:
-        return scriptcode.plan(source, path, model.get("baseline") or {}, found)
+        script_plan, found = bounded.run(scriptcode.plan, (source, path, model.get("baseline") or {}, found),
+                                         f"model.file: reading {os.path.basename(path)}",
+                                         "expected a Keras script of ordinary size (a few hundred lines)")
+        return script_plan, found
     if found["build_model_args"] != ["hp"]:
         raise AutotuneError(f"model.file: {path!r} defines build_model({', '.join(found['build_model_args'])}); "
                             "expected build_model(hp) in Keras Tuner's style")
@@ -303,5 +322,8 @@ def code_for(model_plan, params, trial_number):
     if model_plan["api"] == "template":
         return render(model_plan["template"], params, trial_number=trial_number)
     if model_plan["api"] == "script":
-        return scriptcode.rewrite(model_plan["source"], params, model_plan["committed"], model_plan["block_sequence"])
+        return bounded.run(scriptcode.rewrite, (model_plan["source"], params, model_plan["committed"],
+                                                model_plan["block_sequence"]),
+                           f"model.file: rewriting {os.path.basename(model_plan['file'])} for trial {trial_number}",
+                           "expected a script of ordinary size and values within their ranges")
     return model_plan["source"]

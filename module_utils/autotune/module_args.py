@@ -14,6 +14,8 @@ CONFIG_ARGUMENTS = dict(
     CONFIG_FILE_ARGUMENTS,
     pushed=dict(type="bool", default=False),
     data_roots=dict(type="list", elements="path", default=[]),
+    limits=dict(type="dict", options=dict(max_trials=dict(type="int"), max_seconds=dict(type="int"),
+                                          trial_timeout=dict(type="int"), slots=dict(type="int"))),
 )
 
 
@@ -23,7 +25,7 @@ def prepare_or_fail(module, runs_root="runs", storage=None):
     try:
         prepared = prepare(module.params["config"], module.params["templates_dir"], module.params["overrides"],
                            runs_root, storage, pushed=module.params["pushed"], data_roots=module.params["data_roots"],
-                           connect_storage=not module.check_mode)
+                           connect_storage=not module.check_mode, limits=module.params.get("limits"))
     except AutotuneError as exc:
         module.fail_json(msg=escape(str(exc)), errors=[escape(line) for line in exc.details or [str(exc)]])
         raise  # fail_json exits; this keeps the control flow explicit for readers and linters

@@ -1,5 +1,6 @@
 """Search spaces: how a trial's hyperparameters are drawn, and the escalate rule ladder."""
 import json
+import re
 
 import optuna
 
@@ -119,21 +120,44 @@ def check_ladder(ladder, space):
         raise AutotuneError(f"search.ladder: {missing} not in the search space; expected names from {sorted(space)}")
 
 
-def registered(seen, baseline):
+# At most this many names a build_model(hp) builds at run time join the search (in all, over the study), each a
+# printable identifier: 20,000 names cost the controller about 90 s per trial and lines of 500 KB (issue 20).
+MAX_REGISTERED = 100
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_SHOWN = 5  # problem lines shown one by one; the rest are counted in one line
+
+
+def registered(seen, baseline, room=MAX_REGISTERED):
     """Of the names a trial's build_model(hp) asked for at run time (trainer hp.py), those new to the model with a
-    valid range: ({name: spec}, {name: default}, [one line per name left out and why])."""
-    space, defaults, lines = {}, {}, []
-    for name, entry in sorted(seen.items()):
+    valid range, at most ``room`` of them: ({name: spec}, {name: default}, [lines: names left out and why])."""
+    space, defaults, lines, over = {}, {}, [], 0
+    for name, entry in sorted(seen.items(), key=lambda item: str(item[0])):
         if name in baseline or not isinstance(entry, dict) or entry.get("spec") is None:
             continue  # known already, or hp.Fixed: nothing to search
-        spec, default = entry["spec"], entry.get("default")
-        problems = check({name: spec}, {name: default}, field="hyperparameter")
-        if spec.get("type") not in ("int", "float", "categorical", "bool") or \
-                (spec["type"] in ("int", "float") and not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high"))):
-            problems = [f"hyperparameter.{name}: {spec!r} is not a range autotune can search; expected hp.Int, "
-                        "hp.Float, hp.Choice or hp.Boolean with literal bounds"]
+        if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+            lines.append(f"hyperparameter {ascii(str(name)[:40])}: not a printable identifier; expected letters, "
+                         "digits, '_', '.', '-' (at most 64, not starting with a digit)")
+            continue
+        if len(space) >= room:
+            over += 1
+            continue
+        problems = _registration_problems(name, entry)
         if problems:
             lines.extend(problems)
             continue
-        space[name], defaults[name] = spec, default
-    return space, defaults, lines
+        space[name], defaults[name] = entry["spec"], entry.get("default")
+    shown = lines[:_SHOWN] + ([f"{len(lines) - _SHOWN} more names with the same kinds of problems"]
+                              if len(lines) > _SHOWN else [])
+    if over:
+        shown.append(f"{over} more names: at most {MAX_REGISTERED} hyperparameters may be registered at run time")
+    return space, defaults, shown
+
+
+def _registration_problems(name, entry):
+    spec, default = entry["spec"], entry.get("default")
+    if not isinstance(spec, dict) or spec.get("type") not in ("int", "float", "categorical", "bool") or \
+            (spec["type"] in ("int", "float") and not all(isinstance(spec.get(k), (int, float)) for k in ("low", "high"))) \
+            or (spec["type"] == "categorical" and not isinstance(spec.get("choices"), list)):
+        return [f"hyperparameter.{name}: {str(spec)[:200]} is not a range autotune can search; expected hp.Int, "
+                "hp.Float, hp.Choice or hp.Boolean with literal bounds"]
+    return check({name: spec}, {name: default}, field="hyperparameter")

@@ -22,7 +22,7 @@ from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import space as search_space
-from ansible.module_utils.autotune import strategies, trialdir, trialrun
+from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
 from ansible.module_utils.autotune.runners.base import FinishedTrial
 from ansible.module_utils.autotune.storage import make_storage, open_study
@@ -103,6 +103,7 @@ class StudyLoop:
         self.started = time.time()
         self.tried = {}
         self.verifying = []  # trials whose saved model is being scored apart: told once their scores are in
+        self.space = trialcaps.SpaceWatch(run_dir, config["runner"])  # the run folder's free space (a stop reason)
         # Called as after_trial(trial, trial_dir, attrs) when a trial ended, before it is told: a fleet worker
         # copies the trial's files off the host there (fleet.py, optuna.artifacts); attrs may take more attributes.
         self.after_trial = None
@@ -186,6 +187,8 @@ class StudyLoop:
         return min(set(range(self.slots)) - used)
 
     def _stop_reason(self, study):
+        if self.space.low():
+            return self.space.low()
         trials = study.get_trials(deepcopy=False)
         reason = study_budget.stop_reason(trials, self.config["target"]["goal"], self.budget, time.time() - self.started)
         if reason:
@@ -218,7 +221,9 @@ class StudyLoop:
             # the result; a malformed one fails the trial with its one line, it never stops the loop here).
             return trialrun.Running(trial, params, trial_dir, labels, FinishedTrial(trial_dir), timeout).replay(self.metric)
         process = self.runner.start(trial_dir, self.dataset["path"], labels)
-        return trialrun.Running(trial, params, trial_dir, labels, process, timeout)
+        running = trialrun.Running(trial, params, trial_dir, labels, process, timeout)
+        running.watch = trialcaps.FolderWatch.for_config(trial_dir, self.run_dir, self.config["runner"])
+        return running
 
     def _promote(self, study):
         """Queue the best trial again with more epochs when it stopped below the goal still improving."""
@@ -284,16 +289,21 @@ class StudyLoop:
     def _register(self, seen, number, attrs=None):
         """Names build_model(hp) built at run time (hp.Choice(f"filters_{i}", ...)) join the search from the next
         trial on, as Keras Tuner registers a name when it first sees it (Optuna's define-by-run takes new names)."""
-        space, defaults, lines = search_space.registered(seen, self.plan["baseline"])
+        taken = self.plan.setdefault("registered", [])  # names registered so far: at most MAX_REGISTERED in all
+        space, defaults, lines = search_space.registered(seen, self.plan["baseline"],
+                                                         room=search_space.MAX_REGISTERED - len(taken))
         for line in lines:
             self.progress(f"trial {number:3d}  WARNING: not searched: {line}")
         if not space:
             return
+        taken.extend(space)
         self.plan["space"].update(space)
         self.plan["baseline"].update(defaults)
         if attrs is not None:
             attrs["registered_hp"] = {name: {"spec": spec, "default": defaults[name]} for name, spec in space.items()}
-        self.progress(f"trial {number:3d}  registered {', '.join(sorted(space))} (named at run time): "
+        names = sorted(space)
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        self.progress(f"trial {number:3d}  registered {shown} (named at run time): "
                       "searched from the next trial")
 
     def _stop_all(self, study, running):

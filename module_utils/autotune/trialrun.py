@@ -55,6 +55,7 @@ class Running:
         self.bad_file = None  # the one line of a malformed trial file, once one was read
         self.started = time.time()
         self.seconds = 0.0
+        self.watch, self.capped = None, None  # trialcaps.FolderWatch; (outcome, line) once a cap is passed
 
     @property
     def number(self):
@@ -82,9 +83,11 @@ class Running:
                     self.pruned = len(self.epochs)
         if self.code is None and not self.pruned and time.time() - self.started > self.timeout:
             self.timed_out = True
-        if self.code is None and (self.pruned or self.timed_out):
+        if self.code is None and self.watch is not None and not self.capped:
+            self.capped = self.watch.check()
+        if self.code is None and (self.pruned or self.timed_out or self.capped):
             self.process.stop()
-        over = self.code is not None or self.pruned or self.timed_out
+        over = self.code is not None or self.pruned or self.timed_out or bool(self.capped)
         if over:
             self.seconds = round(time.time() - self.started, 3)
         return over
@@ -132,6 +135,9 @@ def conclude(seen, metric):
     attrs.update({k: result[k] for k in RESULT_FIELDS if k in result})
     if health:
         attrs["relaunches"] = health.get("relaunches", 0)
+    if seen.capped:  # its folder passed runner.max_trial_bytes, or the disk its floor (trialcaps.py)
+        attrs.update(outcome=seen.capped[0], reason=seen.capped[1])
+        return optuna.trial.TrialState.FAIL, None, attrs
     if seen.pruned:
         attrs.update(outcome="pruned",
                      reason=f"pruned at epoch {seen.pruned}: {metric} below the median of earlier trials")

@@ -69,13 +69,16 @@ class RunDirLock:
 
 
 def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storage=None, pushed=False, data_roots=(),
-            connect_storage=True):
+            connect_storage=True, limits=None):
     """Validate everything that can be validated before training; nothing is written.
 
-    The returned config's ``warnings`` hold one line per thing that will run but is probably not what the user
-    meant (files that are not images, tiny images, a script's surplus outputs or second fit). The storage URL
-    is checked last (its scheme; with ``connect_storage`` one connection to a database server)."""
+    ``limits``: the operator's caps (autotune_limits), applied over whatever budget the configuration asks
+    (config.apply_limits). The returned config's ``warnings`` hold one line per thing that will run but is
+    probably not what the user meant (files that are not images, tiny images, a script's surplus outputs or
+    second fit). The storage URL is checked last (its scheme; with ``connect_storage`` one connection to a
+    database server)."""
     config = tune_config.load(config_path, overrides, pushed=pushed, data_roots=data_roots)
+    tune_config.apply_limits(config, limits)
     plan = model_plan(config, templates_dir)
     warnings = []
     classes = tune_dataset.scan(config["dataset"]["path"], warnings)

@@ -18,7 +18,7 @@ def _validate(tmp_path, runner):
 
 def test_every_registered_runner_has_its_own_validated_block(tmp_path):
     runner_schema = tune_config.SCHEMA["properties"]["runner"]["properties"]
-    assert set(runner_schema) == {"kind", "slots"} | set(RUNNERS)
+    assert set(runner_schema) == {"kind", "slots", "max_trial_bytes", "min_free_bytes"} | set(RUNNERS)
     assert all(issubclass(cls, Runner) and cls.name == name for name, cls in RUNNERS.items())
     config = _validate(tmp_path, {"kind": "docker", "docker": {"cpus": 2, "memory": "2g"}})
     assert config["runner"]["docker"]["cpus"] == 2 and config["runner"]["docker"]["relaunch_grace"] == 180
@@ -28,7 +28,7 @@ def test_runner_settings_outside_their_block_are_named_one_line_each(tmp_path):
     with pytest.raises(ConfigError) as error:
         _validate(tmp_path, {"kind": "docker", "cpus": 2, "docker": {"memory": "lots"}})
     assert error.value.details == [
-        "runner.cpus: unknown field; expected one of kind, slots, local, docker",
+        "runner.cpus: unknown field; expected one of kind, slots, max_trial_bytes, min_free_bytes, local, docker",
         "runner.docker.memory: 'lots' is invalid; expected a memory limit such as 2g or 512m",
     ]
 

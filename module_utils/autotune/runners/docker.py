@@ -88,6 +88,20 @@ def _host_memory_bytes():
         return None
 
 
+GIB = 1024 ** 3
+
+
+def default_memory(slots, host=None):
+    """A slot's memory when runner.docker.memory is unset: its share of the host less the controller's reserve
+    (an eighth of the host, at least 1 GiB, at most half of it), never the whole host, so a runaway trial leaves
+    the controller, the verifier's container and the other slots theirs. None when the host's size is unknown."""
+    host = host if host is not None else _host_memory_bytes()
+    if not host:
+        return None
+    reserve = min(max(GIB, host // 8), host // 2)
+    return max(1, (host - reserve) // max(1, slots))
+
+
 class DockerProcess(TrialProcess):
     """A trial container as the study loop sees it.
 
@@ -281,7 +295,7 @@ class DockerRunner(Runner):
         self.image_name = image
         # Unset limits default to each slot's share of the host: a runaway trial cannot take another slot's part.
         self.cpus = cpus or max(0.5, (os.cpu_count() or 1) / slots)
-        self.memory = memory or (_host_memory_bytes() // slots if _host_memory_bytes() else None)
+        self.memory = memory or default_memory(slots)
         self.network = network
         self.gpu_ids = list(gpu_ids or [])
         self.relaunch_grace = relaunch_grace
