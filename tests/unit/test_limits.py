@@ -21,8 +21,9 @@ CAPS = {"max_trials": 30, "max_seconds": 600, "trial_timeout": 120, "slots": 2}
 
 def test_a_pushed_budget_above_the_operators_caps_is_lowered_and_said(tmp_path, sample_data):
     config = write_config(tmp_path, budget=GREEDY)
-    outcome = _run(model_facts, {"config": str(config), "templates_dir": str(TEMPLATES), "pushed": True,
-                                 "data_roots": [str(sample_data.parent)], "limits": CAPS,
+    # Not pushed: a pushed configuration is refused the local runner where trials would share root (here), and the
+    # caps apply to every configuration the modules load, pushed or not.
+    outcome = _run(model_facts, {"config": str(config), "templates_dir": str(TEMPLATES), "limits": CAPS,
                                  "overrides": {"runner": {"kind": "local", "slots": 6}}})
     assert not outcome.failed, outcome.result
     assert outcome.result["limited"] == [

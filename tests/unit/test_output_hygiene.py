@@ -118,7 +118,8 @@ def test_a_hostile_hyperparameter_name_is_escaped_in_progress_report_mail_and_em
     _no_forged_line(open(f"{run_dir}/progress.log", encoding="utf-8").read())
 
     done = _report({"run_dir": run_dir, "write_eml": True, "recipients": ["team@example.com"]}).result
-    assert "units\\x1b]0;pwned\\x07\\x1b[2J\\r\\nBcc: victim@example.com" in done["body"]
+    # Not a printable identifier, the name is never registered (space.registered): the mail has no such parameter.
+    assert "pwned" not in done["body"] and "Bcc: victim" not in done["body"]
     _no_forged_line(done["subject"])
     _no_forged_line(done["body"])
     _no_forged_line(open(f"{run_dir}/report.txt", encoding="utf-8").read())

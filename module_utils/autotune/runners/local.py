@@ -275,7 +275,7 @@ class LocalRunner(Runner):
         "warm": {"type": "boolean", "description": "true or false: keep trainers started ahead per slot"},
         "spares": {"type": "integer", "minimum": 1, "maximum": 4,
                    "description": "an integer 1-4: trainers kept started ahead per slot when warm"},
-        "user": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$",
+        "user": {"type": "string", "pattern": r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z",
                  "description": "an unprivileged account name or uid that trials run as when the controller is root"},
     }
     CONFIG_DEFAULTS = {"warm": True, "spares": 1, "user": "nobody"}
