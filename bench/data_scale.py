@@ -112,7 +112,7 @@ def _child(command, env=None):
 
 
 def pack(images, cache):
-    config = {"path": str(images), "image_size": [SIZE, SIZE], "color": "rgb", "validation_split": 0.2, "seed": 1}
+    config = {"path": str(images), "image_size": [SIZE, SIZE], "color": "rgb", "validation_split": 0.2, "test_split": 0.15, "seed": 1}
     shutil.rmtree(cache, ignore_errors=True)
     out, wall, rss = _child([sys.executable, "-c", PACK_CHILD, str(REPO / "module_utils"), json.dumps(config), str(cache)])
     facts = json.loads(out.strip().splitlines()[-1])

@@ -82,9 +82,10 @@ def _ours(system, seed, goal, budget, work, pruner):
     trained = [t for t in summary["trials"] if t["outcome"] != "duplicate"]
     epochs = sum(len(t["epochs"]) for t in trained)
     reached_at = None
+    # Only a trial whose goal the held-out split confirmed counts (issue 20): its first epoch at the goal.
     for trial in trained:
         for record in trial["epochs"]:
-            if trial["value"] is not None and trial["value"] >= goal - 1e-6 and record.get("val_accuracy", 0) >= goal - 1e-6:
+            if (trial.get("goal_value") or 0) >= goal - 1e-6 and record.get("val_accuracy", 0) >= goal - 1e-6:
                 reached_at = min(reached_at or record["time"], record["time"])
     startup = sum(t["startup_seconds"] or 0 for t in trained)
     busy = startup + sum(t["fit_seconds"] or 0 for t in trained)

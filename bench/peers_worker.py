@@ -120,7 +120,7 @@ def main():
     args = parser.parse_args()
     threading.Timer(args.budget, finish, (args.out, None)).start()
     packed = tune_dataset.prepare({"path": str(REPO / "data" / "catsdogs"), "image_size": [28, 28],
-                                   "color": "grayscale", "validation_split": 0.2, "seed": 1}, str(args.work / "data"))
+                                   "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1}, str(args.work / "data"))
     from autotune_trainer.data import load_dataset  # noqa: E402  pylint: disable=import-outside-toplevel
     data = load_dataset(packed["path"])
     keras.utils.set_random_seed(args.seed)

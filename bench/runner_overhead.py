@@ -54,7 +54,7 @@ def main():
     figures = {r.name: [] for r in runners}
     with tempfile.TemporaryDirectory(prefix="autotune-overhead-") as work:
         packed = tune_dataset.prepare({"path": str(REPO / "data" / "catsdogs"), "image_size": [28, 28],
-                                       "color": "grayscale", "validation_split": 0.2, "seed": 1}, work)["path"]
+                                       "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1}, work)["path"]
         try:
             for number in range(args.trials):
                 for runner in runners:
