@@ -396,9 +396,12 @@ def test_a_malformed_result_of_a_trial_that_finished_unwatched_fails_it_on_resum
 
 def test_a_trial_the_controller_timed_out_keeps_that_outcome_whatever_its_files(tmp_path):
     """A trial that hangs after planting a link at result.json (integration test_links_...) times out, as before."""
+    victim = tmp_path / "victim"  # a file of the host's, never a real one: a regression must not write to /etc
+    victim.write_text("operator's file\n")
+
     def plant(params):
         if params["filters"] == 8:
-            os.symlink("/etc/passwd", tmp_path / "run" / "trials" / "0001" / trialdir.RESULT)
+            os.symlink(victim, tmp_path / "run" / "trials" / "0001" / trialdir.RESULT)
         return {}
     from test_study_loop import _setup  # pylint: disable=import-outside-toplevel
     config, plan, run_dir = _setup(tmp_path, budget={"max_trials": 2, "trial_timeout": 1}, target={"goal": 0.99})
@@ -407,6 +410,7 @@ def test_a_trial_the_controller_timed_out_keeps_that_outcome_whatever_its_files(
     attrs = study.trials[1].user_attrs
     assert attrs["outcome"] == "timed_out"
     assert attrs["bad_file"] == "result.json: the file is a link; expected a regular file"
+    assert victim.read_text() == "operator's file\n", "nothing was written through the link"
 
 
 def test_a_long_metrics_file_of_a_trial_that_finished_unwatched_is_replayed_whole(tmp_path):
