@@ -66,11 +66,14 @@ class FakeProcess(TrialProcess):
 class FakeScorer(TrialProcess):
     """The verifier's run: it 'measures' the score the script says the saved model really has."""
 
-    def __init__(self, out_dir, measured, tested=None):
+    def __init__(self, out_dir, measured, tested=None, polls=0):
         super().__init__(out_dir)
-        self.measured, self.tested = measured, tested
+        self.measured, self.tested, self.polls = measured, tested, polls  # polls: how many it runs for
 
     def exit_code(self):
+        if self.polls > 0:
+            self.polls -= 1
+            return None
         if self.measured is not None:
             scores = {"val_accuracy": self.measured}
             if self.tested is not None:
@@ -92,8 +95,8 @@ class FakeRunner(Runner):
     name = "fake"
     CONFIG_SCHEMA = {"script": {"type": "string", "description": "unused; the script is given in Python"}}
 
-    def __init__(self, script, measure=None, seen=None, test=None):
-        self.script, self.seen = script, seen
+    def __init__(self, script, measure=None, seen=None, test=None, scoring_polls=0):
+        self.script, self.seen, self.scoring_polls = script, seen, scoring_polls
         self.measure = measure or (lambda params, reported: reported)  # the saved model scores what was reported
         self.test = test or self.measure  # its score on the held-out split (when the verifier is given one)
         self.verified = []  # trial folders scored apart
@@ -118,7 +121,8 @@ class FakeRunner(Runner):
         os.makedirs(out_dir, exist_ok=True)
         self.verified.append(trial_dir)
         params, reported = self.params_of(trial_dir), self.script(self.params_of(trial_dir))[-1]
-        return FakeScorer(out_dir, self.measure(params, reported), self.test(params, reported) if test_path else None)
+        return FakeScorer(out_dir, self.measure(params, reported), self.test(params, reported) if test_path else None,
+                          self.scoring_polls)
 
     @staticmethod
     def params_of(trial_dir):

@@ -5,6 +5,8 @@ pipeline's rule ladder (more filters, the next kernel size, one more block, more
 epochs, applied to the best trial so far) written as a BaseSampler subclass, so
 the study loop treats every strategy alike. An unknown name is an error.
 """
+import copy
+
 import optuna
 
 from ansible.module_utils.autotune import space as search_space
@@ -99,6 +101,45 @@ def make_pruner(config, plan):
     pruner = PRUNERS[name](config, plan)
     patience = config["search"].get("pruner_patience")
     return optuna.pruners.PatientPruner(pruner, patience=patience) if patience else pruner
+
+
+class ScoredApartPruner(optuna.pruners.BasePruner):
+    """The configured pruner, judging as if the trials whose saved models are being scored apart had finished.
+
+    A candidate is told only once its scores are in (study.py), but its learning curve is known epoch by epoch:
+    a trial beside it is judged against that curve at once, not after the scoring (a hopeless trial could
+    otherwise train to its end on a fast machine). ``awaiting`` maps such a trial's number to its claimed value.
+    """
+
+    def __init__(self, inner):
+        self.inner, self.awaiting = inner, {}
+
+    def prune(self, study, trial):
+        return self.inner.prune(_WithAwaiting(study, dict(self.awaiting)) if self.awaiting else study, trial)
+
+
+class _WithAwaiting:
+    """A study whose trials being scored apart read as COMPLETE with their claimed values (for a pruner only)."""
+
+    def __init__(self, study, awaiting):
+        self._study, self._awaiting = study, awaiting
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    @property
+    def trials(self):
+        return self.get_trials()
+
+    def get_trials(self, deepcopy=True, states=None):
+        trials = []
+        for trial in self._study.get_trials(deepcopy=False):
+            if trial.number in self._awaiting and trial.state == optuna.trial.TrialState.RUNNING:
+                trial = copy.copy(trial)
+                trial.state, trial.value = optuna.trial.TrialState.COMPLETE, self._awaiting[trial.number]
+            if states is None or trial.state in states:
+                trials.append(copy.deepcopy(trial) if deepcopy else trial)
+        return trials
 
 
 def epochs_parameter(space):

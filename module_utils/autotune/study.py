@@ -118,6 +118,7 @@ class StudyLoop:
 
     def _run(self):
         study = open_study(self.config, self.plan, self.heartbeat.storage)
+        study.pruner = self.pruner = strategies.ScoredApartPruner(study.pruner)
         self._retry_interrupted(study)
         for earlier in study.trials:  # names registered by trials of an earlier run of this study
             self._register(earlier.user_attrs.get("registered_hp") or {}, earlier.number)
@@ -155,6 +156,7 @@ class StudyLoop:
     def _settle(self, study, pending, running=()):
         """A verification is over: tell its trial with the scores it measured."""
         self.verifying.remove(pending)
+        self.pruner.awaiting.pop(pending.slot.number, None)
         try:
             self._tell(study, pending.slot, *self._verified(pending))
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -270,6 +272,7 @@ class StudyLoop:
         self._register(slot.process.hp_seen(), slot.number, attrs)
         if state == COMPLETE and self._candidate(study, value):
             self.verifying.append(self._verification(slot, value, attrs))
+            self.pruner.awaiting[slot.number] = value
             return
         if state == COMPLETE:
             attrs["verified"] = False  # below the best scored apart: never reported as the best

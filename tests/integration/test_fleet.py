@@ -177,9 +177,10 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
     retried = {optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t): t for t in trials}
     retried.pop(None, None)
     failed = [t for t in trials if t.state == FAIL]
-    assert [t.number for t in failed] == list(retried), "only the dead host's trial failed, and it was retried"
-    assert len(retried) == 1 and _host(failed[0]) == "host-a"
-    assert retried[failed[0].number].state == COMPLETE and _host(retried[failed[0].number]) == "host-b"
+    assert [t.number for t in failed] == list(retried), "only the dead host's trials failed, and each was retried"
+    # Host a held one trial training, and perhaps one more whose saved model it was scoring: both die with it.
+    assert 1 <= len(retried) <= 2 and {_host(t) for t in failed} == {"host-a"}
+    assert all(retried[t.number].state == COMPLETE and _host(retried[t.number]) == "host-b" for t in failed)
     assert not [t for t in trials if t.state == RUNNING], "no trial is left hanging"
     counted = [t for t in trials if t.number not in retried]
     assert len(counted) == 5 and all(t.state == COMPLETE and len(t.intermediate_values) == 2 for t in counted), \
@@ -229,7 +230,7 @@ def test_goal_on_one_host_stops_the_other_and_other_data_is_refused(fleet_hosts,
     target.enqueue_trial({"learning_rate": 0.000001, "epochs": 40})  # barely learns: cannot reach 0.75 first
     loaded = yaml.safe_load(config.read_text())
     packed = Path(tune_dataset.prepare(dict(loaded["dataset"], image_size=[28, 28], color="grayscale",
-                                            validation_split=0.2, seed=1),
+                                            validation_split=0.2, test_split=0.15, seed=1),
                                        str(tmp_path / "runs" / study / "data"))["path"])
     _other_pack(packed, tmp_path / "other" / packed.name)
     for name in ("host-a", "host-b", "host-c"):

@@ -57,7 +57,7 @@ def _install(tmp_path, **role_vars):
     subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True, capture_output=True)
     _git("checkout", "-q", "-b", "main", cwd=work)
     config = {"dataset": {"path": str(SAMPLE_DATA)},
-              "model": {"template": "cnn", "baseline": {"blocks": 1, "filters": 4, "epochs": 1, "dense_units": 8}},
+              "model": {"template": "cnn", "baseline": {"blocks": 1, "filters": 8, "epochs": 3, "dense_units": 32}},
               "target": {"goal": 0.8},
               "search": {"space": {"filters": {"type": "int", "low": 4, "high": 32, "log": True},
                                    "epochs": {"type": "int", "low": 1, "high": 4},

@@ -4,6 +4,10 @@ Hyperparameter names registered at run time, the operator's autotune_limits over
 default memory, template rendering and script rewriting bounded in time and memory, the trial folder's size.
 """
 import os
+import re
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -12,7 +16,7 @@ from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.storage import default_storage
 from ansible.module_utils.autotune.study import StudyLoop
-from conftest import TEMPLATES
+from conftest import REPO, TEMPLATES
 from fakes import FakeRunner
 from test_study_loop import _setup
 
@@ -103,7 +107,6 @@ def test_a_bounded_render_costs_milliseconds(tmp_path):
 def test_a_script_asked_for_twenty_thousand_blocks_is_refused_before_any_rewrite(tmp_path, sample_data):
     from ansible.module_utils.autotune import config as tune_config
     from ansible.module_utils.autotune import modelcode, scriptcode
-    from conftest import REPO
     script = REPO / "examples" / "catsdogs_script" / "train.py"
     for model, line in (
             ({"file": str(script), "baseline": {"crp_blocks": 20000}},
@@ -119,17 +122,33 @@ def test_a_script_asked_for_twenty_thousand_blocks_is_refused_before_any_rewrite
         assert any(detail.startswith(line) for detail in caught.value.details), caught.value.details
 
 
-def test_rewriting_a_script_is_bounded_too(monkeypatch):
-    from ansible.module_utils.autotune import bounded, modelcode, scriptcode
-    from conftest import REPO
-    source = (REPO / "examples" / "catsdogs_script" / "train.py").read_text()
-    found = scriptcode.read(source, "train.py")
-    plan = {"api": "script", "file": "train.py", "source": source, "committed": found["baseline"],
-            "block_sequence": found["block_sequence"]}
-    assert "added by autotune" in modelcode.code_for(plan, dict(found["baseline"], crp_blocks=4), 1)
-    monkeypatch.setattr(bounded, "MEMORY_MIB", 16)
-    with pytest.raises(AutotuneError, match=r"^model.file: rewriting train.py for trial 2 needed more than 16 MiB"):
+def _bounded_in_a_fresh_process(code):
+    """The one line ``code`` raised, run in a fresh interpreter, as Ansible runs a module. bounded.py bounds the address
+    space a child adds to its parent's; the free heap a long pytest session leaves behind is room the child takes
+    without growing it, so a memory bound checked in-process passes or fails with the tests run before it."""
+    prelude = ("import ansible.module_utils\n"
+               f"ansible.module_utils.__path__.append({str(REPO / 'module_utils')!r})\n"
+               "from ansible.module_utils.autotune import bounded, modelcode, scriptcode\n"
+               "from ansible.module_utils.autotune import config as tune_config\n"
+               "from ansible.module_utils.autotune.errors import AutotuneError\n"
+               "try:\n" + textwrap.indent(textwrap.dedent(code), "    ") +
+               "except AutotuneError as exc:\n    print(str(exc).splitlines()[0])\nelse:\n    print('no error')\n")
+    ran = subprocess.run([sys.executable, "-c", prelude], capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    return ran.stdout.strip()
+
+
+def test_rewriting_a_script_is_bounded_too():
+    line = _bounded_in_a_fresh_process(f"""
+        source = open({str(REPO / "examples" / "catsdogs_script" / "train.py")!r}).read()
+        found = scriptcode.read(source, "train.py")
+        plan = {{"api": "script", "file": "train.py", "source": source, "committed": found["baseline"],
+                "block_sequence": found["block_sequence"]}}
+        assert "added by autotune" in modelcode.code_for(plan, dict(found["baseline"], crp_blocks=4), 1)
+        bounded.MEMORY_MIB = 16
         modelcode.code_for(plan, dict(found["baseline"], crp_blocks=2000), 2)
+    """)
+    assert re.match(r"model.file: rewriting train.py for trial 2 needed more than 16 MiB", line), line
 
 
 class _Writer(FakeRunner):
@@ -198,18 +217,16 @@ def test_a_model_file_of_many_megabytes_is_refused_before_it_is_parsed(tmp_path,
     assert time.time() - started < 1
 
 
-def test_reading_a_script_is_bounded(tmp_path, sample_data, monkeypatch):
-    from ansible.module_utils.autotune import bounded
-    from ansible.module_utils.autotune import config as tune_config
-    from ansible.module_utils.autotune import modelcode
-    from conftest import REPO
+def test_reading_a_script_is_bounded(tmp_path, sample_data):
     script = tmp_path / "train.py"
     script.write_text((REPO / "examples" / "catsdogs_script" / "train.py").read_text() + "PAD = [1, 2, 3]\n" * 2000)
-    config = tune_config.validate({"dataset": {"path": str(sample_data)}, "model": {"file": str(script)}},
-                                  base_dir=str(tmp_path))
-    monkeypatch.setattr(bounded, "MEMORY_MIB", 1)
-    with pytest.raises(AutotuneError, match=r"^model.file: reading train.py needed more than 1 MiB"):
-        modelcode.plan(config, str(TEMPLATES))
+    line = _bounded_in_a_fresh_process(f"""
+        config = tune_config.validate({{"dataset": {{"path": {str(sample_data)!r}}}, "model": {{"file": {str(script)!r}}}}},
+                                      base_dir={str(tmp_path)!r})
+        bounded.MEMORY_MIB = 1
+        modelcode.plan(config, {str(TEMPLATES)!r})
+    """)
+    assert re.match(r"model.file: reading train.py needed more than 1 MiB", line), line
 
 
 def test_a_template_that_prints_megabytes_of_code_is_one_line(tmp_path):

@@ -34,9 +34,9 @@ def _setup(tmp_path, **sections):
     return config, plan, str(run_dir)
 
 
-def _loop(tmp_path, script, measure=None, **sections):
+def _loop(tmp_path, script, measure=None, scoring_polls=0, **sections):
     config, plan, run_dir = _setup(tmp_path, **sections)
-    runner = FakeRunner(script, measure)
+    runner = FakeRunner(script, measure, scoring_polls=scoring_polls)
     lines = []
     loop = StudyLoop(config, plan, {"path": "unused.npz"}, runner, run_dir, default_storage(run_dir), lines.append)
     study, reason, new_trials = loop.run()
@@ -77,6 +77,16 @@ def test_hopeless_trial_is_pruned_and_its_process_stopped(tmp_path):
     pruned = study.trials[1]
     assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.user_attrs["reason"].startswith("pruned at epoch 2")
     assert runner.log == [("stopped", runner.started[1][0])]
+
+
+def test_a_trial_is_judged_by_a_curve_whose_model_is_still_being_scored(tmp_path):
+    """Trial 0 is scored apart (slowly) while trial 1 trains: the pruner reads trial 0's curve at once."""
+    script = by_filters({4: [0.7, 0.7, 0.7, 0.7], 8: [0.1, 0.1, 0.1, 0.1, 0.1, 0.1]})
+    study, _, _, runner, _ = _loop(tmp_path, script, scoring_polls=8, budget={"max_trials": 2}, target={"goal": 0.99},
+                                   search={"pruner": "median"})
+    pruned = study.trials[1]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.user_attrs["reason"].startswith("pruned at epoch 2")
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE and study.trials[0].user_attrs["verified"]
 
 
 def test_a_hanging_trial_times_out_and_the_study_goes_on(tmp_path):
