@@ -1,4 +1,4 @@
-"""roles/jenkins and the Jenkinsfile, checked offline (no Jenkins can be downloaded here, NOTES.md §1).
+"""roles/jenkins and the Jenkinsfile, checked offline (no Jenkins package or war can be downloaded here).
 
 The role renders its configuration as code, job definitions and service settings with its own
 defaults (render-only mode); the JCasC YAML is checked against what the configuration-as-code,
@@ -274,7 +274,7 @@ def test_role_refuses_to_set_up_a_controller_without_its_secrets(tmp_path):
 
 
 def test_role_sources_follow_the_project_conventions(defaults):
-    # Every public variable carries the role's prefix and a one-line comment (NOTES.md §3, item 1).
+    # Every public variable carries the role's prefix and a one-line comment (the convention of geerlingguy.docker and geerlingguy.jenkins).
     lines = (ROLE / "defaults" / "main.yml").read_text().splitlines()
     for index, line in enumerate(lines):
         if re.match(r"^[a-z_]+:", line):

@@ -1,6 +1,6 @@
 """The Jenkinsfile's stages, run as Jenkins runs them: one ansible-playbook process per stage, in order.
 
-No Jenkins can run here (NOTES.md §1): this executes each stage's shell command from the Jenkinsfile
+No Jenkins can run here (no Jenkins package or war can be downloaded on the CI machine): this executes each stage's shell command from the Jenkinsfile
 with the parameters as environment variables, against a real git repository, real training, and
 checks that together they do what one pipeline.yml run does.
 """

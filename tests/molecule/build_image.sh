@@ -1,6 +1,6 @@
 #!/bin/sh
-# Build the local systemd image every molecule scenario of this project runs in (offline: no
-# registry, NOTES.md §1). Debian bookworm minbase with systemd as PID 1, cron, Python 3, sudo and
+# Build the local systemd image every molecule scenario of this project runs in (offline: the CI
+# machine reaches no container registry). Debian bookworm minbase with systemd as PID 1, cron, Python 3, sudo and
 # git, imported into the local Docker engine. Does nothing when the image already exists.
 #   tests/molecule/build_image.sh [NAME:TAG]      (default autotune-systemd:bookworm)
 # Needs root, debootstrap and a Debian mirror (AUTOTUNE_DEBIAN_MIRROR, default deb.debian.org).

@@ -1,4 +1,5 @@
-"""Unit tests of the Ansible modules, run in-process the way NOTES.md §3 item 8 describes."""
+"""Unit tests of the Ansible modules, run in-process: exit_json/fail_json patched to raise,
+arguments fed with ansible.module_utils.testing.patch_module_args (ansible-core 2.19)."""
 import json
 import shutil
 
