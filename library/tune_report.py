@@ -10,7 +10,7 @@ short_description: Build the result mail of a tuning run, and write it as an .em
 description:
   - Reads C(summary.json) of a run directory and builds the subject and body of the result mail
     (best metric, winning hyperparameters, a table of all trials, the diff from the baseline model code
-    to the winning code) with the accuracy plot as attachment.
+    to the winning code) with the accuracy plot and the table of trials (trials.csv) as attachments.
   - Writes C(report.txt) and C(model.diff) into the run directory; with I(write_eml) also C(result.eml),
     the same message as the mail task would send, for sites without an SMTP server or when it cannot be reached.
   - With I(failure) it builds the mail of a pipeline run that stopped before tuning instead (no summary is
@@ -102,7 +102,7 @@ body:
   returned: success
   type: str
 attachments:
-  description: Files to attach (the plot).
+  description: Files to attach (the plot and trials.csv).
   returned: success
   type: list
   elements: str
@@ -159,7 +159,8 @@ def _result_message(module, run_dir):
     if module.params["dashboard_url"] and summary.get("study_id") is not None:
         summary["dashboard_url"] = dashboard.study_url(module.params["dashboard_url"], summary["study_id"])
     subject, body = report.message(summary, summary["trials"], diff)
-    attachments = [summary["plot"]] if summary.get("plot") and os.path.exists(summary["plot"]) else []
+    # The plot, and the table of trials (trialtable.py); summary.json names only files the run wrote.
+    attachments = [summary[key] for key in ("plot", "trials_csv") if summary.get(key) and os.path.isfile(summary[key])]
     return subject, body, attachments, diff, summary["reached"]
 
 

@@ -245,6 +245,6 @@ def collect(config, plan, run_dir, storage, artifacts, workers):
                    seconds=max([w.get("seconds", 0) for w in workers] or [0]), progress=lines, workers=workers,
                    dashboard_url=None)
     summary["verdict"] = report.verdict(summary)
-    report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
+    report.write_summary(run_dir, summary)
     return summary
 

@@ -4,11 +4,12 @@ import email.headerregistry
 import email.message
 import email.policy
 import email.utils
+import mimetypes
 import os
 
 import optuna
 
-from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune import trialdir, trialtable
 from ansible.module_utils.autotune.printable import escape, escape_lines
 
 PLOT_NAME = "accuracy_per_trial.png"
@@ -57,6 +58,12 @@ def trial_records(study):
 
 def write_json(path, payload):
     trialdir.write_json(path, payload, default=str)
+
+
+def write_summary(run_dir, summary):
+    """trials.csv, then summary.json naming it: the results a run leaves for people and their tools."""
+    summary["trials_csv"] = trialtable.write(run_dir, summary["trials"], summary["metric"])
+    write_json(os.path.join(run_dir, SUMMARY_NAME), summary)
 
 
 def plot(study, goal, metric, path):
@@ -180,8 +187,15 @@ def write_eml(path, sender, recipients, subject, body, attachments):
     msg["Message-ID"] = email.utils.make_msgid(domain="autotune.local")
     msg.set_content(escape_lines(body))
     for attachment in attachments:
+        kind = mimetypes.guess_type(attachment)[0] or "application/octet-stream"
         with open(attachment, "rb") as handle:
-            msg.add_attachment(handle.read(), maintype="image", subtype="png", filename=os.path.basename(attachment))
+            data = handle.read()
+        if kind.startswith("text/"):
+            msg.add_attachment(data.decode("utf-8", "replace"), subtype=kind.split("/")[1],
+                               filename=os.path.basename(attachment))
+        else:
+            msg.add_attachment(data, maintype=kind.split("/")[0], subtype=kind.split("/")[1],
+                               filename=os.path.basename(attachment))
     tmp = path + ".tmp"
     with open(tmp, "wb") as handle:
         handle.write(bytes(msg))

@@ -131,7 +131,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
         summary["verdict"] = report.verdict(summary)
         summary.update(watch)
-        report.write_json(os.path.join(run_dir, report.SUMMARY_NAME), summary)
+        report.write_summary(run_dir, summary)
         return summary
 
 

@@ -1,6 +1,8 @@
 """End to end: playbooks/tune.yml on the sample data, real training, and resuming a study."""
+import csv
 import email
 import email.policy
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -60,8 +62,16 @@ def test_mail_is_written_as_eml_without_smtp(tuned_run):
     body = message.get_body(("plain",)).get_content()
     assert f"{summary['best_value']:.4f}" in body and "+++ best/model.py" in body
     attachments = [part for part in message.iter_attachments()]
-    assert [a.get_filename() for a in attachments] == ["accuracy_per_trial.png"]
+    assert [a.get_filename() for a in attachments] == ["accuracy_per_trial.png", "trials.csv"]
     assert attachments[0].get_content()[:4] == b"\x89PNG"
+    # The table of trials: one row a trial, the same numbers as summary.json (a spreadsheet's reading of it).
+    table = list(csv.DictReader(io.StringIO(attachments[1].get_content())))
+    assert attachments[1].get_content() == (run_dir / "trials.csv").read_text()
+    assert [int(row["number"]) for row in table] == [t["number"] for t in summary["trials"]]
+    for row, trial in zip(table, summary["trials"]):
+        assert row["outcome"] == trial["outcome"] and int(row["epochs"]) == len(trial["epochs"])
+        assert (float(row["test_value"]) if row["test_value"] else None) == trial["test_value"]
+        assert int(row["params_filters"]) == trial["params"]["filters"]
 
 
 def test_rerun_of_a_reached_study_trains_nothing(tuned_run, tmp_path):
