@@ -76,8 +76,10 @@ def test_result_is_mailed_with_plot_and_password_stays_secret(tuned_run, smtp_se
     assert f"filters: {summary['best_params']['filters']}" in body
     assert body.count("finished") >= summary["n_completed"]
     attachments = list(message.iter_attachments())
-    assert [part.get_filename() for part in attachments] == ["accuracy_per_trial.png"]
+    assert [part.get_filename() for part in attachments] == ["accuracy_per_trial.png", "trials.csv"]
     assert attachments[0].get_content()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = attachments[1].get_payload(decode=True).decode()  # community.general.mail sends it as a file, any type
+    assert table == (tuned_run["run_dir"] / "trials.csv").read_text() and len(table.splitlines()) == summary["n_trials"] + 1
     # The secret: not in the (very verbose) output, not in any file of the run, not in the command line.
     assert PASSWORD not in process.stdout
     assert PASSWORD not in " ".join(process.args)

@@ -108,7 +108,7 @@ def test_server_down_keeps_the_message_and_a_rerun_delivers_it_once(tuned_run, t
     summary = json.loads((run_dir / "summary.json").read_text())
     body = kept.get_body(("plain",)).get_content()
     assert f"Validation val_accuracy: {summary['best_value']:.4f}" in body and "+++ best/model.py" in body
-    assert [part.get_filename() for part in kept.iter_attachments()] == ["accuracy_per_trial.png"]
+    assert [part.get_filename() for part in kept.iter_attachments()] == ["accuracy_per_trial.png", "trials.csv"]
     assert kept["To"] == "alice@example.com" and kept["Subject"] in report.read_text()
     assert (run_dir / "best_model.keras").exists() and (run_dir / "study.db").exists()
     assert json.loads((run_dir / "result.delivery.json").read_text())["delivered"] is False
