@@ -38,6 +38,14 @@ options:
     type: list
     elements: dict
     default: []
+requirements:
+  - optuna (the shared study; see requirements.txt)
+  - SQLAlchemy and psycopg (for the postgresql:// storage; see requirements.txt)
+  - PyYAML and jsonschema (to read and check the tune configuration; see requirements.txt)
+  - Jinja2 (to render the model templates; see requirements.txt)
+  - libcst (to read and rewrite a user's Keras script; see requirements.txt)
+  - numpy and pillow (to pack the image data set; see requirements.txt)
+  - matplotlib (for the result's optimisation plot at collect; see requirements.txt)
 attributes:
   check_mode:
     support: full

@@ -69,6 +69,14 @@ options:
       slots:
         description: At most this many trials at once on this host.
         type: int
+requirements:
+  - optuna (the shared study; see requirements-worker.txt)
+  - SQLAlchemy and psycopg (for the postgresql:// storage; see requirements-worker.txt)
+  - PyYAML and jsonschema (to read and check the shipped configuration; see requirements-worker.txt)
+  - Jinja2 (to render the model templates; see requirements-worker.txt)
+  - libcst (to read and rewrite a user's Keras script; see requirements-worker.txt)
+  - numpy and pillow (to check the packed data set; see requirements-worker.txt)
+  - optuna-dashboard (for the trial notes; see requirements-worker.txt)
 attributes:
   check_mode:
     support: full

@@ -17,6 +17,13 @@ description:
 extends_documentation_fragment:
   - autotune_config
   - autotune_config.pushed
+requirements:
+  - optuna (for the search space; see requirements.txt)
+  - SQLAlchemy (imported with the study storage; see requirements.txt)
+  - PyYAML and jsonschema (to read and check the tune configuration; see requirements.txt)
+  - Jinja2 (to render the model templates; see requirements.txt)
+  - libcst (to read and rewrite a user's Keras script; see requirements.txt)
+  - numpy and pillow (to check the image data set; see requirements.txt)
 attributes:
   check_mode:
     support: full

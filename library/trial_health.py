@@ -35,6 +35,8 @@ options:
   docker_host:
     description: Docker engine URL; the environment's by default.
     type: str
+requirements:
+  - docker (the Docker SDK for Python, on the host whose engine runs the trial containers; see requirements.txt)
 attributes:
   check_mode:
     support: full

@@ -36,6 +36,17 @@ options:
       - The progress header line then gives the study's page there, and C(summary.json) keeps it for the mail.
       - The study's user attributes and the trials' notes are written whether or not it is set.
     type: str
+requirements:
+  - optuna (the study; see requirements.txt)
+  - SQLAlchemy (the study storage; see requirements.txt)
+  - psycopg (for a postgresql:// storage; see requirements.txt)
+  - PyYAML and jsonschema (to read and check the tune configuration; see requirements.txt)
+  - Jinja2 (to render the model templates; see requirements.txt)
+  - libcst (to read and rewrite a user's Keras script; see requirements.txt)
+  - numpy and pillow (to check the image data set; see requirements.txt)
+  - matplotlib (for the result's optimisation plot; see requirements.txt)
+  - optuna-dashboard (for the trial notes; see requirements.txt)
+  - docker (the Docker SDK for Python, for runner.kind docker only; see requirements.txt)
 attributes:
   check_mode:
     support: full

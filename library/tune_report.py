@@ -64,6 +64,9 @@ options:
       - Base address of the optuna-dashboard serving the study's storage; the mail then links the study's page there.
       - By default the mail gives the address M(tune_model) was told, if any.
     type: str
+requirements:
+  - optuna and SQLAlchemy (imported by the report helpers it shares with tune_model; see requirements.txt)
+  - PyYAML (to read notify.to from a configuration that failed its checks; see requirements.txt)
 attributes:
   check_mode:
     support: full

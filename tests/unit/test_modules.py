@@ -127,6 +127,29 @@ def test_documented_options_match_each_modules_argument_spec():
     assert docs["model_facts"]["doc"]["options"]["config"]["required"] is True
 
 
+def test_each_module_names_the_python_packages_it_needs_and_they_are_pinned():
+    """requirements: items read "<package> [and <package>] (why; see <pin file>)"; each package is pinned there."""
+    import re  # pylint: disable=import-outside-toplevel
+
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    from conftest import REPO  # pylint: disable=import-outside-toplevel
+
+    def pinned(pin_file):
+        lines = (REPO / pin_file).read_text().splitlines()
+        return {re.split(r"[=<>\[ ]", line, maxsplit=1)[0].lower() for line in lines if line and line[0].isalpha()}
+
+    for name in ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker"]:
+        requirements = yaml.safe_load(__import__(name).DOCUMENTATION).get("requirements")
+        assert requirements, f"{name} names no requirements"
+        for item in requirements:
+            match = re.fullmatch(r"(.+?) \(.+; see (requirements[\w-]*\.txt)\)", item)
+            assert match, (name, item)
+            packages, pin_file = match.group(1).split(" and "), match.group(2)
+            assert {package.lower() for package in packages} <= pinned(pin_file), (name, item)
+    assert "docker (" in " ".join(yaml.safe_load(__import__("trial_health").DOCUMENTATION)["requirements"])
+
+
 def test_failure_report_reads_recipients_from_an_invalid_config_and_check_mode_writes_nothing(tmp_path):
     config = tmp_path / "autotune.yml"
     config.write_text("target: {goal: 1.5}\nnotify: {to: team@example.com, sender: ci@example.com}\n")
