@@ -134,8 +134,8 @@ def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_pat
 
     from conftest import BIN, REPO
     config = write_config(tmp_path, target={"goal": 0.999}, budget={"max_trials": 3},
-                          model={"template": "cnn", "baseline": {"epochs": 12, "batch_size": 32, "filters": 8}},
-                          search={"space": {"epochs": {"type": "int", "low": 12, "high": 14}}})
+                          model={"template": "cnn", "baseline": {"epochs": 24, "batch_size": 32, "filters": 8}},
+                          search={"space": {"epochs": {"type": "int", "low": 24, "high": 26}}})
     extra = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")}
     command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e", json.dumps(extra)]
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")
@@ -144,7 +144,8 @@ def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_pat
     metrics = tmp_path / "runs" / "catsdogs" / "trials" / "0001" / "metrics.jsonl"
     deadline = time.time() + 300
     progress = tmp_path / "runs" / "catsdogs" / "progress.log"
-    # Trial 0 is scored apart beside trial 1: kill once it was told, so the kill lands in trial 1 alone.
+    # Trial 0 is scored apart beside trial 1: kill once it was told, so the kill lands in trial 1 alone. Trial 1
+    # trains 24+ epochs (about 12 s) so that a scoring slowed by a loaded machine still ends first.
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2
                                           and progress.exists() and "trial   0 " in progress.read_text()):
         time.sleep(0.1)
@@ -154,8 +155,9 @@ def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_pat
         if b"autotune_trainer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
             os.kill(pid, signal.SIGKILL)
     controller.wait()
+    assert not (metrics.parent / "result.json").exists(), "trial 1 ended before trial 0 was told: killed too late"
     epochs_before = len(metrics.read_text().splitlines())
-    assert 2 <= epochs_before < 14
+    assert 2 <= epochs_before < 24
     time.sleep(1.5)
     assert subprocess.run(["pgrep", "-f", "autotune_trainer"], capture_output=True, check=False).stdout == b"", \
         "the trainer dies with its controller"
@@ -175,4 +177,4 @@ def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_pat
     assert [e["epoch"] for e in resumed["epochs"]][-1] == resumed["params"]["epochs"] - 1
     epochs_logged = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert epochs_logged == sorted(set(epochs_logged)), "no epoch trained twice"
-    assert summary["trials"][0]["outcome"] == "finished" and summary["trials"][0]["params"]["epochs"] == 12
+    assert summary["trials"][0]["outcome"] == "finished" and summary["trials"][0]["params"]["epochs"] == 24
