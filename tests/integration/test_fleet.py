@@ -34,7 +34,8 @@ def worker_image():
     try:
         client.images.get(WORKER_IMAGE)
     except Exception:  # pylint: disable=broad-except  # docker.errors.ImageNotFound: build it as an operator does
-        built = subprocess.run([str(BIN / "ansible-playbook"), "playbooks/worker_image.yml"], cwd=REPO, text=True,
+        built = subprocess.run([str(BIN / "ansible-playbook"), "playbooks/worker_image.yml", "-e",
+                                "@.ci/image_vars.yml"], cwd=REPO, text=True,
                                capture_output=True, timeout=1200, check=False)
         if built.returncode != 0:
             missing(f"the worker image could not be built: {built.stdout[-1500:]}")

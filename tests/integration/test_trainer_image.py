@@ -31,7 +31,7 @@ def manifest(client):
             present = False
     if not present:
         require_root()
-        result = run_playbook("playbooks/trainer_host.yml")
+        result = run_playbook("playbooks/trainer_host.yml", "-e", "@.ci/image_vars.yml")  # no registry here
         assert result.returncode == 0, explain(result)
     return read_manifest()
 
@@ -48,7 +48,8 @@ def variants(client, tmp_path_factory):
     hp.write_text(hp.read_text() + "\n# a changed line\n")
     (trainer_copy / "autotune_trainer" / "extra.py").write_text("EXTRA = 1\n")
     result = run_playbook("tests/playbooks/trainer_image_inputs.yml",
-                          "-e", f"inputs_dir={scratch}", "-e", f"trainer_copy={trainer_copy}")
+                          "-e", f"inputs_dir={scratch}", "-e", f"trainer_copy={trainer_copy}",
+                          "-e", f"site_image_vars={REPO / '.ci' / 'image_vars.yml'}")
     assert result.returncode == 0, explain(result)
     found = {name: json.loads((scratch / f"{name}.json").read_text()) for name in ("pin", "code", "noca", "same")}
     found["context"] = scratch / "build" / "context"
