@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 
 from conftest import run_playbook, write_config
+from modules_support import raise_on_exit, run_module
 
 
 def test_tune_playbook_reaches_the_goal(tuned_run):
@@ -178,3 +179,17 @@ def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_pat
     epochs_logged = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert epochs_logged == sorted(set(epochs_logged)), "no epoch trained twice"
     assert summary["trials"][0]["outcome"] == "finished" and summary["trials"][0]["params"]["epochs"] == 24
+
+
+def test_tune_report_check_mode_writes_nothing(tuned_run, monkeypatch):
+    """The report module on a real run folder (the module's unit tests, tests/unit/test_modules.py, train nothing)."""
+    import tune_report
+    raise_on_exit(monkeypatch)
+    run_dir = tuned_run["run_dir"]
+    before = sorted(p.name for p in run_dir.iterdir())
+    outcome = run_module(tune_report, {"run_dir": str(run_dir), "write_eml": True, "recipients": ["a@b.c"]},
+                         check_mode=True)
+    assert not outcome.failed and outcome.result["changed"] is False
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"{summary['best_value']:.4f}" in outcome.result["subject"]

@@ -11,32 +11,12 @@ import model_facts
 import tune_model
 import tune_report
 from conftest import TEMPLATES, write_config
-
-
-class ModuleExit(Exception):
-    def __init__(self, kwargs, failed):
-        super().__init__(kwargs)
-        self.result, self.failed = kwargs, failed
+from modules_support import ModuleExit, raise_on_exit, run_module as _run
 
 
 @pytest.fixture(autouse=True)
 def _raise_on_exit(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise ModuleExit(kwargs, failed=False)
-
-    def fail_json(self, msg, **kwargs):
-        raise ModuleExit(dict(kwargs, msg=msg), failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-
-
-def _run(module, args, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args), pytest.raises(ModuleExit) as caught:
-        module.main()
-    return caught.value
+    raise_on_exit(monkeypatch)
 
 
 def test_model_facts_reports_the_sample_cnn(tmp_path, sample_data):
@@ -82,16 +62,6 @@ def test_tune_model_fails_on_bad_config_with_every_field(tmp_path, sample_data):
 def test_tune_report_needs_a_run_directory(tmp_path):
     outcome = _run(tune_report, {"run_dir": str(tmp_path)})
     assert outcome.failed and "expected a run directory written by tune_model" in outcome.result["msg"]
-
-
-def test_tune_report_check_mode_writes_nothing(tmp_path, tuned_run):
-    run_dir = tuned_run["run_dir"]
-    before = sorted(p.name for p in run_dir.iterdir())
-    outcome = _run(tune_report, {"run_dir": str(run_dir), "write_eml": True, "recipients": ["a@b.c"]}, check_mode=True)
-    assert not outcome.failed and outcome.result["changed"] is False
-    assert sorted(p.name for p in run_dir.iterdir()) == before
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert f"{summary['best_value']:.4f}" in outcome.result["subject"]
 
 
 def test_documented_options_match_each_modules_argument_spec():

@@ -7,8 +7,6 @@ import re
 import types
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 import tune_report
 from ansible.module_utils.autotune import dashboard, printable, report
@@ -18,6 +16,7 @@ from ansible.module_utils.autotune.study import StudyLoop
 from ansible.module_utils.autotune.tune import summarise
 from conftest import REPO
 from fakes import FakeRunner
+from modules_support import raise_on_exit, run_module
 from test_study_loop import _setup
 
 # Sets the terminal's title, clears the screen, forges a mail header line and a red progress line.
@@ -25,32 +24,13 @@ EVIL = "units\x1b]0;pwned\x07\x1b[2J\r\nBcc: victim@example.com\r\n\x1b[31mFAKE:
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]")  # every control character but the LF between lines
 
 
-class ModuleExit(Exception):
-    def __init__(self, kwargs, failed):
-        super().__init__(kwargs)
-        self.result, self.failed = kwargs, failed
-
-
 @pytest.fixture(name="modules")
 def _modules(monkeypatch):
-    warnings = []
-
-    def exit_json(self, **kwargs):
-        raise ModuleExit(kwargs, failed=False)
-
-    def fail_json(self, msg, **kwargs):
-        raise ModuleExit(dict(kwargs, msg=msg), failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, line: warnings.append(line))
-    return warnings
+    return raise_on_exit(monkeypatch)
 
 
 def _report(args):
-    with patch_module_args(args), pytest.raises(ModuleExit) as caught:
-        tune_report.main()
-    return caught.value
+    return run_module(tune_report, args)
 
 
 def _no_forged_line(text):

@@ -56,7 +56,7 @@ def test_a_full_disk_keeps_the_earlier_file_and_leaves_no_tmp(tmp_path, monkeypa
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(trialdir.json, "dump", full_disk)
+    monkeypatch.setattr(trialdir.os, "fsync", full_disk)  # the disk fills as the new file is flushed
     with pytest.raises(OSError, match="No space left"):
         trialdir.write_json(str(path), {"kept": False})
     monkeypatch.undo()

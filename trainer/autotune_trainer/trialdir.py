@@ -88,12 +88,17 @@ def open_regular(path, mode="r"):
 
 def write_json(path, payload, **dump_options):
     """Write atomically and durably: a reader (or a crash) never sees half a file."""
+    write_text(path, json.dumps(payload, **dict({"indent": 2, "sort_keys": True}, **dump_options)))
+
+
+def write_text(path, text):
+    """Write ``text`` atomically and durably, never through a link planted at the path or its .tmp."""
     tmp = f"{path}.tmp"
     if os.path.lexists(tmp):
         os.unlink(tmp)  # a leftover, or a link planted in its place: never written through
     try:
         with open_regular(tmp, "x") as handle:
-            json.dump(payload, handle, **dict({"indent": 2, "sort_keys": True}, **dump_options))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
