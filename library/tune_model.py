@@ -127,11 +127,14 @@ progress:
 """
 
 import os
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.report import SUMMARY_NAME
 from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
+from ansible.module_utils.autotune.printable import escape
+from ansible.module_utils.autotune.storage import redacted
 from ansible.module_utils.autotune.tune import run
 
 
@@ -154,6 +157,12 @@ def main():
                       dashboard_url=params["dashboard_url"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), errors=exc.details or [str(exc)], run_dir=run_dir)
+    except Exception as exc:  # pylint: disable=broad-except  # the storage lost, a full disk: one line, then word by mail
+        url = storage if isinstance(storage, str) else getattr(storage, "url", None)
+        line = escape(redacted(f"{type(exc).__name__}: {exc}", url))
+        module.fail_json(msg=f"the study stopped while tuning ({line.splitlines()[0][:400]}); what finished is kept "
+                             f"in {run_dir} and its storage: run the same command again to resume",
+                         run_dir=run_dir, exception=redacted(traceback.format_exc(), url))
     result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_test_value", "best_params", "best_trial",
                                       "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
                                       "progress", "seconds", "notify", "dashboard_url", "verdict")}

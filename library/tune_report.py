@@ -47,6 +47,14 @@ options:
     description: The step that failed (with I(failure)).
     type: str
     default: a step before tuning
+  stage:
+    description:
+      - When the run failed (with I(failure)). C(before) tuning, no trial trained; C(during) tuning, after the study
+        began (the storage lost, a full disk, a crash of the module), and the mail says what was kept and how to
+        resume.
+    type: str
+    choices: [before, during]
+    default: before
   study:
     description: The name the failure mail gives the run (with I(failure)); default the run directory's name.
     type: str
@@ -170,7 +178,8 @@ def _result_message(module, run_dir):
 def _failure_message(module, run_dir):
     params = module.params
     study = params["study"] or os.path.basename(os.path.normpath(run_dir))
-    return report.failure_message(study, params["step"], params["failure"], run_dir, params["context"])
+    return report.failure_message(study, params["step"], params["failure"], run_dir, params["context"],
+                                  during=params["stage"] == "during")
 
 
 def _addresses(module):
@@ -204,6 +213,7 @@ def main():
             note=dict(type="str"),
             failure=dict(type="str"),
             step=dict(type="str", default="a step before tuning"),
+            stage=dict(type="str", default="before", choices=["before", "during"]),
             study=dict(type="str"),
             context=dict(type="dict", default={}),
             config=dict(type="path"),

@@ -203,18 +203,38 @@ def write_eml(path, sender, recipients, subject, body, attachments):
     return path
 
 
-def failure_message(study, step, reason, run_dir, context=None):
-    """Subject and body of the mail sent when a pipeline run stops before tuning (no trial was trained)."""
+def failure_message(study, step, reason, run_dir, context=None, during=False):
+    """Subject and body of the mail sent when a run fails: before tuning (no trial was trained), or ``during`` it (the
+    storage lost, a full disk, a crash of the module), then with what was kept and how to resume."""
     reason = (reason or "").strip() or "no reason given"
     study, step, run_dir = escape(study), escape(step), escape(run_dir)
-    subject = f"[autotune] {study}: FAILED before tuning at '{step}': {escape(reason.splitlines()[0][:200])}"
-    lines = [f"The pipeline run for {study} stopped before tuning; no trial was trained.",
+    when = "while tuning" if during else "before tuning"
+    subject = f"[autotune] {study}: FAILED {when} at '{step}': {escape(reason.splitlines()[0][:200])}"
+    lines = [f"The run for {study} stopped {when}" + ("." if during else "; no trial was trained."),
              f"Step: {step}",
              f"Reason: {escape(reason)}",
              f"Run directory: {run_dir}"]
     lines += [f"{escape(key.capitalize())}: {escape(value)}" for key, value in sorted((context or {}).items()) if value]
-    lines += ["", "Fix the cause and push again, or re-run the pipeline for this commit."]
+    if during:
+        lines += ["", *_kept(run_dir), "",
+                  "To resume, fix the cause and run the same command again: the study resumes from its storage, "
+                  "finished trials are kept and a trial that was running resumes from its last checkpoint."]
+    else:
+        lines += ["", "Fix the cause and push again, or re-run the pipeline for this commit."]
     return subject, "\n".join(lines)
+
+
+def _kept(run_dir):
+    """What a run that failed while tuning leaves: its trial folders, and the last progress line (the best so far)."""
+    trials = os.path.join(run_dir, "trials")
+    folders = sorted(name for name in (os.listdir(trials) if os.path.isdir(trials) else ()) if name.isdigit())
+    kept = [f"Kept: {len(folders)} trial folder(s) in {trials}, and the study's finished trials in its storage."]
+    try:
+        with trialdir.open_regular(os.path.join(run_dir, "progress.log")) as handle:
+            last = [line for line in handle.read(1 << 20).splitlines() if " best=" in line][-1:]
+    except OSError:
+        last = []
+    return kept + [f"Last trial recorded: {escape(line)}" for line in last]
 
 
 def notify_from_config(path):

@@ -36,6 +36,14 @@ def masked_storage(url):
     return _SECRET_QUERY.sub(r"\1***", url)
 
 
+def redacted(text, url):
+    """``text`` (an error's message) with the storage URL's password replaced by ***, wherever it appears."""
+    _, _, rest = (url or "").partition("://")
+    userinfo = rest.partition("/")[0].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    return masked_storage(text.replace(password, "***") if password else text)
+
+
 # The storage URLs a study can live at (Optuna's RDBStorage): the SQLAlchemy dialect, any driver after '+'.
 SCHEMES = ("sqlite", "postgresql", "mysql")
 CONNECT_TIMEOUT = 5  # seconds for the one connection tried before anything is written

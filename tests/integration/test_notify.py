@@ -253,3 +253,40 @@ def test_failed_checkout_posts_to_the_chat_and_keeps_the_mail_without_smtp(tmp_p
     assert call["path"] == f"/{WEBHOOK_SECRET}" and call["auth"] == f"Bearer {CHAT_TOKEN}"
     assert call["body"]["text"] == f"{message['Subject']} https://ci.example.com/runs/model-{missing[:7]}"
     _no_secret_anywhere(process.stdout, tmp_path / "runs", secrets=(WEBHOOK_SECRET, CHAT_TOKEN))
+
+
+def test_a_study_that_stops_on_an_error_mid_run_still_sends_word(tuned_run, tmp_path, smtp_server):
+    """The study's storage is lost while a trial trains (the study deleted under it): the play fails with one line,
+    and the recipients get word of it, with what was kept and how to resume (issue 24 item 4)."""
+    import optuna  # pylint: disable=import-outside-toplevel
+    inbox, port = smtp_server
+    run_dir, extra = _copied_run(tuned_run, tmp_path)
+    n_trials = json.loads((run_dir / "summary.json").read_text())["n_trials"]
+    overrides = {"target": {"goal": 0.999}, "budget": {"max_trials": n_trials + 4}}
+    command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
+               json.dumps(dict(extra, autotune_smtp_port=port, autotune_overrides=overrides, **FAST))]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}",
+               ANSIBLE_NOCOLOR="1", **_smtp_env())
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as process:
+        metrics = run_dir / "trials" / f"{n_trials:04d}" / "metrics.jsonl"
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and not metrics.exists():
+            time.sleep(0.1)
+        optuna.delete_study(study_name="catsdogs", storage=f"sqlite:///{run_dir / 'study.db'}")
+        output = process.communicate(timeout=600)[0]
+    assert process.returncode != 0
+    errors = [line for line in output.splitlines() if line.startswith("[ERROR]")]
+    assert errors[-1].startswith("[ERROR]: Task failed: Action failed: Failed while tuning at 'Tune until the goal "
+                                 "is reached or the budget is spent': the study stopped while tuning ("), errors
+    assert errors[-1].endswith("(word mailed to alice@example.com)"), errors[-1]
+    assert len(inbox.messages) == 1
+    message = email.message_from_bytes(inbox.messages[0][1], policy=email.policy.default)
+    assert message["Subject"].startswith("[autotune] catsdogs: FAILED while tuning at 'Tune until the goal")
+    body = message.get_body(("plain",)).get_content()
+    assert f"Kept: {len(_trial_dirs(run_dir))} trial folder(s) in {run_dir / 'trials'}" in body
+    assert len(_trial_dirs(run_dir)) > n_trials, "the new trials' folders are kept too"
+    assert "Last trial recorded: " in body and "To resume, fix the cause and run the same command again" in body
+    assert (run_dir / "failure.eml").is_file() and (run_dir / "best_model.keras").is_file(), "nothing finished is lost"
+    assert subprocess.run(["pgrep", "-f", f"autotune_trainer.*{run_dir}"], capture_output=True,
+                          check=False).stdout == b"", "no trainer outlives the failed study"
