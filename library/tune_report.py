@@ -67,6 +67,12 @@ options:
       - The tune configuration whose C(notify.to) and C(notify.sender) are used, read leniently, when
         I(recipients) is empty; with I(failure) the configuration may be the invalid one.
     type: path
+  pusher:
+    description:
+      - The author address of the pushed commit (the pipeline's). Added to the recipients when the run's
+        configuration sets C(notify.pusher) true and it is a plain address (local@domain); left out with a warning
+        otherwise.
+    type: str
   dashboard_url:
     description:
       - Base address of the optuna-dashboard serving the study's storage; the mail then links the study's page there.
@@ -172,7 +178,7 @@ def _result_message(module, run_dir):
     subject, body = report.message(summary, summary["trials"], diff)
     # The plot, and the table of trials (trialtable.py); summary.json names only files the run wrote.
     attachments = [summary[key] for key in ("plot", "trials_csv") if summary.get(key) and os.path.isfile(summary[key])]
-    return subject, body, attachments, diff, summary["reached"]
+    return subject, body, attachments, diff, summary["reached"], (summary.get("notify") or {}).get("pusher") is True
 
 
 def _failure_message(module, run_dir):
@@ -182,16 +188,21 @@ def _failure_message(module, run_dir):
                                   during=params["stage"] == "during")
 
 
-def _addresses(module):
+def _addresses(module, pusher_wanted=False):
     """(recipients, sender) fit for mail headers. An address that is not one (CR/LF, a display name, a list:
     printable.valid_address) is left out with one warning, the sender replaced by DEFAULT_SENDER: the invalid
     configuration a failure mail reports may hold it, and the message must still be written."""
     params = module.params
     recipients, sender = params["recipients"], params["sender"]
     if params["config"]:
-        configured_to, configured_sender = report.notify_from_config(params["config"])
+        configured_to, configured_sender, wants_pusher = report.notify_from_config(params["config"])
         recipients = recipients or configured_to
         sender = sender or configured_sender
+        wants_pusher = wants_pusher or pusher_wanted
+    else:
+        wants_pusher = pusher_wanted
+    if wants_pusher and params["pusher"] and params["pusher"] not in recipients:
+        recipients = recipients + [params["pusher"]]  # checked below like every other address
     refused = [r for r in recipients if not valid_address(r)]
     replaced = f"; the sender is {DEFAULT_SENDER} instead" if sender and not valid_address(sender) else ""
     if replaced:
@@ -218,18 +229,19 @@ def main():
             context=dict(type="dict", default={}),
             config=dict(type="path"),
             dashboard_url=dict(type="str"),
+            pusher=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     params, run_dir = module.params, module.params["run_dir"]
     failed = params["failure"] is not None
     if failed:
-        (subject, body), attachments, diff, reached = _failure_message(module, run_dir), [], None, False
+        (subject, body), attachments, diff, reached, pusher = _failure_message(module, run_dir), [], None, False, False
     else:
-        subject, body, attachments, diff, reached = _result_message(module, run_dir)
+        subject, body, attachments, diff, reached, pusher = _result_message(module, run_dir)
     if params["note"]:
         body = f"{escape_lines(params['note'])}\n\n{body}"
-    recipients, sender = _addresses(module)
+    recipients, sender = _addresses(module, pusher)
     result = dict(changed=False, subject=subject, body=body, attachments=attachments, reached=reached,
                   recipients=recipients, sender=sender)
     if not module.check_mode:

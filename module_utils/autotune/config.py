@@ -128,6 +128,8 @@ SCHEMA = _object(
                 "to": {"type": "array", "items": _string("an e-mail address (local@domain)", pattern=ADDRESS),
                        "description": "a list of e-mail addresses"},
                 "sender": _string("an e-mail address (local@domain)", pattern=ADDRESS),
+                "pusher": {"type": "boolean", "description": "true or false: mail the pushed commit's author too "
+                                                            "(pipeline)"},
             },
         ),
         "runner": _object(
@@ -160,7 +162,7 @@ DEFAULTS = {
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
     "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4, "promote": False},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
-    "notify": {"to": [], "sender": "autotune@localhost"},
+    "notify": {"to": [], "sender": "autotune@localhost", "pusher": False},
     "workers": {"heartbeat_interval": 10, "grace_period": 60},
     "runner": dict({"kind": "local"}, **{name: runner.CONFIG_DEFAULTS for name, runner in RUNNERS.items()}),
 }

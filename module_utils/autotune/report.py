@@ -238,7 +238,8 @@ def _kept(run_dir):
 
 
 def notify_from_config(path):
-    """notify.to and notify.sender of a tune configuration that may be invalid; ([], None) when unreadable."""
+    """notify.to, notify.sender and notify.pusher of a tune configuration that may be invalid; ([], None, False)
+    when unreadable."""
     import yaml  # pylint: disable=import-outside-toplevel
 
     try:
@@ -248,6 +249,6 @@ def notify_from_config(path):
         recipients = [recipients] if isinstance(recipients, str) else recipients
         sender = notify.get("sender")
         return ([r for r in recipients if isinstance(r, str)],
-                sender if isinstance(sender, str) else None)
+                sender if isinstance(sender, str) else None, notify.get("pusher") is True)
     except (OSError, TypeError, ValueError, AttributeError, yaml.YAMLError):
-        return [], None
+        return [], None, False

@@ -62,7 +62,7 @@ def _install(tmp_path, **role_vars):
               "search": {"space": {"filters": {"type": "int", "low": 4, "high": 32, "log": True},
                                    "epochs": {"type": "int", "low": 1, "high": 4},
                                    "blocks": {"type": "int", "low": 1, "high": 2}}},
-              "budget": {"max_trials": 8}, "notify": {"to": ["ml-team@example.com"]}}
+              "budget": {"max_trials": 8}, "notify": {"to": ["ml-team@example.com"], "pusher": True}}
     (work / "autotune.yml").write_text(yaml.safe_dump(config))
     _git("add", "autotune.yml", cwd=work)
     _git("commit", "-q", "-m", "Baseline model", cwd=work)
@@ -120,7 +120,8 @@ def test_push_runs_the_pipeline_and_mails_the_commit_diff(tmp_path, sample_data)
     message = email.message_from_bytes(inbox.messages[0], policy=email.policy.default)
     body = message.get_body(("plain",)).get_content()
     assert diff.strip() in body, "the mail shows the result commit's diff"
-    assert "reached" in message["Subject"] and message["To"] == "ml-team@example.com"
+    # notify.pusher: the pushed commit's author (dev@example.com, _git) hears of it too.
+    assert "reached" in message["Subject"] and message["To"] == "ml-team@example.com, dev@example.com"
     result = json.loads(subprocess.run(["git", "-C", str(bare), "show", f"{branch}:autotune-result.json"],
                                        capture_output=True, text=True).stdout)
     assert result["commit"] == sha and result["reached"] is True and float(result["best_test_value"]) >= 0.8 - 1e-6

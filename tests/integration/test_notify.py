@@ -165,7 +165,7 @@ def _pipeline_vars(tmp_path, bare, sha, **more):
 def test_invalid_config_pushed_sends_a_failure_mail_naming_the_reason(tmp_path, smtp_server):
     inbox, port = smtp_server
     config = {"dataset": {"path": str(SAMPLE_DATA)}, "model": {"template": "cnn"}, "target": {"goal": 1.5},
-              "notify": {"to": ["ml-team@example.com"]}}
+              "notify": {"to": ["ml-team@example.com"], "pusher": True}}
     bare, sha = _pushed_repo(tmp_path, config)
     process = run_playbook("pipeline.yml", _pipeline_vars(tmp_path, bare, sha, autotune_smtp_port=port, **FAST),
                            env=_smtp_env(), verbosity=3)
@@ -173,7 +173,8 @@ def test_invalid_config_pushed_sends_a_failure_mail_naming_the_reason(tmp_path, 
     assert "Tune until the goal" not in process.stdout, "nothing was trained"
     assert len(inbox.messages) == 1
     recipients, raw = inbox.messages[0]
-    assert recipients == ["ml-team@example.com"], "the pushed configuration's recipients, read though it is invalid"
+    # The pushed configuration's recipients, read though it is invalid, and (notify.pusher) the commit's author.
+    assert sorted(recipients) == ["dev@example.com", "ml-team@example.com"]
     message = email.message_from_bytes(raw, policy=email.policy.default)
     reason = "target.goal: 1.5 is invalid; expected a number between 0 and 1"
     assert "FAILED before tuning at 'Read the model's facts'" in message["Subject"]
@@ -183,7 +184,7 @@ def test_invalid_config_pushed_sends_a_failure_mail_naming_the_reason(tmp_path, 
     # Ansible shows the failed step's own error (rescued), then the play ends on one line with the reason.
     errors = [line for line in process.stdout.splitlines() if line.startswith("[ERROR]")]
     assert errors[-1] == ("[ERROR]: Task failed: Action failed: Failed before tuning at 'Read the model's facts': "
-                          f"autotune.yml is invalid: {reason} (word mailed to ml-team@example.com)")
+                          f"autotune.yml is invalid: {reason} (word mailed to ml-team@example.com, dev@example.com)")
     run_dir = tmp_path / "runs" / f"model-{sha[:7]}"
     assert json.loads((run_dir / "failure.delivery.json").read_text())["delivered"] is True
     _no_secret_anywhere(process.stdout, tmp_path / "runs")
