@@ -17,17 +17,19 @@ run from the EE against the trainer hosts, never against the EE.
 """
 import email
 import email.policy
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import socket
 import subprocess
-import tarfile
+import sys
 import time
 import uuid
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
@@ -147,7 +149,7 @@ def docker_client():
     for image, how in ((EE_IMAGE, "make ee"), (WORKER_IMAGE, "playbooks/worker_image.yml")):
         try:
             client.images.get(image)
-        except Exception:  # pylint: disable=broad-except
+        except docker.errors.ImageNotFound:
             missing(f"needs {image} on the Docker engine ({how} builds it; .ci/run does)")
     if shutil.which("ssh-keygen") is None:
         missing("needs ssh-keygen (openssh-client) to make the machine credential's key")
@@ -157,7 +159,6 @@ def docker_client():
 @pytest.fixture(scope="module")
 def ssh_trainer_image(docker_client, tmp_path_factory):
     """The worker image with sshd, tagged by its inputs (Dockerfile, start script, pins, worker image id)."""
-    import hashlib  # pylint: disable=import-outside-toplevel
     pins = pinned()
     requirements = "".join(f"{name}=={pins[name]}\n" for name in EXTRA_PACKAGES)
     worker_id = docker_client.images.get(WORKER_IMAGE).id
@@ -167,13 +168,12 @@ def ssh_trainer_image(docker_client, tmp_path_factory):
     try:
         docker_client.images.get(tag)
         return tag
-    except Exception:  # pylint: disable=broad-except
+    except docker.errors.ImageNotFound:
         pass
     context = tmp_path_factory.mktemp("ssh-trainer-context")
     shutil.copy(FIXTURE / "Dockerfile", context / "Dockerfile")
     shutil.copy(FIXTURE / "start-sshd", context / "start-sshd")
     (context / "requirements.txt").write_text(requirements)
-    import sys  # pylint: disable=import-outside-toplevel
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest",
                     str(context / "wheels"), "-r", str(context / "requirements.txt")], check=True, timeout=600)
     docker_client.images.build(path=str(context), tag=tag, rm=True, pull=False, buildargs={"WORKER_IMAGE": WORKER_IMAGE},
@@ -233,8 +233,8 @@ def _inventory(site):
         "hosts": {"trainer1": {"ansible_host": site["trainer"].name}},
         "vars": {
             "ansible_user": "trainer",
-            # The venv our modules run in on the trainer host (the worker image's; playbooks/trainer_host.yml's
-            # images, or a venv the inventory names on a plain host).
+            # The Python our modules run with on the trainer host: the worker image's venv, to which the test image
+            # adds matplotlib and the docker SDK (on a plain host: a venv with requirements.txt).
             "ansible_python_interpreter": "/opt/trainer/bin/python",
             # The role's paths on the trainer host: its checkout of this project, run folders, the data set.
             "autotune_root": TRAINER_ROOT,
@@ -394,9 +394,9 @@ def test_health_job_relaunches_a_killed_trial_on_the_trainer_host(site, docker_c
     container killed on a trainer host, whose study a tune job (from the EE too) runs there; the trial resumes."""
     import ansible_runner  # pylint: disable=import-outside-toplevel  # pinned in requirements-test.txt
     study = "awx-heal"
-    # Cold trial containers on the trainer host's engine, one trial of 8 epochs: long enough to be killed mid-way,
-    # towards a goal it does not reach (a trial stops at the goal's epoch), so it trains all 8.
-    config = _config(study, goal=0.999, max_trials=1, epochs=8,
+    # Cold trial containers on the trainer host's engine, one trial of 12 epochs: long enough to be killed mid-way,
+    # towards a goal it does not reach (a trial stops at the goal's epoch), so it trains all 12.
+    config = _config(study, goal=0.999, max_trials=1, epochs=12,
                      search={"strategy": "random", "seed": 1, "space": {"filters": {"type": "int", "low": 8, "high": 9}}},
                      runner={"kind": "docker", "docker": {"warm": False, "cpus": 2, "memory": "2g"}})
     path = site["srv"] / "model" / "heal.yml"
@@ -436,7 +436,7 @@ def test_health_job_relaunches_a_killed_trial_on_the_trainer_host(site, docker_c
     (trial,) = summary["trials"]
     assert trial["outcome"] == "finished" and trial["relaunches"] == 1 and trial["resumed_from_epoch"] >= done - 1
     epochs = _epochs(run_dir)
-    assert epochs == list(range(8)), "the relaunched trial resumed: no epoch trained twice"
+    assert epochs == list(range(12)), "the relaunched trial resumed: no epoch trained twice"
 
 
 def test_the_ee_carries_the_pinned_collections(docker_client):
