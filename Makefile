@@ -8,7 +8,7 @@ ANSIBLE_ARGS ?=
 RUN_DIR ?= runs/catsdogs
 DASHBOARD_PORT ?= 8080
 
-.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers bench-fleet clean dashboard dashboard-service
+.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers bench-fleet clean dashboard dashboard-service ee
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,20 @@ test-integration: venv data/catsdogs
 # The roles' molecule scenarios in a local systemd image (about 5 minutes; not part of `make test`).
 test-molecule: venv
 	AUTOTUNE_MOLECULE=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests/integration/test_molecule.py $(PYTEST_ARGS)
+
+# The execution environment AWX runs the job templates in (execution-environment.yml, docs/awx.md), built by
+# ansible-builder from the local base image autotune-base:bookworm that playbooks/trainer_host.yml builds; pip in the
+# build trusts EE_CA_BUNDLE, as the trainer images trust trainer_image_ca_bundle.
+EE_IMAGE ?= autotune-ee:latest
+EE_BASE ?= autotune-base:bookworm
+EE_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+EE_RUNTIME ?= docker
+ee: venv
+	@$(EE_RUNTIME) image inspect $(EE_BASE) >/dev/null 2>&1 || { echo "no $(EE_BASE) on $(EE_RUNTIME): build it first with playbooks/trainer_host.yml" >&2; exit 1; }
+	install -d build/ee
+	install -m 0644 $(EE_CA_BUNDLE) build/ee/ca-bundle.crt
+	$(BIN)/ansible-builder build --file execution-environment.yml --context build/ee/context \
+		--container-runtime $(EE_RUNTIME) --build-arg EE_BASE_IMAGE=$(EE_BASE) --tag $(EE_IMAGE) --verbosity 2
 
 lint: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --profile production

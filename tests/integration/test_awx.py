@@ -116,19 +116,24 @@ def test_survey_specs_are_what_awx_accepts(play, survey):
         assert goal["type"] == "float" and (goal["min"], goal["max"]) == (0, 1) and goal["required"] is False
 
 
-def test_smtp_password_is_injected_as_environment_only(tasks):
+def test_smtp_password_is_injected_as_a_file_only(tasks):
     credential_type = tasks["Create the SMTP credential type"]["awx.awx.credential_type"]
     assert credential_type["kind"] == "cloud"
     fields = {field["id"]: field for field in credential_type["inputs"]["fields"]}
     assert fields["password"].get("secret") is True
     injectors = credential_type["injectors"]
-    assert injectors["env"]["AUTOTUNE_SMTP_PASSWORD"] == "{{ password | default('') }}"
+    # A file of the job holds the password; the environment names the file (ansible-runner writes the job's
+    # environment, values included, into its artifacts: tests/integration/test_awx_runner.py).
+    assert injectors["file"] == {"template": "{{ password | default('') }}"}
+    assert injectors["env"]["AUTOTUNE_SMTP_PASSWORD_FILE"] == "{{ tower.filename }}"
+    assert "password" not in json.dumps(injectors["env"]).replace("AUTOTUNE_SMTP_PASSWORD_FILE", "")
     assert "password" not in json.dumps(injectors.get("extra_vars", {}))
-    # The playbooks read the password from exactly that variable.
-    assert "lookup('ansible.builtin.env', 'AUTOTUNE_SMTP_PASSWORD')" in (REPO / "roles" / "autotune" / "defaults" / "main.yml").read_text()
+    # The playbooks read the password from that file (or from AUTOTUNE_SMTP_PASSWORD outside AWX).
+    defaults = (REPO / "roles" / "autotune" / "defaults" / "main.yml").read_text()
+    assert "lookup('ansible.builtin.file', lookup('ansible.builtin.env', 'AUTOTUNE_SMTP_PASSWORD_FILE'))" in defaults
     # The injector templates reach AWX untemplated (!unsafe in the playbook).
     raw = PLAYBOOK.read_text()
-    assert re.search(r"AUTOTUNE_SMTP_PASSWORD: !unsafe \"\{\{ password", raw)
+    assert re.search(r"template: !unsafe \"\{\{ password", raw)
 
 
 def test_secret_bearing_tasks_have_no_log(tasks):
