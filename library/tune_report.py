@@ -189,18 +189,17 @@ def _failure_message(module, run_dir):
 
 
 def _addresses(module, pusher_wanted=False):
-    """(recipients, sender) fit for mail headers. An address that is not one (CR/LF, a display name, a list:
+    """(recipients, sender) fit for mail headers; the pushed commit's author joins the recipients when the run's
+    configuration (``pusher_wanted``, or the one read leniently) sets notify.pusher. An address that is not one (CR/LF, a display name, a list:
     printable.valid_address) is left out with one warning, the sender replaced by DEFAULT_SENDER: the invalid
     configuration a failure mail reports may hold it, and the message must still be written."""
     params = module.params
-    recipients, sender = params["recipients"], params["sender"]
+    recipients, sender, wants_pusher = params["recipients"], params["sender"], pusher_wanted
     if params["config"]:
-        configured_to, configured_sender, wants_pusher = report.notify_from_config(params["config"])
+        configured_to, configured_sender, configured_pusher = report.notify_from_config(params["config"])
         recipients = recipients or configured_to
         sender = sender or configured_sender
-        wants_pusher = wants_pusher or pusher_wanted
-    else:
-        wants_pusher = pusher_wanted
+        wants_pusher = wants_pusher or configured_pusher
     if wants_pusher and params["pusher"] and params["pusher"] not in recipients:
         recipients = recipients + [params["pusher"]]  # checked below like every other address
     refused = [r for r in recipients if not valid_address(r)]
