@@ -13,8 +13,9 @@ from conftest import BIN, REPO
 
 EXAMPLE = REPO / "inventory" / "example"
 EXAMPLE_VAULT_PASSWORD = "autotune-example-only"  # documented in group_vars/all/vault.yml: example only
-ROLE_PREFIXES = {"jenkins_": "jenkins", "nvidia_": "nvidia", "docker_": "docker", "trainer_image_": "trainer_image",
-                 "health_cron_": "health_cron", "git_trigger_": "git_trigger", "postgresql_": "postgresql"}
+ROLE_PREFIXES = {"autotune_venv_": "autotune_venv", "jenkins_": "jenkins", "nvidia_": "nvidia", "docker_": "docker",
+                 "trainer_image_": "trainer_image", "health_cron_": "health_cron", "git_trigger_": "git_trigger",
+                 "postgresql_": "postgresql"}
 
 
 def _run(*command, **env):
@@ -45,8 +46,9 @@ def test_default_inventory_is_this_machine_in_the_trainer_and_gpu_groups():
 def test_site_composes_the_roles_per_group_in_order():
     plays = yaml.safe_load((REPO / "playbooks" / "site.yml").read_text())
     order = [(play["hosts"], [role["role"] for role in play["roles"]]) for play in plays]
-    assert order == [("trainers:gpu", ["docker"]), ("gpu", ["nvidia"]), ("trainers", ["trainer_image", "health_cron"]),
-                     ("jenkins", ["jenkins"]), ("git", ["git_trigger"]), ("db", ["postgresql"])]
+    assert order == [("trainers:!localhost", ["autotune_venv"]), ("trainers:gpu", ["docker"]), ("gpu", ["nvidia"]),
+                     ("trainers", ["trainer_image", "health_cron"]), ("jenkins", ["jenkins"]), ("git", ["git_trigger"]),
+                     ("db", ["postgresql"])]
 
 
 @pytest.mark.parametrize("inventory", ["default", "example"])
@@ -57,9 +59,12 @@ def test_site_syntax_and_hosts(inventory, vault_password_file):
     listed = _run("ansible-playbook", "--list-hosts", "playbooks/site.yml", *args)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     hosts = re.findall(r"pattern: \['([^']+)'\]\s+hosts \((\d+)\)", listed.stdout)
-    expected = ({"trainers:gpu": "1", "gpu": "1", "trainers": "1", "jenkins": "0", "git": "0", "db": "0"}
+    # The default inventory's trainer is the controller's localhost: no venv play there (make venv's Python).
+    expected = ({"trainers:!localhost": "0", "trainers:gpu": "1", "gpu": "1", "trainers": "1", "jenkins": "0",
+                 "git": "0", "db": "0"}
                 if inventory == "default"
-                else {"trainers:gpu": "2", "gpu": "1", "trainers": "2", "jenkins": "1", "git": "1", "db": "1"})
+                else {"trainers:!localhost": "2", "trainers:gpu": "2", "gpu": "1", "trainers": "2", "jenkins": "1",
+                      "git": "1", "db": "1"})
     assert dict(hosts) == expected
 
 
