@@ -114,7 +114,7 @@ best_value:
   returned: success and action is collect
   type: float
 best_test_value:
-  description: The best trial's accuracy on the held-out test split, which the workers never hold (collect).
+  description: The best trial's target metric on the held-out test split, which the workers never hold (collect).
   returned: success and action is collect
   type: float
 verdict:

@@ -15,7 +15,7 @@ description:
     timeout. A trial that crashes, reaches NaN or times out is recorded as failed with its reason and
     the loop goes on; consecutive failures past the budget stop the study.
   - The study lives in an Optuna storage, so running again with the same storage resumes it.
-  - Writes C(summary.json), the accuracy plot, C(best_model.keras) and one directory per trial into the
+  - Writes C(summary.json), the plot of the metric per trial, C(best_model.keras) and one directory per trial into the
     run directory, and one line per finished trial into its C(progress.log).
   - A missed goal is reported (C(reached) false), not failed; the playbooks fail after the report and mail.
 extends_documentation_fragment:
@@ -73,13 +73,18 @@ reached:
   description: Whether the best trial reached the goal.
   returned: success
   type: bool
+direction:
+  description: Which way target.metric is better, maximize or minimize (inferred from its name when not set).
+  returned: success
+  type: str
+  sample: maximize
 best_value:
   description: The best trial's validation metric, as the verifier measured it (the split the search saw).
   returned: success
   type: float
   sample: 0.8925
 best_test_value:
-  description: The best trial's accuracy on the held-out test split, measured by the controller's verifier; the goal is judged on it.
+  description: The best trial's target metric on the held-out test split, measured by the controller's verifier; the goal is judged on it.
   returned: success
   type: float
   sample: 0.8833
@@ -163,7 +168,7 @@ def main():
         module.fail_json(msg=f"the study stopped while tuning ({line.splitlines()[0][:400]}); what finished is kept "
                              f"in {run_dir} and its storage: run the same command again to resume",
                          run_dir=run_dir, exception=redacted(traceback.format_exc(), url))
-    result = {k: summary[k] for k in ("study", "metric", "goal", "reached", "best_value", "best_test_value", "best_params", "best_trial",
+    result = {k: summary[k] for k in ("study", "metric", "direction", "goal", "reached", "best_value", "best_test_value", "best_params", "best_trial",
                                       "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
                                       "progress", "seconds", "notify", "dashboard_url", "verdict")}
     result.update(changed=summary["new_trials"] > 0, run_dir=run_dir, summary_path=os.path.join(run_dir, SUMMARY_NAME))

@@ -10,7 +10,7 @@ short_description: Build the result mail of a tuning run, and write it as an .em
 description:
   - Reads C(summary.json) of a run directory and builds the subject and body of the result mail
     (best metric, winning hyperparameters, a table of all trials, the diff from the baseline model code
-    to the winning code) with the accuracy plot and the table of trials (trials.csv) as attachments.
+    to the winning code) with the plot of the metric per trial and the table of trials (trials.csv) as attachments.
   - Writes C(report.txt) and C(model.diff) into the run directory; with I(write_eml) also C(result.eml),
     the same message as the mail task would send, for sites without an SMTP server or when it cannot be reached.
   - With I(failure) it builds the mail of a pipeline run that stopped before tuning instead (no summary is

@@ -10,9 +10,9 @@ from ansible.module_utils.autotune.runners.base import Runner, TrialProcess
 
 
 class FakeProcess(TrialProcess):
-    def __init__(self, trial_dir, values, log, flight):
+    def __init__(self, trial_dir, values, log, flight, metric="val_accuracy"):
         super().__init__(trial_dir)
-        self.values, self.log, self.flight = values, log, flight
+        self.values, self.log, self.flight, self.metric = values, log, flight, metric
         self.shown, self.stopped, self.ended = 0, False, False
         flight["now"] += 1
         flight["most"] = max(flight["most"], flight["now"])
@@ -37,7 +37,7 @@ class FakeProcess(TrialProcess):
         if self.values in ("crash", "hang", "model_error") or self.shown >= len(self.values):
             return []
         self.shown += 1
-        return [{"epoch": self.shown - 1, "val_accuracy": self.values[self.shown - 1]}]
+        return [{"epoch": self.shown - 1, self.metric: self.values[self.shown - 1]}]
 
     def stop(self, grace=5.0):
         self.stopped = True
@@ -64,7 +64,8 @@ class FakeProcess(TrialProcess):
 
 
 class FakeScorer(TrialProcess):
-    """The verifier's run: it 'measures' the score the script says the saved model really has."""
+    """The verifier's run: it 'measures' the score the script says the saved model really has, in the metric the
+    controller asked for (score.json), under verified.json's keys for it (val_<name>, test_<name>)."""
 
     def __init__(self, out_dir, measured, tested=None, polls=0):
         super().__init__(out_dir)
@@ -75,9 +76,11 @@ class FakeScorer(TrialProcess):
             self.polls -= 1
             return None
         if self.measured is not None:
-            scores = {"val_accuracy": self.measured}
+            metric = trialdir.read_json(f"{self.trial_dir}/score.json", {}).get("metric", "val_accuracy")
+            name = metric[len("val_"):]
+            scores = {"metric": metric, f"val_{name}": self.measured}
             if self.tested is not None:
-                scores.update(test_accuracy=self.tested, n_test=300)
+                scores.update({f"test_{name}": self.tested, "n_test": 300})
             trialdir.write_json(f"{self.trial_dir}/verified.json", scores)
         return 0 if self.measured is not None else 1
 
@@ -114,7 +117,8 @@ class FakeRunner(Runner):
         self.data_given.append(data_path)
         if self.seen and self.seen(self.params_of(trial_dir)):
             trialdir.write_json(f"{trial_dir}/{trialdir.HP_SEEN}", self.seen(self.params_of(trial_dir)))
-        return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log, self.flight)
+        return FakeProcess(trial_dir, self.script(self.params_of(trial_dir)), self.log, self.flight,
+                           self.spec_of(trial_dir).get("metric", "val_accuracy"))
 
     def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         import os  # pylint: disable=import-outside-toplevel
@@ -124,8 +128,12 @@ class FakeRunner(Runner):
         return FakeScorer(out_dir, self.measure(params, reported), self.test(params, reported) if test_path else None,
                           self.scoring_polls)
 
+    @classmethod
+    def params_of(cls, trial_dir):
+        return cls.spec_of(trial_dir)["params"]
+
     @staticmethod
-    def params_of(trial_dir):
+    def spec_of(trial_dir):
         import json  # pylint: disable=import-outside-toplevel
         with open(f"{trial_dir}/trial.json", encoding="utf-8") as handle:
-            return json.load(handle)["params"]
+            return json.load(handle)

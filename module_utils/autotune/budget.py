@@ -1,6 +1,7 @@
 """When a study stops: the goal reached, or a budget (trials, seconds, consecutive failures) spent."""
 import optuna
 
+from ansible.module_utils.autotune.objective import best
 from ansible.module_utils.autotune.trialdir import reaches
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
@@ -17,27 +18,29 @@ def counted(trials):
     return [t for t in trials if t.number not in gone]
 
 
-def goal_reached_by(trials, goal):
+def goal_reached_by(trials, goal, direction):
     """The trial that reached the goal (its verified held-out score, ``goal_value``), the best of them if several
-    did; None when none did. A trial's own claim never counts: only what the verifier scored (study.py)."""
-    reached = [t for t in counted(trials) if t.state == COMPLETE and reaches(t.user_attrs.get("goal_value"), goal)]
-    return max(reached, key=lambda t: t.value) if reached else None
+    did (in ``direction``: the lowest when minimising); None when none did. A trial's own claim never counts: only
+    what the verifier scored (study.py)."""
+    reached = [t for t in counted(trials)
+               if t.state == COMPLETE and reaches(t.user_attrs.get("goal_value"), goal, direction)]
+    return best(reached, direction)
 
 
-def best_trial(trials, goal):
+def best_trial(trials, goal, direction):
     """The trial reported as the best, always one scored apart: the one that reached the goal, else the best
     verified validation score; None when no trial was scored apart. Progress lines, summary, report, mail and
     the published commit all name this one."""
-    reached = goal_reached_by(trials, goal)
+    reached = goal_reached_by(trials, goal, direction)
     if reached:
         return reached
     verified = [t for t in counted(trials) if t.state == COMPLETE and t.user_attrs.get("verified") is True]
-    return max(verified, key=lambda t: t.value) if verified else None
+    return best(verified, direction)
 
 
-def stop_reason(trials, goal, budget, elapsed):
+def stop_reason(trials, goal, budget, elapsed, direction):
     """Why the study stops now, or None while it goes on."""
-    if goal_reached_by(trials, goal):
+    if goal_reached_by(trials, goal, direction):
         return "goal reached"
     trials = counted(trials)
     if len(trials) >= budget["max_trials"]:

@@ -12,11 +12,16 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from ansible.module_utils.autotune.errors import ConfigError
+from ansible.module_utils.autotune.objective import DIRECTIONS, default_direction
 from ansible.module_utils.autotune.printable import valid_address
 from ansible.module_utils.autotune.runners import RUNNERS
 from ansible.module_utils.autotune.strategies import PRUNERS, STRATEGIES
 
-METRICS = ("val_accuracy",)
+# target.metric: a metric the model logs on the validation data, as Keras names it in fit's logs.
+METRIC = r"\Aval_[A-Za-z_][A-Za-z0-9_]*\Z"
+# Metrics whose values are shares (0..1): a goal outside that range could never be met.
+SHARES = ("accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy", "auc", "precision",
+          "recall", "f1_score", "fbeta_score")
 
 
 def _number(description, **extra):
@@ -90,11 +95,13 @@ SCHEMA = _object(
         ),
         "target": _object(
             {
-                "metric": {"enum": list(METRICS), "description": "one of " + ", ".join(METRICS)},
-                "goal": _number("a number between 0 and 1", minimum=0, maximum=1),
+                "metric": _string("a metric the model logs on validation data: val_ and a name, e.g. val_accuracy, "
+                                  "val_loss, val_auc", pattern=METRIC),
+                "direction": {"enum": list(DIRECTIONS), "description": "one of " + ", ".join(DIRECTIONS)},
+                "goal": _number("a number (between 0 and 1 for accuracy, AUC, precision and recall)"),
                 "stop_at_goal": {"type": "boolean", "description": "true or false"},
             },
-            description="a mapping with 'metric' and 'goal'",
+            description="a mapping with 'metric', 'goal' and optionally 'direction'",
         ),
         "search": _object(
             {
@@ -280,11 +287,13 @@ def validate(document, base_dir, overrides=None, source="configuration", pushed=
     if lines:
         raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
     config = _merge(DEFAULTS, document)
+    config["target"].setdefault("direction", default_direction(config["target"]["metric"]))
     if "images" in document.get("runner", {}).get("docker", {}):
         config["runner"]["docker"]["images"] = copy.deepcopy(document["runner"]["docker"]["images"])  # replaces
     config["base_dir"] = base_dir
     config["source"] = os.path.abspath(source) if source != "configuration" else None
-    lines = _semantic_lines(config) + (_confinement_lines(config, data_roots) if pushed else [])
+    lines = _target_lines(config["target"], document.get("target") or {})
+    lines += _semantic_lines(config) + (_confinement_lines(config, data_roots) if pushed else [])
     if lines:
         raise ConfigError(f"{source} is invalid: " + "; ".join(lines), lines)
     config["ignored_fields"] = ignored
@@ -347,6 +356,18 @@ def _semantic_lines(config):
     if "space" in config["search"] and not config["search"]["space"]:
         lines.append("search.space: {} is invalid; expected at least one hyperparameter to search")
     return lines
+
+
+def _target_lines(target, given):
+    """The goal must be given for any metric but the default one (0.80 means nothing for a loss), and within
+    0..1 for a share (accuracy, AUC, precision, recall)."""
+    metric, goal = target["metric"], target["goal"]
+    if metric != DEFAULTS["target"]["metric"] and "goal" not in given:
+        return [f"target.goal: missing; expected the value of {metric} to reach (the default "
+                f"{DEFAULTS['target']['goal']:g} is {DEFAULTS['target']['metric']}'s)"]
+    if metric[len("val_"):] in SHARES and not 0 <= goal <= 1:
+        return [f"target.goal: {goal!r} is invalid; expected a number between 0 and 1"]
+    return []
 
 
 def _test_split_lines(config):

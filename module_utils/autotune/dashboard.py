@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 
 from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 from ansible.module_utils.autotune.storage import masked_storage, open_study
 
@@ -38,8 +39,8 @@ def study_url(base_url, study_id):
 def study_attrs(config, runner_name):
     """The study user attributes a person filters and reads studies by in the dashboard."""
     target = config["target"]
-    return {"goal": target["goal"], "metric": target["metric"], "strategy": config["search"]["strategy"],
-            "runner": runner_name}
+    return {"goal": target["goal"], "metric": target["metric"], "direction": target["direction"],
+            "strategy": config["search"]["strategy"], "runner": runner_name}
 
 
 def study_note(config, runner_name):
@@ -47,7 +48,7 @@ def study_note(config, runner_name):
     return "\n".join([
         f"## {config['study']}",
         "",
-        f"Goal: **{target['metric']} >= {target['goal']:g}**; strategy **{config['search']['strategy']}**, "
+        f"Goal: **{target['metric']} {relation(target['direction'])} {target['goal']:g}**; strategy **{config['search']['strategy']}**, "
         f"runner **{runner_name}**.",
         "",
         f"Budget: {budget['max_trials']} trials, {budget['max_seconds']} s, {budget['trial_timeout']} s per trial, "
@@ -159,8 +160,8 @@ def trial_note(trial, baseline, run_dir, metric):
     shown = f"{metric} **{trial.value:.4f}**" if trial.value is not None else trial.state.name
     lines = [f"### Trial {trial.number}: {outcome}, {shown}", ""]
     if attrs.get("test_value") is not None:
-        lines += [f"Held-out test accuracy **{attrs['test_value']:.4f}** (scored by the controller on images no trial "
-                  f"held); the {metric} above is on the validation split the search saw.", ""]
+        lines += [f"Held-out test {metric[len('val_'):]} **{attrs['test_value']:.4f}** (scored by the controller on "
+                  f"images no trial held); the {metric} above is on the validation split the search saw.", ""]
     if attrs.get("reason"):  # written by the trial's own code path: one line, its control characters escaped
         lines += [f"Reason: {escape(attrs['reason'])}", ""]
     if attrs.get("duplicate_of") is not None:

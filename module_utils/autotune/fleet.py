@@ -207,11 +207,10 @@ def _held_out_scorer(config, plan, run_dir, dataset):
         out_dir = os.path.join(run_dir, VERIFY_DIR, "held-out-" + os.path.basename(record["trial_dir"]))
         runner = runner_class("local")(warm=False)
         labels = {"study": config["study"], "run_dir": run_dir, "trial": os.path.basename(record["trial_dir"])}
-        scores, why = trialrun.verify(runner, record["trial_dir"], out_dir, data, labels)
+        scores, why = trialrun.verify(runner, record["trial_dir"], out_dir, data, labels, config["target"]["metric"])
         if scores is None:
             return {"reason": f"its saved model could not be scored on the held-out split: {why}"}
-        return {"test_value": scores["test_accuracy"], "n_test": scores.get("n_test"),
-                "goal_value": scores["test_accuracy"]}
+        return {"test_value": scores["test"], "n_test": scores.get("n_test"), "goal_value": scores["test"]}
     return score
 
 
@@ -235,7 +234,8 @@ def collect(config, plan, run_dir, storage, artifacts, workers):
     fetched = sum(_download(store, database, t, run_dir) for t in study.trials) if store else 0
     trials = study.get_trials(deepcopy=False)
     reasons = [w["stop_reason"] for w in workers if w.get("stop_reason")]
-    reason = (study_budget.stop_reason(trials, config["target"]["goal"], config["budget"], 0)
+    target = config["target"]
+    reason = (study_budget.stop_reason(trials, target["goal"], config["budget"], 0, target["direction"])
               or (reasons[0] if reasons else "every worker ended"))
     dataset = tune_dataset.prepare(config["dataset"], os.path.join(run_dir, "data"))
     summary = summarise(config, study, reason, run_dir, storage, FleetWorkers(workers), dataset, plan,

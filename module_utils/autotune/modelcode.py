@@ -46,6 +46,8 @@ TEMPLATE_META_SCHEMA = {
                             "description": "a mapping of hyperparameter names to their default and range"},
         "search": {"type": "array", "items": {"type": "string"}, "description": "a list of hyperparameter names"},
         "ladder": {"type": "array", "items": {"type": "string"}, "description": "a list of hyperparameter names"},
+        "metrics": {"type": "array", "items": {"type": "string"},
+                    "description": "a list of the validation metrics the template can log (val_accuracy, val_loss, ...)"},
     },
 }
 # A model file larger than this is refused before it is parsed: a Keras script is a few KB, and parsing a pushed
@@ -102,8 +104,9 @@ def _python_literal(value):
     raise TypeError(f"py filter: {type(value).__name__} is not a Python literal")
 
 
-def render(path, hp, trial_number=None):
+def render(path, hp, trial_number=None, metric=None):
     """Render a template to Python source in Jinja2's sandbox; the result is compiled to prove it is valid Python.
+    ``metric`` (target.metric) lets the template compile the model with it (cnn.py.j2: val_auc adds Keras' AUC).
 
     The template may be pushed code: the sandbox keeps it from reaching the controller's Python while it
     renders, and the values it prints are checked to be literals, so a configuration value never becomes code.
@@ -111,18 +114,19 @@ def render(path, hp, trial_number=None):
     2 GiB string costs one line.
     """
     _check_values(path, hp)
-    return bounded.run(_render, (path, hp, trial_number), f"model.template: rendering {os.path.basename(path)}",
+    return bounded.run(_render, (path, hp, trial_number, metric), f"model.template: rendering {os.path.basename(path)}",
                        "expected a template that prints model code from its hyperparameters (small loops only)")
 
 
-def _render(path, hp, trial_number):
+def _render(path, hp, trial_number, metric=None):
     environment = jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.FileSystemLoader(os.path.dirname(os.path.abspath(path))),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,
     )
     environment.filters["py"] = _python_literal
     try:
-        source = environment.get_template(os.path.basename(path)).render(hp=hp, trial_number=trial_number)
+        source = environment.get_template(os.path.basename(path)).render(hp=hp, trial_number=trial_number,
+                                                                          metric=metric or "val_accuracy")
     except jinja2.exceptions.SecurityError as exc:
         raise AutotuneError(f"model.template: {path!r} tried an unsafe operation ({exc}); expected a template that "
                             "only prints hyperparameters")
@@ -256,11 +260,12 @@ def plan(config, templates_dir):
         baseline = dict(defaults, **(model.get("baseline") or {}))
         space = search.get("space") or _space_from_meta(meta, meta.get("search", []))
         ladder = search.get("ladder") or [n for n in meta.get("ladder", []) if n in space]
-        source = render(path, baseline, trial_number=0)
+        metric = _template_metric((config.get("target") or {}).get("metric", "val_accuracy"), meta, path)
+        source = render(path, baseline, trial_number=0, metric=metric)
         found = facts(source, path)
         found.update(kind=meta.get("kind", found["kind"]), description=meta.get("description"),
                      framework=meta["framework"])
-        result = {"api": "template", "template": path, "baseline": baseline}
+        result = {"api": "template", "template": path, "baseline": baseline, "metric": metric}
     else:
         result, found = _file_plan(model)
         if result["api"] == "script":
@@ -284,6 +289,16 @@ def plan(config, templates_dir):
         search_space.check_ladder(ladder, space)
     result.update(space=space, ladder=ladder, facts=found)
     return result
+
+
+def _template_metric(metric, meta, path):
+    """target.metric, when the template says it can log it (its metadata's ``metrics``; a template that does not say
+    is trusted, and the trainer stops trial 0 in one line when the metric is not in its logs)."""
+    known = meta.get("metrics")
+    if known is not None and metric not in known:
+        raise AutotuneError(f"target.metric: {metric!r} is not a metric the template {os.path.basename(path)} logs; "
+                            f"expected one of {', '.join(known)}, or model.file with your own compile()")
+    return metric
 
 
 def _file_plan(model):
@@ -320,7 +335,7 @@ def _file_plan(model):
 def code_for(model_plan, params, trial_number):
     """The model code of one trial: the template rendered, the user's script rewritten, or their file as is."""
     if model_plan["api"] == "template":
-        return render(model_plan["template"], params, trial_number=trial_number)
+        return render(model_plan["template"], params, trial_number=trial_number, metric=model_plan.get("metric"))
     if model_plan["api"] == "script":
         return bounded.run(scriptcode.rewrite, (model_plan["source"], params, model_plan["committed"],
                                                 model_plan["block_sequence"]),

@@ -5,6 +5,7 @@ import time
 import optuna
 
 from ansible.module_utils.autotune.budget import best_trial
+from ansible.module_utils.autotune.objective import direction_of
 from ansible.module_utils.autotune.printable import escape
 
 
@@ -19,7 +20,7 @@ def trial_line(study, number, metric, names, goal):
     trials = study.get_trials(deepcopy=False)
     trial = trials[number]
     attrs = trial.user_attrs
-    best = best_trial(trials, goal)
+    best = best_trial(trials, goal, direction_of(study.direction))
     shown = f"{metric}={trial.value:.4f}" if trial.value is not None else attrs.get("outcome", trial.state.name.lower())
     if attrs.get("test_value") is not None:
         shown += f" (held-out {attrs['test_value']:.4f})"

@@ -10,6 +10,7 @@ import os
 import optuna
 
 from ansible.module_utils.autotune import trialdir, trialtable
+from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 
 PLOT_NAME = "accuracy_per_trial.png"
@@ -76,7 +77,7 @@ def plot(study, goal, metric, path):
     ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric)
     ax.axhline(goal, color="tab:green", linestyle="--", label=f"goal {goal:g}")
     ax.set_title(f"{study.study_name}: {metric} per trial")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")  # the curve climbs when maximising and falls when minimising
     ax.figure.tight_layout()
     ax.figure.savefig(path, dpi=100)
     plt.close(ax.figure)
@@ -113,13 +114,18 @@ def _param(name, value):
     return f"{escape(name)}={value:.4g}" if isinstance(value, float) else f"{escape(name)}={escape(value)}"
 
 
+def _test_name(summary):
+    """The metric as scored on the held-out split: val_auc's "auc" (summaries before target.metric: accuracy)."""
+    return (summary.get("test") or {}).get("metric") or "accuracy"
+
+
 def score_lines(summary):
     """The two figures and which is which: the held-out test score (the headline) and the validation score."""
     test = summary.get("test") or {}
     error = f" ± {test['standard_error']:.3f}" if test.get("standard_error") is not None else ""
-    lines = [f"Held-out test accuracy: {_figure(summary.get('best_test_value'))}{error} on {test.get('n') or '?'} "
-             f"images ({escape(test.get('source') or 'unknown')}) the search never trained or chose on; "
-             "measured by the controller's verifier, not by the trial.",
+    lines = [f"Held-out test {_test_name(summary)}: {_figure(summary.get('best_test_value'))}{error} on "
+             f"{test.get('n') or '?'} images ({escape(test.get('source') or 'unknown')}) the search never trained or "
+             "chose on; measured by the controller's verifier, not by the trial.",
              f"Validation {summary['metric']}: {_figure(summary['best_value'])} (the split the search saw; "
              "re-scored apart from the trial)."]
     if test.get("caveat"):
@@ -134,9 +140,10 @@ def verdict(summary):
     trial's outcome and reason (with max_trials: 1, trial 0's failure is the whole story)."""
     metric, goal, stop = summary["metric"], summary["goal"], escape(summary["stop_reason"])
     if summary["best_value"] is not None:
-        relation, word = (">=", "reached") if summary["reached"] else ("<", "not reached")
-        return (f"Goal {word}: best held-out test accuracy {_figure(summary.get('best_test_value'))} {relation} "
-                f"{goal:g} ({metric} {summary['best_value']:.4f}; trial {summary['best_trial']}; {stop})")
+        word = "reached" if summary["reached"] else "not reached"
+        compared = relation(summary.get("direction", "maximize"), summary["reached"])
+        return (f"Goal {word}: best held-out test {_test_name(summary)} {_figure(summary.get('best_test_value'))} "
+                f"{compared} {goal:g} ({metric} {summary['best_value']:.4f}; trial {summary['best_trial']}; {stop})")
     first = (summary.get("trials") or [{}])[0]
     why = (f"; trial {first['number']} {escape(first.get('outcome') or 'failed')}: "
            f"{escape(first.get('reason') or 'no reason recorded')}" if first else "")
@@ -150,6 +157,7 @@ def message(summary, records, diff):
                      f"(held-out test {_figure(summary.get('best_test_value'))}, {summary['metric']} "
                      f"{_figure(summary['best_value'])}, after {summary['n_trials']} trials)")
     params = "\n".join(f"  {escape(k)}: {escape(v)}" for k, v in sorted((summary["best_params"] or {}).items()))
+    tested = _test_name(summary)
     summary = {key: escape(value) if isinstance(value, str) else value for key, value in summary.items()}
     body = "\n".join([
         f"Study {summary['study']}: goal {summary['goal']:g} {reached} on the held-out test split.",
@@ -162,7 +170,7 @@ def message(summary, records, diff):
         "Winning hyperparameters:",
         params or "  (none)",
         "",
-        "All trials (test: held-out accuracy, scored for the trials that could be the best):",
+        f"All trials (test: held-out {tested}, scored for the trials that could be the best):",
         _table(records, summary["metric"], summary.get("searched")),
         "",
         "Baseline model code -> winning model code:",

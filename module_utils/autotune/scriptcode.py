@@ -416,7 +416,7 @@ def read(source, origin):
                             "expected model.fit(...) with validation_data= or validation_split=")
     if not values.validated:
         raise AutotuneError(f"model.file: {origin!r} calls fit() without validation data; expected validation_data= "
-                            "or validation_split= in fit() (the tuned metric is val_accuracy)")
+                            "or validation_split= in fit() (target.metric is a metric on validation data)")
     baseline = {name: point["value"] for name, point in values.found.items()}
     output = baseline.pop(f"dense{values.counts['dense']}.units", None)  # the output layer: its size is the class count
     sequence, blocks = _block_sequence(module)

@@ -166,12 +166,30 @@ def make_storage(url, workers):
 
 
 def open_study(config, plan, storage):
-    """The study, created or resumed; the sampler's seed is offset by the trials stored, so a resume draws anew."""
+    """The study, created or resumed; the sampler's seed is offset by the trials stored, so a resume draws anew.
+    Created in target.direction (the pruners and Optuna's best follow it); a stored study of another direction
+    or metric is refused: its values would be compared the wrong way round."""
     url = storage if isinstance(storage, str) else storage.url
+    target = config["target"]
     try:
         sampler = strategies.make_sampler(config, plan, stored_trials(config["study"], url))
-        return optuna.create_study(study_name=config["study"], storage=storage, direction="maximize",
-                                   load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config, plan))
+        study = optuna.create_study(study_name=config["study"], storage=storage, direction=target["direction"],
+                                    load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config, plan))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
         raise AutotuneError(f"storage: cannot open study {config['study']!r} at {masked_storage(url)} "
                             f"({type(exc).__name__}: {masked_storage(str(exc))}); expected a reachable Optuna storage URL")
+    _check_target(study, target, url)
+    return study
+
+
+def _check_target(study, target, url):
+    """One line when the stored study was made for another direction or metric than the configuration's."""
+    stored = study.direction.name.lower()
+    metric = study.user_attrs.get("metric")
+    if metric is None:  # the study's first opening: its metric is recorded beside the direction Optuna keeps
+        metric = target["metric"]
+        study.set_user_attr("metric", metric)
+    if stored != target["direction"] or metric != target["metric"]:
+        raise AutotuneError(f"target: study {study.study_name!r} at {masked_storage(url)} was made to {stored} "
+                            f"{metric}, not to {target['direction']} {target['metric']}; expected the same "
+                            "target.metric and target.direction, or another study name (study:) for the new target")

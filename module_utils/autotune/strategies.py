@@ -9,8 +9,10 @@ import copy
 
 import optuna
 
+from ansible.module_utils.autotune import objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.trialdir import reaches
 
 
 class EscalateSampler(optuna.samplers.BaseSampler):
@@ -32,7 +34,7 @@ class EscalateSampler(optuna.samplers.BaseSampler):
         if not earlier:
             return dict(self._baseline)
         completed = [t for t in earlier if t.state == optuna.trial.TrialState.COMPLETE]
-        best = max(completed, key=lambda t: t.value) if completed else earlier[0]
+        best = objective.best(completed, study.direction) or earlier[0]
         tried = {search_space.frozen(t.user_attrs["params"]) for t in earlier}
         step = search_space.escalate(best.user_attrs["params"], self._space, self._ladder, number - 1, tried)
         return step[0] if step else None
@@ -157,7 +159,7 @@ PROMOTION_RUNG = 3  # Hyperband's reduction factor: the best of at least three f
 def promotion(study, space, goal, metric):
     """Hyperband's promotion, one trial at a time: (params, trial number) to train next, or None.
 
-    The best trial so far (of three or more finished), when it ran all its epochs below the goal and was
+    The best trial so far (of three or more finished), when it ran all its epochs short of the goal and was
     still improving at the last one, is trained again with the most epochs the space allows (a fresh trial
     from epoch 0: its code is the winner's code as it will be committed); the goal stops it as soon as it
     gets there, the pruner when it falls behind. Each trial is promoted once.
@@ -168,12 +170,13 @@ def promotion(study, space, goal, metric):
                  and not t.user_attrs.get("duplicate_of")]
     if not name or len(completed) < PROMOTION_RUNG:
         return None
-    best = max(completed, key=lambda t: t.value)
+    best = objective.best(completed, study.direction)
     curve = [record.get(metric) for record in best.user_attrs.get("epochs") or []]
     params, most = best.user_attrs["params"], int(space[name]["high"])
-    if (best.value >= goal or any(t.user_attrs.get("promoted_from") == best.number for t in trials)
+    direction = objective.direction_of(study.direction)
+    if (reaches(best.value, goal, direction) or any(t.user_attrs.get("promoted_from") == best.number for t in trials)
             or None in curve or len(curve) != params.get(name) or params[name] >= most
-            or (len(curve) > 1 and curve[-1] <= curve[-2])):
+            or (len(curve) > 1 and not objective.improved(curve[-1], curve[-2], direction))):
         return None
     # Names registered at run time after the best trial ran are left to the sampler.
     return {n: (most if n == name else params[n]) for n in space if n in params}, best.number

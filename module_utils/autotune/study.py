@@ -5,8 +5,9 @@ strategy's sampler (strategies.py); it trains through a runner (runners/), its
 per-epoch metric is reported to Optuna as it appears so the pruner can stop
 hopeless trials (trialrun.py), and the loop stops the moment the goal is reached
 or a budget is spent (budget.py): a goal reached in one slot stops the trials of
-the others. A trial that could be reported as the best (it claims the goal, or a
-validation score at least the best verified one) is scored apart before it is told
+the others. Values compare in target.direction (the lowest loss is the best). A trial
+that could be reported as the best (it claims the goal, or a validation score at least
+as good as the best verified one) is scored apart before it is told
 (trialrun.Verification, beside the next trial): on the validation split, to check
 its claim, and on the held-out test split, which decides the goal. The study lives in an Optuna storage, so running again resumes it: a
 trial its controller left running is failed and retried (Optuna's
@@ -20,7 +21,7 @@ import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import dashboard
+from ansible.module_utils.autotune import dashboard, objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
 from ansible.module_utils.autotune.progress import trial_line
@@ -32,7 +33,8 @@ RUNNING = optuna.trial.TrialState.RUNNING
 COMPLETE = optuna.trial.TrialState.COMPLETE
 CODE_DIR = "code"      # controller-owned copies of each trial's model code (never mounted into a trial)
 VERIFY_DIR = "verify"  # where autotune_trainer.verify writes the score it measured
-# A reported score further than this from the saved model's own is shown as a reason on the trial.
+# A reported score further than this from the saved model's own is shown as a reason on the trial (relative to the
+# score above 1: a loss of 2.3 is not reproduced to three decimals by another batching).
 VERIFY_TOLERANCE = 0.005
 
 
@@ -97,7 +99,7 @@ class StudyLoop:
         self.run_dir = run_dir
         self.storage = storage
         self.progress = progress or (lambda line: None)
-        self.metric = config["target"]["metric"]
+        self.metric, self.direction, self.goal = (config["target"][k] for k in ("metric", "direction", "goal"))
         self.budget = config["budget"]
         self.slots = config["runner"].get("slots") or 1
         self.started = time.time()
@@ -192,7 +194,7 @@ class StudyLoop:
         if self.space.low():
             return self.space.low()
         trials = study.get_trials(deepcopy=False)
-        reason = study_budget.stop_reason(trials, self.config["target"]["goal"], self.budget, time.time() - self.started)
+        reason = study_budget.stop_reason(trials, self.goal, self.budget, time.time() - self.started, self.direction)
         if reason:
             return reason
         if not trials:
@@ -231,7 +233,7 @@ class StudyLoop:
         """Queue the best trial again with more epochs when it stopped below the goal still improving."""
         if not self.config["search"].get("promote") or self.config["search"]["strategy"] == "escalate":
             return  # escalate's ladder has its own epochs rung
-        promoted = strategies.promotion(study, self.plan["space"], self.config["target"]["goal"], self.metric)
+        promoted = strategies.promotion(study, self.plan["space"], self.goal, self.metric)
         if promoted:
             params, parent = promoted
             study.enqueue_trial(params, user_attrs={"promoted_from": parent})
@@ -285,7 +287,7 @@ class StudyLoop:
             slot.trial.set_user_attr(name, item)
         study.tell(slot.trial, value if state == COMPLETE else None, state=None if state == COMPLETE else state)
         self.notes.trial(study, slot.trial, self.run_dir, self.metric)
-        self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"]), self.config["target"]["goal"]))
+        self.progress(trial_line(study, slot.number, self.metric, sorted(self.plan["space"]), self.goal))
         if state == COMPLETE:
             self.tried[search_space.frozen(slot.params)] = study.get_trials(deepcopy=False)[slot.number]
 
@@ -311,28 +313,30 @@ class StudyLoop:
 
     def _stop_all(self, study, running):
         """The goal was reached: the trials still in flight in other slots are stopped, recorded as stopped."""
-        best = study_budget.goal_reached_by(study.get_trials(deepcopy=False), self.config["target"]["goal"])
+        best = study_budget.goal_reached_by(study.get_trials(deepcopy=False), self.goal, self.direction)
         for slot in running:
             slot.stop(f"stopped: trial {best.number} reached the goal")
             self._finish(study, slot)
 
     def _goal_claim_pending(self):
         """A trial claiming the goal is being scored: no trial starts until we know (it is likely the last)."""
-        return any(reaches(pending.reported, self.config["target"]["goal"]) for pending in self.verifying)
+        return any(reaches(pending.reported, self.goal, self.direction) for pending in self.verifying)
 
     def _candidate(self, study, reported):
-        """Could this trial be reported as the best? It claims the goal, or at least the best verified score."""
-        if reaches(reported, self.config["target"]["goal"]):
+        """Could this trial be reported as the best? It claims the goal, or a score at least as good as the best
+        verified one."""
+        if reaches(reported, self.goal, self.direction):
             return True
-        verified = [t.value for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
+        verified = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
                     if t.user_attrs.get("verified_value") is not None]
-        return not verified or reported >= max(verified)
+        return not verified or objective.at_least_as_good(reported, objective.best(verified, self.direction).value,
+                                                          self.direction)
 
     def _verification(self, slot, reported, attrs):
         """Start scoring the trial's saved model apart: the validation split, and the held-out test split."""
         out_dir = os.path.join(self.run_dir, VERIFY_DIR, os.path.basename(slot.trial_dir))
         data = verification_data(self.config, self.plan, self.dataset)
-        pending = trialrun.Verification(self.runner, slot.trial_dir, out_dir, data, slot.labels)
+        pending = trialrun.Verification(self.runner, slot.trial_dir, out_dir, data, slot.labels, self.metric)
         pending.slot, pending.reported, pending.attrs = slot, reported, attrs
         return pending
 
@@ -345,17 +349,18 @@ class StudyLoop:
         if scores is None:
             attrs.update(outcome="unverified", reason=pending.why)
             return optuna.trial.TrialState.FAIL, None, attrs
-        measured = scores["val_accuracy"]
+        measured, tested = scores["val"], scores.get("test")
         # The goal needs both: the claim, re-scored, and the held-out split confirming it.
-        attrs.update(verified_value=measured, verified=True, goal_value=min(measured, scores.get("test_accuracy", 1.0)))
-        if "test_accuracy" in scores:
-            attrs.update(test_value=scores["test_accuracy"], n_test=scores.get("n_test"))
-        if abs(measured - pending.reported) > VERIFY_TOLERANCE:
+        attrs.update(verified_value=measured, verified=True,
+                     goal_value=measured if tested is None else objective.worse(measured, tested, self.direction))
+        if tested is not None:
+            attrs.update(test_value=tested, n_test=scores.get("n_test"))
+        if abs(measured - pending.reported) > VERIFY_TOLERANCE * max(1.0, abs(pending.reported)):
             attrs["reason"] = f"reported {self.metric} {pending.reported:.4f}, its saved model scores {measured:.4f}"
-        elif "test_accuracy" in scores and not reaches(scores["test_accuracy"], self.config["target"]["goal"]) \
-                and reaches(measured, self.config["target"]["goal"]):
+        elif tested is not None and not reaches(tested, self.goal, self.direction) \
+                and reaches(measured, self.goal, self.direction):
             attrs["reason"] = (f"{self.metric} {measured:.4f} reaches the goal, but the held-out test split scores "
-                               f"{scores['test_accuracy']:.4f}: searching on")
+                               f"{tested:.4f}: searching on")
         return COMPLETE, measured, attrs
 
     def _answer_repeat(self, study, trial, params, earlier):
@@ -365,7 +370,7 @@ class StudyLoop:
             trial.set_user_attr(name, value)
         study.tell(trial, earlier.value)
         self.notes.trial(study, trial, self.run_dir, self.metric)
-        self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"]), self.config["target"]["goal"]))
+        self.progress(trial_line(study, trial.number, self.metric, sorted(self.plan["space"]), self.goal))
 
     def _retry_interrupted(self, study):
         """Trials a dead controller of this run directory left RUNNING are failed, and retried when they had started.

@@ -4,7 +4,7 @@ A trial runs in ``RUN_DIR/trials/NNNN``. The controller writes the spec and the
 model code, the trainer (in a process or a container) writes what it saw, the
 health check writes its relaunch record; nothing else crosses the boundary.
 
-  controller  trial.json     number, params, model file and API, metric, goal, seed
+  controller  trial.json     number, params, model file and API, metric, direction, goal, seed
               model.py       the rendered (or user-supplied) model code
   trainer     metrics.jsonl  one JSON line per finished epoch, read live for pruning
               result.json    final status and value
@@ -56,10 +56,19 @@ TRAINER_EXITS = (EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_NAN)
 # Keras reports metrics as float32: 380/400 = 0.95 arrives as 0.9499999881. A goal counts as
 # reached within this tolerance, in the controller and in the trainer's GoalStop alike.
 GOAL_TOLERANCE = 1e-6
+MAXIMIZE, MINIMIZE = "maximize", "minimize"
 
 
-def reaches(value, goal):
-    return value is not None and value >= goal - GOAL_TOLERANCE
+def default_direction(metric):
+    """target.direction when none is given: a loss is minimised, any other metric (accuracy, AUC) maximised."""
+    return MINIMIZE if metric.endswith("loss") else MAXIMIZE
+
+
+def reaches(value, goal, direction=MAXIMIZE):
+    """Whether ``value`` reaches ``goal``: at least the goal when maximising, at most it when minimising."""
+    if value is None:
+        return False
+    return value <= goal + GOAL_TOLERANCE if direction == MINIMIZE else value >= goal - GOAL_TOLERANCE
 
 
 def trial_path(run_dir, number):

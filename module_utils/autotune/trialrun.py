@@ -18,6 +18,7 @@ from ansible.module_utils.autotune.modelcode import code_for
 POLL_SECONDS = 0.2
 VERIFIED = "verified.json"  # written by autotune_trainer.verify
 SPLIT = "split.json"        # the images it scores ({val, test}), for a model that reads images itself (a script)
+SCORE = "score.json"        # what it scores: {"metric": target.metric}
 # What the trainer's result.json may add to the trial's record.
 RESULT_FIELDS = ("fit_seconds", "startup_seconds", "resumed_from_epoch", "checkpoint_discarded")
 
@@ -39,7 +40,8 @@ def prepare(trial_dir, code_path, plan, config, number, params):
     target = config["target"]
     spec = {
         "number": number, "params": params, "model_file": trialdir.MODEL, "model_api": plan["api"],
-        "metric": target["metric"], "goal": target["goal"], "stop_at_goal": target["stop_at_goal"],
+        "metric": target["metric"], "direction": target["direction"], "goal": target["goal"],
+        "stop_at_goal": target["stop_at_goal"],
         "seed": config["search"]["seed"], "defaults": plan.get("training_defaults", {}),
     }
     trialdir.write_json(os.path.join(trial_dir, trialdir.SPEC), spec)
@@ -140,7 +142,7 @@ def conclude(seen, metric):
         return optuna.trial.TrialState.FAIL, None, attrs
     if seen.pruned:
         attrs.update(outcome="pruned",
-                     reason=f"pruned at epoch {seen.pruned}: {metric} below the median of earlier trials")
+                     reason=f"pruned at epoch {seen.pruned}: {metric} behind the earlier trials at that epoch")
         return optuna.trial.TrialState.PRUNED, None, attrs
     if seen.stopped:
         attrs.update(outcome="stopped", reason=seen.stopped)
@@ -171,15 +173,18 @@ def _failed(seen, status, result):
 class Verification:
     """A trial's saved model being scored apart from it (autotune_trainer.verify), polled like a trial: the study
     loop goes on meanwhile and tells the trial once its scores are in. ``split`` ({val, test}: dataset.split_files)
-    makes it score the images themselves, as a script's model reads them; ``test_path`` is the held-out pack."""
+    makes it score the images themselves, as a script's model reads them; ``test_path`` is the held-out pack.
+    ``metric`` (target.metric) is what it scores, told through out_dir/score.json: the trial's own folder, which
+    its code may rewrite, never says it."""
 
-    def __init__(self, runner, trial_dir, out_dir, data, labels, timeout=600):
+    def __init__(self, runner, trial_dir, out_dir, data, labels, metric, timeout=600):
         if os.path.lexists(out_dir):
             shutil.rmtree(out_dir)
         os.makedirs(out_dir)
         if data.get("split"):
             trialdir.write_json(os.path.join(out_dir, SPLIT), data["split"])
-        self.out_dir, self.timeout, self.started = out_dir, timeout, time.time()
+        trialdir.write_json(os.path.join(out_dir, SCORE), {"metric": metric})
+        self.metric, self.out_dir, self.timeout, self.started = metric, out_dir, timeout, time.time()
         self.expects_test = bool(data.get("test_path") or (data.get("split") or {}).get("test"))
         self.scores, self.why = None, None
         self.process = runner.verify(trial_dir, data["path"], out_dir, labels, data.get("test_path"),
@@ -198,23 +203,30 @@ class Verification:
         return True
 
     def _read(self):
+        """({val, test, n_test}, None): the metric on each split; or (None, why) from the verifier's last line."""
         measured = trialdir.read_json(os.path.join(self.out_dir, VERIFIED), {}) or {}
-        if not isinstance(measured, dict) or not _number(measured.get("val_accuracy")) or (
-                self.expects_test and not _number(measured.get("test_accuracy"))):
+        val_key, test_key = score_keys(self.metric)
+        if not isinstance(measured, dict) or not _number(measured.get(val_key)) or (
+                self.expects_test and not _number(measured.get(test_key))):
             try:
                 last = self.process.log_tail(1)
             except trialdir.TrialFileError as exc:  # the verifier's own folder: nothing of a trial writes there
                 last = [str(exc)]
             return None, f"the saved model could not be scored ({last[-1][:300] if last else 'no output'})"
-        scores = {"val_accuracy": float(measured["val_accuracy"])}
+        scores = {"val": float(measured[val_key])}
         if self.expects_test:
-            scores.update(test_accuracy=float(measured["test_accuracy"]), n_test=measured.get("n_test"))
+            scores.update(test=float(measured[test_key]), n_test=measured.get("n_test"))
         return scores, None
 
 
-def verify(runner, trial_dir, out_dir, data, labels, timeout=600):
+def score_keys(metric):
+    """verified.json's keys for ``metric`` on the validation and the held-out split: val_auc -> val_auc, test_auc."""
+    return metric, "test_" + metric[len("val_"):]
+
+
+def verify(runner, trial_dir, out_dir, data, labels, metric, timeout=600):
     """The same as Verification, waited for: (scores, None) or (None, why)."""
-    pending = Verification(runner, trial_dir, out_dir, data, labels, timeout)
+    pending = Verification(runner, trial_dir, out_dir, data, labels, metric, timeout)
     while not pending.step():
         time.sleep(POLL_SECONDS)
     return pending.scores, pending.why

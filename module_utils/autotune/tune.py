@@ -14,6 +14,7 @@ from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, scriptcode, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
+from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.progress import ProgressLog
 from ansible.module_utils.autotune.runners import make_runner, runner_facts
 from ansible.module_utils.autotune.storage import check_storage, default_storage, masked_storage
@@ -116,11 +117,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         try:
             dataset = _data_with_warm_trainers(config, run_dir, runner, progress)
             watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, notes)
-            progress(f"study {config['study']}: goal {config['target']['metric']} >= {config['target']['goal']:g}, "
-                     f"strategy {config['search']['strategy']}, runner {runner.name}, "
-                     f"data {dataset['n_train']} train / {dataset['n_val']} val / {dataset['n_test']} test (held out) "
-                     f"{dataset['classes']}"
-                     + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
+            progress(_header(config, dataset, runner, watch))
             study, stop_reason, new_trials = _study(
                 StudyLoop(config, plan, dataset, runner, run_dir, storage, progress, notes), storage, run_dir)
         finally:
@@ -133,6 +130,15 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
         summary.update(watch)
         report.write_summary(run_dir, summary)
         return summary
+
+
+def _header(config, dataset, runner, watch):
+    """The run's first progress line: the goal (its comparison in target.direction), strategy, runner and data."""
+    target = config["target"]
+    return (f"study {config['study']}: goal {target['metric']} {relation(target['direction'])} {target['goal']:g}, "
+            f"strategy {config['search']['strategy']}, runner {runner.name}, "
+            f"data {dataset['n_train']} train / {dataset['n_val']} val / {dataset['n_test']} test (held out) "
+            f"{dataset['classes']}" + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
 
 
 def _data_with_warm_trainers(config, run_dir, runner, progress):
@@ -181,8 +187,8 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, pla
     for record in records:
         for key in ("code", "trial_dir"):
             record[key] = os.path.join(run_dir, record[key]) if record[key] else None
-    goal, metric = config["target"]["goal"], config["target"]["metric"]
-    chosen = study_budget.best_trial(study.get_trials(deepcopy=False), goal)
+    goal, metric, direction = (config["target"][k] for k in ("goal", "metric", "direction"))
+    chosen = study_budget.best_trial(study.get_trials(deepcopy=False), goal, direction)
     best = records[chosen.number] if chosen else None
     if best and best["test_value"] is None and scorer:
         best.update(scorer(best))
@@ -191,15 +197,19 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, pla
     plot_path = report.plot(study, goal, metric, os.path.join(run_dir, report.PLOT_NAME)) if completed else None
     trained = [r for r in records if r["outcome"] not in ("duplicate",)]
     test_value = best["test_value"] if best else None
+    tested = metric[len("val_"):]  # val_auc is auc on the held-out split
     return {
         "study": config["study"],
         "metric": metric,
+        "direction": direction,
         "goal": goal,
-        "reached": bool(best and reaches(best["goal_value"], goal)),
+        "reached": bool(best and reaches(best["goal_value"], goal, direction)),
         "best_value": best["value"] if best else None,
         "best_test_value": test_value,
-        "test": {"metric": "accuracy", "n": dataset.get("n_test"), "source": dataset.get("test_source"),
-                 "standard_error": tune_dataset.standard_error(test_value, dataset.get("n_test")),
+        # The binomial standard error is an accuracy's (a share of images right); other metrics get none.
+        "test": {"metric": tested, "n": dataset.get("n_test"), "source": dataset.get("test_source"),
+                 "standard_error": tune_dataset.standard_error(test_value, dataset.get("n_test"))
+                 if tested == "accuracy" else None,
                  "caveat": held_out_note(config, plan)},
         "best_params": best["params"] if best else None,
         "best_trial": best["number"] if best else None,

@@ -42,6 +42,47 @@ def test_goal_outside_zero_one(tmp_path, sample_data, goal):
     assert error.details == [f"target.goal: {goal!r} is invalid; expected a number between 0 and 1"]
 
 
+@pytest.mark.parametrize("target, direction", [
+    ({}, "maximize"),
+    ({"metric": "val_loss", "goal": 0.4}, "minimize"),
+    ({"metric": "val_sparse_categorical_crossentropy_loss", "goal": 0.4}, "minimize"),
+    ({"metric": "val_auc", "goal": 0.9}, "maximize"),
+    ({"metric": "val_mean_absolute_error", "goal": 3}, "maximize"),  # not a loss by name: say so with direction
+    ({"metric": "val_mean_absolute_error", "goal": 3, "direction": "minimize"}, "minimize"),
+])
+def test_direction_is_inferred_from_the_metric_unless_given(tmp_path, sample_data, target, direction):
+    config = tune_config.load(str(write_config(tmp_path, target=target)))
+    assert config["target"]["direction"] == direction
+
+
+@pytest.mark.parametrize("target, line", [
+    ({"metric": "accuracy"}, "target.metric: 'accuracy' is invalid; expected a metric the model logs on validation "
+                             "data: val_ and a name, e.g. val_accuracy, val_loss, val_auc"),
+    ({"metric": "val_auc\n", "goal": 0.9}, "target.metric: 'val_auc\\n' is invalid; expected a metric the model logs "
+                                            "on validation data: val_ and a name, e.g. val_accuracy, val_loss, val_auc"),
+    ({"metric": "val_loss", "direction": "down", "goal": 0.3},
+     "target.direction: 'down' is invalid; expected one of maximize, minimize"),
+    ({"metric": "val_auc", "goal": 1.2}, "target.goal: 1.2 is invalid; expected a number between 0 and 1"),
+])
+def test_a_wrong_metric_direction_or_goal_is_one_line(tmp_path, sample_data, target, line):
+    path = write_config(tmp_path, target=target)
+    with pytest.raises(ConfigError) as caught:
+        tune_config.load(str(path))
+    assert caught.value.details == [line]
+
+
+def test_a_metric_other_than_the_default_needs_its_own_goal(tmp_path, sample_data):
+    with pytest.raises(ConfigError) as caught:
+        tune_config.validate({"dataset": {"path": str(sample_data)}, "target": {"metric": "val_loss"}}, str(tmp_path))
+    assert caught.value.details == ["target.goal: missing; expected the value of val_loss to reach (the default 0.8 "
+                                    "is val_accuracy's)"]
+
+
+def test_a_loss_goal_may_be_above_one(tmp_path, sample_data):
+    config = tune_config.load(str(write_config(tmp_path, target={"metric": "val_loss", "goal": 1.5})))
+    assert (config["target"]["goal"], config["target"]["direction"]) == (1.5, "minimize")
+
+
 def test_unknown_strategy_and_unknown_field(tmp_path, sample_data):
     error = _error(tmp_path, search={"strategy": "genetic", "stratgy": "tpe"})
     assert "search.strategy: 'genetic' is invalid; expected one of tpe, random, escalate" in error.details

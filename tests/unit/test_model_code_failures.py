@@ -88,3 +88,18 @@ def test_a_verdict_with_a_best_value_compares_it_with_the_goal():
                                 "trial 3; trial budget spent (4 trials))")
     assert verdict(dict(summary, best_value=0.95, best_test_value=0.93, reached=True, stop_reason="goal reached")
                    ).startswith("Goal reached: best held-out test accuracy 0.9300 >= 0.9 (val_accuracy 0.9500; trial 3;")
+
+
+def test_a_verdict_and_the_mail_of_a_minimised_loss_compare_it_the_other_way():
+    from ansible.module_utils.autotune.report import message, verdict  # pylint: disable=import-outside-toplevel
+
+    summary = {"metric": "val_loss", "direction": "minimize", "goal": 0.3, "best_value": 0.41234,
+               "best_test_value": 0.45, "best_trial": 3, "reached": False, "stop_reason": "trial budget spent (4 trials)",
+               "n_trials": 4, "trials": [], "test": {"metric": "loss", "n": 300, "standard_error": None}}
+    assert verdict(summary) == ("Goal not reached: best held-out test loss 0.4500 > 0.3 (val_loss 0.4123; "
+                                "trial 3; trial budget spent (4 trials))")
+    assert verdict(dict(summary, best_value=0.25, best_test_value=0.28, reached=True, stop_reason="goal reached")
+                   ).startswith("Goal reached: best held-out test loss 0.2800 <= 0.3 (val_loss 0.2500; trial 3;")
+    mail = dict(summary, study="s", best_params={}, runner="local", storage="sqlite:///x", run_dir="/r", searched=[])
+    _, body = message(mail, [], "")
+    assert "Held-out test loss: 0.4500 on 300 images" in body and "test: held-out loss" in body

@@ -50,6 +50,44 @@ def test_rendered_model_builds_and_compiles():
     assert namespace["TRAINING"] == {"epochs": 1, "batch_size": 64}
 
 
+def test_the_template_is_unchanged_for_accuracy_and_a_loss():
+    plain = modelcode.render(CNN, _baseline())
+    assert modelcode.render(CNN, _baseline(), metric="val_accuracy") == plain
+    assert modelcode.render(CNN, _baseline(), metric="val_loss") == plain, "every model logs its loss"
+    assert 'loss="sparse_categorical_crossentropy",\n        metrics=["accuracy"],' in plain
+
+
+@pytest.mark.parametrize("metric, name", [("val_auc", "auc"), ("val_precision", "precision"), ("val_recall", "recall")])
+def test_target_metric_adds_a_known_keras_metric_to_the_templates_compile(metric, name):
+    namespace = {}
+    exec(compile(modelcode.render(CNN, _baseline(), metric=metric), "model.py", "exec"), namespace)  # noqa: S102
+    model = namespace["build_model"]((28, 28, 1), 2)
+    assert model.loss == "categorical_crossentropy", "AUC, precision and recall read one-hot labels"
+    added = model._compile_config.config["metrics"][1]  # pylint: disable=protected-access
+    assert added.name == name, "logged as val_" + name
+
+
+def test_a_metric_the_template_does_not_log_is_one_line_before_any_trial(tmp_path, sample_data):
+    from conftest import write_config  # pylint: disable=import-outside-toplevel
+    from ansible.module_utils.autotune.tune import prepare  # pylint: disable=import-outside-toplevel
+
+    path = write_config(tmp_path, target={"metric": "val_f1", "goal": 0.8})
+    with pytest.raises(AutotuneError) as caught:
+        prepare(str(path), str(TEMPLATES))
+    assert str(caught.value) == ("target.metric: 'val_f1' is not a metric the template cnn.py.j2 logs; expected one "
+                                 "of val_accuracy, val_loss, val_auc, val_precision, val_recall, or model.file with "
+                                 "your own compile()")
+
+
+def test_a_planned_template_renders_every_trial_with_target_metric(tmp_path, sample_data):
+    from conftest import write_config  # pylint: disable=import-outside-toplevel
+    from ansible.module_utils.autotune.tune import prepare  # pylint: disable=import-outside-toplevel
+
+    _, plan, _, _ = prepare(str(write_config(tmp_path, target={"metric": "val_auc", "goal": 0.9})), str(TEMPLATES),
+                            runs_root=str(tmp_path))
+    assert plan["metric"] == "val_auc" and 'keras.metrics.AUC(name="auc"' in modelcode.code_for(plan, plan["baseline"], 1)
+
+
 def test_keras_tuner_file_facts_give_space_and_defaults():
     facts = modelcode.facts(KERAS_TUNER_MODEL, "model.py")
     assert facts["kind"] == "mlp" and facts["build_model_args"] == ["hp"]

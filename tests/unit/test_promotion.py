@@ -10,9 +10,9 @@ SPACE = {"filters": {"type": "int", "low": 4, "high": 32}, "epochs": {"type": "i
 GOAL = 0.9
 
 
-def _study(*trials):
+def _study(*trials, direction="maximize"):
     """A study of finished trials, each (filters, per-epoch values) with epochs = len(values)."""
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction=direction)
     distributions = {"filters": optuna.distributions.IntDistribution(4, 32),
                      "epochs": optuna.distributions.IntDistribution(1, 6)}
     for filters, curve in trials:
@@ -40,6 +40,16 @@ def test_the_best_of_three_still_improving_is_trained_again_with_the_most_epochs
 ])
 def test_no_promotion(trials, why):
     assert _promotion(_study(*trials)) is None, why
+
+
+@pytest.mark.parametrize("trials, promoted", [
+    ([(4, [0.6]), (8, [0.5, 0.4]), (16, [0.55, 0.5])], ({"filters": 8, "epochs": 6}, 1)),
+    ([(4, [0.6]), (8, [0.4, 0.45]), (16, [0.55])], None),  # the lowest loss rose at its last epoch
+    ([(4, [0.6]), (8, [0.4, 0.25]), (16, [0.55])], None),  # it reached the goal, 0.3 or lower
+])
+def test_a_minimised_metric_promotes_the_lowest_still_falling(trials, promoted):
+    # Losses: the "best" is the lowest, "still improving" is still falling, the goal is reached at or below 0.3.
+    assert strategies.promotion(_study(*trials, direction="minimize"), SPACE, 0.3, "val_accuracy") == promoted
 
 
 def test_a_trial_is_promoted_once():

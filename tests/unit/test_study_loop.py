@@ -256,7 +256,7 @@ def test_a_lie_below_the_goal_is_scored_and_never_reported_as_the_best(tmp_path)
                                       target={"goal": 0.99}, budget={"max_trials": 3})
     liar = study.trials[1]
     assert liar.value == 0.5 and liar.user_attrs["reported_value"] == 0.98 and liar.user_attrs["verified"] is True
-    best = study_budget.best_trial(study.trials, 0.99)
+    best = study_budget.best_trial(study.trials, 0.99, "maximize")
     assert best.number == 2 and best.user_attrs["verified"] and best.user_attrs["test_value"] == pytest.approx(0.65)
     assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000", "0001", "0002"]
 
@@ -267,4 +267,77 @@ def test_a_trial_below_the_best_verified_score_is_not_scored_and_never_the_best(
                                       target={"goal": 0.99}, budget={"max_trials": 2})
     assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000"]
     assert study.trials[1].user_attrs["verified"] is False and "test_value" not in study.trials[1].user_attrs
-    assert study_budget.best_trial(study.trials, 0.99).number == 0
+    assert study_budget.best_trial(study.trials, 0.99, "maximize").number == 0
+
+
+# A minimised metric (target.metric val_loss): the goal is reached at or below it, the best is the lowest, the
+# pruner stops a trial whose loss stays high, and the held-out split must be as low.
+LOSS = {"metric": "val_loss", "goal": 0.3}
+
+
+def test_a_loss_goal_is_reached_at_or_below_it_and_the_study_minimises(tmp_path):
+    study, reason, new, runner, lines = _loop(tmp_path, by_filters({4: [0.6], 8: [0.5, 0.3]}), target=LOSS)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert reason == "goal reached" and new == 2 and study.trials[1].user_attrs["goal_value"] == 0.3
+    assert lines[-1].startswith("trial   1  filters=8  val_loss=0.3000") and "best=0.3000 (trial 1)" in lines[-1]
+    spec = json.loads(open(f"{runner.started[0][0]}/trial.json", encoding="utf-8").read())
+    assert (spec["metric"], spec["direction"], spec["goal"]) == ("val_loss", "minimize", 0.3), "the trainer's GoalStop"
+
+
+def test_the_best_loss_is_the_lowest_and_only_a_trial_as_low_is_scored_apart(tmp_path):
+    script = by_filters({4: [0.6], 8: [0.4], 16: [0.5]})
+    study, reason, runner = _held_out_loop(tmp_path, script, test=lambda params, reported: reported,
+                                           target=dict(LOSS, goal=0.01), budget={"max_trials": 3})
+    assert reason == "trial budget spent (3 trials)"
+    assert [folder.rsplit("/", 1)[1] for folder in runner.verified] == ["0000", "0001"], "0.5 is worse than 0.4"
+    assert study.trials[2].user_attrs["verified"] is False
+    assert study_budget.best_trial(study.trials, 0.01, "minimize").number == 1 and study.best_trial.number == 1
+
+
+def test_a_loss_goal_needs_the_held_out_loss_as_low(tmp_path):
+    script = by_filters({4: [0.6], 8: [0.25], 16: [0.2]})
+    study, reason, _ = _held_out_loop(tmp_path, script, target=LOSS,
+                                      test=lambda params, reported: 0.45 if params["filters"] == 8 else reported)
+    overfit, winner = study.trials[1], study.trials[2]
+    assert overfit.user_attrs["goal_value"] == 0.45, "the worse of the two losses: the held-out one"
+    assert "the held-out test split scores 0.4500: searching on" in overfit.user_attrs["reason"]
+    assert reason == "goal reached" and winner.user_attrs["goal_value"] == 0.2
+
+
+def test_the_pruner_stops_a_trial_whose_loss_stays_high(tmp_path):
+    script = by_filters({4: [0.3, 0.3, 0.3, 0.3], 8: [0.9, 0.9, 0.9, 0.9]})
+    study, _, _, _, _ = _loop(tmp_path, script, budget={"max_trials": 2}, target=dict(LOSS, goal=0.01),
+                              search={"pruner": "median"})
+    pruned = study.trials[1]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and pruned.user_attrs["reason"].startswith("pruned at epoch 2")
+
+
+def test_a_trial_whose_loss_is_lower_is_not_pruned(tmp_path):
+    script = by_filters({4: [0.9, 0.9, 0.9, 0.9], 8: [0.3, 0.3, 0.3, 0.3]})
+    study, _, _, _, _ = _loop(tmp_path, script, budget={"max_trials": 2}, target=dict(LOSS, goal=0.01),
+                              search={"pruner": "median"})
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+@pytest.mark.parametrize("direction, best_filters", [("minimize", 8), ("maximize", 4)])
+def test_escalate_climbs_from_the_best_trial_in_the_studys_direction(direction, best_filters):
+    # Trial 2 takes the blocks rung from the best trial: filters 8 (loss 0.4) when minimising, 4 (0.6) when maximising.
+    space = {"filters": {"type": "int", "low": 4, "high": 32, "log": True}, "blocks": {"type": "int", "low": 1, "high": 3}}
+    sampler = strategies.EscalateSampler(space, ["filters", "blocks"], {"filters": 4, "blocks": 1})
+    study = optuna.create_study(direction=direction)
+    for filters, value in ((4, 0.6), (8, 0.4)):
+        params = {"filters": filters, "blocks": 1}
+        study.add_trial(optuna.trial.create_trial(params=params, value=value, user_attrs={"params": params},
+                                                  distributions=sampler.infer_relative_search_space(study, None)))
+    assert sampler.next_params(study, 2) == {"filters": best_filters, "blocks": 2}
+
+
+def test_a_study_made_for_another_direction_is_refused_in_one_line(tmp_path):
+    config, plan, run_dir = _setup(tmp_path)
+    open_study(config, plan, default_storage(run_dir))
+    config["target"].update(metric="val_loss", direction="minimize", goal=0.3)
+    with pytest.raises(AutotuneError) as caught:
+        open_study(config, plan, default_storage(run_dir))
+    assert str(caught.value) == (f"target: study 'unit' at {default_storage(run_dir)} was made to maximize val_accuracy, "
+                                 "not to minimize val_loss; expected the same target.metric and target.direction, or "
+                                 "another study name (study:) for the new target")

@@ -35,6 +35,7 @@ class Trial:
         self.dir, self.spec = trial_dir, spec
         self.data, self.class_names = data, data.class_names
         self.metric = spec.get("metric", "val_accuracy")
+        self.direction = spec.get("direction") or trialdir.default_direction(self.metric)
         self.metrics_path = trial_dir / trialdir.METRICS
         self.checkpoint_dir = trial_dir / trialdir.CHECKPOINT
         self.module = _load_model_module(trial_dir / spec.get("model_file", trialdir.MODEL))
@@ -65,22 +66,12 @@ class Trial:
 
     def fit(self, launched):
         """Train (resuming from the checkpoint when there is one); returns (model, epochs, batch size, writer, history)."""
-        import keras  # pylint: disable=import-outside-toplevel
-
-        from autotune_trainer.callbacks import GoalStop, MetricsWriter  # pylint: disable=import-outside-toplevel
+        from autotune_trainer.callbacks import goal_callbacks  # pylint: disable=import-outside-toplevel
         from autotune_trainer.labels import label_form  # pylint: disable=import-outside-toplevel
 
         model, epochs, batch_size = self.build()
-        writer = MetricsWriter(self.metrics_path, launched)
-        callbacks = [
-            # First, so a checkpoint exists for every epoch line the writer appends after it.
-            keras.callbacks.BackupAndRestore(str(self.checkpoint_dir), delete_checkpoint=False),
-            writer,
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        goal = self.spec.get("goal")
-        if goal is not None and self.spec.get("stop_at_goal", True):
-            callbacks.append(GoalStop(self.metric, float(goal)))
+        where = "build_model(hp)'s model" if self.spec.get("model_api") == "keras_tuner" else "the template's model"
+        writer, callbacks = goal_callbacks(self, launched, where)
         # Batches stream from the packed files as pixels 0..255 (the model scales its own input, as with Keras'
         # image_dataset_from_directory), labels in the form the model's loss wants (labels.py); validation too.
         form = label_form(model, len(self.class_names))
@@ -132,7 +123,8 @@ def _finish(trial, fitted, done_before, fit_started, launched, result):
         return EXIT_NAN
     result["value"] = epochs_seen[-1].get(trial.metric)
     if result["value"] is None:
-        result.update(status="failed", reason=f"the model reports no '{trial.metric}'; compile it with metrics=['accuracy']")
+        result.update(status="failed", reason=f"the model reports no '{trial.metric}' (target.metric); expected it in "
+                                              "its compile(metrics=[...])")
         trialdir.write_json(result_path, result)
         return EXIT_BAD_INPUT
     model.save(trial.dir / trialdir.SAVED_MODEL)

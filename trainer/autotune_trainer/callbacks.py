@@ -6,6 +6,7 @@ import time
 import keras
 
 from autotune_trainer import trialdir
+from autotune_trainer.diagnose import MissingMetric
 
 
 class MetricsWriter(keras.callbacks.Callback):
@@ -36,15 +37,49 @@ class MetricsWriter(keras.callbacks.Callback):
 
 
 class GoalStop(keras.callbacks.Callback):
-    """Ends training at the first epoch whose metric reaches the goal: no epoch is spent past it."""
+    """Ends training at the first epoch whose metric reaches the goal (in ``direction``: a loss at or under it)."""
 
-    def __init__(self, metric, goal):
+    def __init__(self, metric, goal, direction=trialdir.MAXIMIZE):
         super().__init__()
-        self.metric = metric
-        self.goal = goal
+        self.metric, self.goal, self.direction = metric, goal, direction
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
         # The controller decides with the same rule (trialdir.reaches), so both agree on the same epoch.
-        if value is not None and trialdir.reaches(float(value), self.goal):
+        if value is not None and trialdir.reaches(float(value), self.goal, self.direction):
             self.model.stop_training = True
+
+
+class RequireMetric(keras.callbacks.Callback):
+    """Fails the fit at its first epoch's end when the logs lack target.metric, naming the validation metrics they
+    hold. Placed before the checkpoint and the writer: no epoch is recorded, so the trainer reports a model error
+    (at trial 0 the study stops at once) instead of training every trial for a value it never gets."""
+
+    def __init__(self, metric, where):
+        super().__init__()
+        self.metric, self.where = metric, where
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.metric not in logs:
+            logged = ", ".join(sorted(k for k in logs if k.startswith("val_"))) or "none: fit() has no validation data"
+            raise MissingMetric(f"target.metric {self.metric!r} is not logged by {self.where} (its validation metrics: "
+                                f"{logged}); expected one of those, or {self.metric[len('val_'):]!r} in its "
+                                "compile(metrics=[...])")
+
+
+def goal_callbacks(trial, launched, where):
+    """(writer, callbacks) every fit of a trial gets: the metric check, the checkpoint, the per-epoch writer, the
+    NaN stop and the goal stop. ``trial`` has metric, direction, spec, metrics_path and checkpoint_dir."""
+    writer = MetricsWriter(trial.metrics_path, launched)
+    callbacks = [
+        RequireMetric(trial.metric, where),  # before anything records the epoch
+        # Before the writer, so a checkpoint exists for every epoch line the writer appends after it.
+        keras.callbacks.BackupAndRestore(str(trial.checkpoint_dir), delete_checkpoint=False),
+        writer,
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    goal = trial.spec.get("goal")
+    if goal is not None and trial.spec.get("stop_at_goal", True):
+        callbacks.append(GoalStop(trial.metric, float(goal), trial.direction))
+    return writer, callbacks

@@ -17,6 +17,10 @@ class NotAModel(TypeError):
     """build_model returned something that is not a Keras model: its message is the whole line."""
 
 
+class MissingMetric(Exception):
+    """The model's logs lack target.metric (callbacks.RequireMetric): its message is the whole line."""
+
+
 def built_model(built, call):
     """``built`` when it is a model (it has fit); else NotAModel naming what ``call`` returned."""
     if built is None or not callable(getattr(built, "fit", None)):
@@ -27,7 +31,7 @@ def built_model(built, call):
 
 def model_error(exc, where, classes=None):
     """``where``: "build_model(hp)" or "the script"."""
-    if isinstance(exc, NotAModel):
+    if isinstance(exc, (NotAModel, MissingMetric)):
         return str(exc)
     message = " ".join(str(exc).split())[:300]
     cause = f"{where} failed before training: {type(exc).__name__}: {message}"

@@ -5,7 +5,7 @@ script runs as ``__main__`` in the trial folder, which is its working directory,
 writes (``model.save(...)``, plots) lands there. Nothing in its code is edited at run time:
 
 * ``keras.Model.fit`` is wrapped for the run: the script's first ``fit`` gets our callbacks
-  (checkpoint, per-epoch metrics, NaN stop, goal stop) after its own, and ``verbose=2``;
+  (target.metric check, checkpoint, per-epoch metrics, NaN stop, goal stop) after its own, and ``verbose=2``;
 * the Keras image readers (``image_dataset_from_directory``, ``load_img``) resolve a relative
   path that does not exist in the trial folder against the script's own folder (``data_root``),
   so ``"cnn_dataset/training_set"`` reads what it reads when the user runs the script by hand;
@@ -83,6 +83,7 @@ class ScriptTrial:
     def __init__(self, trial_dir, spec):
         self.dir, self.spec = trial_dir, spec
         self.metric = spec.get("metric", "val_accuracy")
+        self.direction = spec.get("direction") or trialdir.default_direction(self.metric)
         self.metrics_path = trial_dir / trialdir.METRICS
         self.checkpoint_dir = trial_dir / trialdir.CHECKPOINT
         self.script = trial_dir / spec.get("model_file", trialdir.MODEL)
@@ -97,17 +98,9 @@ class ScriptTrial:
         self.metrics_path.unlink(missing_ok=True)
 
     def _callbacks(self, launched):
-        import keras  # pylint: disable=import-outside-toplevel
+        from autotune_trainer.callbacks import goal_callbacks  # pylint: disable=import-outside-toplevel
 
-        from autotune_trainer.callbacks import GoalStop, MetricsWriter  # pylint: disable=import-outside-toplevel
-
-        writer = MetricsWriter(self.metrics_path, launched)
-        callbacks = [keras.callbacks.BackupAndRestore(str(self.checkpoint_dir), delete_checkpoint=False), writer,
-                     keras.callbacks.TerminateOnNaN()]
-        goal = self.spec.get("goal")
-        if goal is not None and self.spec.get("stop_at_goal", True):
-            callbacks.append(GoalStop(self.metric, float(goal)))
-        return writer, callbacks
+        return goal_callbacks(self, launched, "the script's model")
 
     def fit(self, launched):
         """Run the script; returns (model, epochs, batch size, writer, history) of its first fit."""

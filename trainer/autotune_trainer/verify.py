@@ -3,14 +3,19 @@
 The trial's own code wrote its metrics and its model; it could claim any score.
 This runs in a fresh process or container of its own, never imports the trial's
 code, loads the saved model in Keras' safe mode (no Lambda layers, no unknown
-classes: nothing in the file can run), and predicts two splits: the validation
+classes: nothing in the file can run), and scores two splits: the validation
 split of the trials' pack (to check the trial's claim) and the held-out test pack,
 which no trial ever held (or, for a script's model, the controller's lists of
-images, OUT_DIR/split.json). It writes both accuracies to OUT_DIR/verified.json;
-the controller decides "goal reached" on the test accuracy.
+images, OUT_DIR/split.json). What it scores is target.metric, which the controller
+writes to OUT_DIR/score.json (none: val_accuracy): accuracy from the predictions,
+any other metric (the loss, AUC, precision, ...) by evaluating the model with the
+metrics it was compiled with, rebuilt from the file. It writes both values to
+OUT_DIR/verified.json (val_<name>, test_<name>); the controller decides
+"goal reached" on the worse of the two.
 """
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +24,8 @@ from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK
 
 VERIFIED = "verified.json"
 SPLIT = "split.json"  # written by the controller for a model that reads images itself (a script)
+SCORE = "score.json"  # written by the controller: {"metric": target.metric}
+METRIC = re.compile(r"\Aval_[A-Za-z_][A-Za-z0-9_]*\Z")  # config.py's target.metric pattern
 
 
 def accuracy(predictions, labels):
@@ -61,23 +68,89 @@ def images_as_read(model, split):
     return np.stack([read(path) for path in split["files"]]), np.asarray(split["labels"])
 
 
-def scores(model, args, split):
-    """{val_accuracy, n_val[, test_accuracy, n_test]}: each split this verifier was given, predicted apart."""
+def scores(model, args, split, metric="val_accuracy"):
+    """{metric, val_<name>, n_val[, test_<name>, n_test]}: ``metric`` on each split this verifier was given, apart."""
+    name = metric[len("val_"):]
     sources = {"val": (args.data, "val")}
     if args.test:
         sources["test"] = (args.test, "test")
-    measured = {}
+    measured = {"metric": metric}
     for part, (pack, pack_part) in sources.items():
-        if split:
-            if not split.get(part):
-                continue
-            x, y = images_as_read(model, split[part])
-            predictions = model.predict(x, verbose=0, batch_size=256)
-        else:
-            x, y = packed_split(pack, pack_part)
-            predictions = model.predict(x, verbose=0)
-        measured.update({f"{part}_accuracy": accuracy(predictions, y), f"n_{part}": int(len(y))})
+        if split and not split.get(part):
+            continue
+        files = split[part] if split else None
+        value, count = (predicted_accuracy(model, (pack, pack_part), files) if name == "accuracy"
+                        else evaluated(model, name, (pack, pack_part), files))
+        measured.update({f"{part}_{name}": value, f"n_{part}": count})
     return measured
+
+
+def predicted_accuracy(model, packed, files):
+    """(accuracy, images) from the model's predictions: the saved model needs no compiled metric for it."""
+    if files:
+        x, y = images_as_read(model, files)
+        predictions = model.predict(x, verbose=0, batch_size=256)
+    else:
+        x, y = packed_split(*packed)
+        predictions = model.predict(x, verbose=0)
+    return accuracy(predictions, y), int(len(y))
+
+
+def evaluated(model, name, packed, files):
+    """(value, images) of the compiled metric ``name`` (or the loss), from ``model.evaluate`` on the split with its
+    labels in the form the model's loss wants (labels.py), as its fit's validation pass measured it."""
+    from autotune_trainer.data import load_dataset  # pylint: disable=import-outside-toplevel
+    from autotune_trainer.labels import label_form  # pylint: disable=import-outside-toplevel
+
+    if files:
+        x, y = images_as_read(model, files)
+        labels = _labels_as(label_form(model, len(files["classes"])), y, len(files["classes"]))
+        inputs, count = {"x": x, "y": labels, "batch_size": 256}, len(y)
+    else:
+        data = load_dataset(packed[0], (packed[1],))
+        form = label_form(model, len(data.class_names))
+        inputs, count = {"x": data.batches(packed[1], 256, labels=form)}, len(data.labels[packed[1]])
+    model.reset_metrics()  # each split from a fresh state: no count of the one before is carried over
+    results = model.evaluate(**inputs, verbose=0, return_dict=True)
+    if name not in results:
+        raise ValueError(f"the saved model's compiled metrics are {', '.join(sorted(results))}; expected {name!r} "
+                         f"(target.metric val_{name})")
+    return float(results[name]), int(count)
+
+
+def _labels_as(form, labels, classes):
+    """Class indices in the form a compiled loss wants (labels.label_form): one-hot rows, one float column, as is."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    if form == "one_hot":
+        return np.eye(classes, dtype="float32")[labels]
+    if form == "binary":
+        return labels.astype("float32").reshape(-1, 1)
+    return labels
+
+
+def requested_metric(out_dir):
+    """target.metric, as the controller asked in OUT_DIR/score.json (val_accuracy when it asked nothing)."""
+    metric = (trialdir.read_json(str(out_dir / SCORE)) or {}).get("metric", "val_accuracy")
+    if not isinstance(metric, str) or not METRIC.match(metric):
+        raise ValueError(f"{SCORE}: metric {metric!r}; expected val_ and a name, as target.metric")
+    return metric
+
+
+def load(model_path, metric):
+    """The saved model in safe mode: uncompiled for accuracy (predictions suffice), else with the loss and metrics
+    it was compiled with, which Keras rebuilds from the file when they are its own (a function of the trial's code
+    is never imported: it cannot be scored)."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    if metric == "val_accuracy":
+        return keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    try:
+        return keras.saving.load_model(model_path, compile=True, safe_mode=True)
+    except (TypeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{metric} needs the model's compiled loss and metrics, and they cannot be rebuilt without "
+                         f"running the trial's code ({first}); expected Keras' own metrics and losses") from None
 
 
 def main(argv=None):
@@ -92,11 +165,10 @@ def main(argv=None):
         print(f"autotune_trainer.verify: {model_path} is not a regular file; expected the trained model", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    import keras  # pylint: disable=import-outside-toplevel
-
-    model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    metric = requested_metric(args.out)
+    model = load(model_path, metric)
     split = trialdir.read_json(str(args.out / SPLIT))
-    measured = scores(model, args, split)
+    measured = scores(model, args, split, metric)
     os.makedirs(args.out, exist_ok=True)
     trialdir.write_json(str(args.out / VERIFIED), measured)
     return EXIT_OK
