@@ -22,6 +22,15 @@ EXAMPLE_CONFIG = REPO / "examples" / "catsdogs" / "autotune.yml"
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True)
+def _fast_polls_in_unit_tests(request, monkeypatch):
+    """Unit tests poll their in-memory trials (tests/fakes.py) every 10 ms instead of the 0.2 s a real trainer needs:
+    the study loop's logic is the same, and the unit suite stays short. Real trainers keep the product's pace."""
+    if (REPO / "tests" / "unit") in Path(str(request.node.path)).parents:
+        from ansible.module_utils.autotune import trialrun  # pylint: disable=import-outside-toplevel
+        monkeypatch.setattr(trialrun, "POLL_SECONDS", 0.01)
+
+
 @pytest.fixture(scope="session")
 def sample_data():
     if not SAMPLE_DATA.is_dir():
