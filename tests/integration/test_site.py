@@ -104,3 +104,20 @@ def test_example_group_vars_set_only_variables_the_roles_define():
             index = next(i for i, line in enumerate(lines) if line.startswith(name + ":"))
             # Documented: a comment above it, or above the block it belongs to.
             assert any(line.startswith("#") for line in lines[:index + 1]), f"{path.name}: {name} undocumented"
+
+
+def test_a_playbook_runs_from_outside_the_checkout_with_the_documented_ansible_config(tmp_path, sample_data):
+    """Cron, AWX and people start playbooks from anywhere: ANSIBLE_CONFIG=<checkout>/ansible.cfg is the one setting
+    (its library, module_utils, roles, plugins and inventory paths are read relative to the file, not the folder)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}",
+               ANSIBLE_NOCOLOR="1")
+    command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "--check",
+               "-e", json.dumps({"autotune_config": str(REPO / "examples" / "catsdogs" / "autotune.yml"),
+                                 "autotune_runs_root": str(tmp_path / "runs")})]
+    ran = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+    assert "TASK [autotune : Read the model's facts]" in ran.stdout and "failed=0" in ran.stdout
+    # Without it, from the same folder, the roles are not found: the setting is what makes it work.
+    env.pop("ANSIBLE_CONFIG")
+    bare = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert bare.returncode != 0 and "autotune" in bare.stdout + bare.stderr
