@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ansible.module_utils
@@ -85,6 +86,16 @@ def copy_run(run_dir, target):
 
 
 TRAINER_IMAGE = "autotune-trainer-keras:cpu-latest"
+
+
+def wait_until(predicate, seconds, what):
+    """Poll ``predicate`` every 0.2 s until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def missing(reason):

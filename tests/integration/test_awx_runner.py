@@ -36,7 +36,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from conftest import REPO, missing
+from conftest import REPO, missing, wait_until
 from containers_support import engine, pinned
 
 EE_IMAGE = os.environ.get("AUTOTUNE_EE_IMAGE", "autotune-ee:latest")
@@ -380,15 +380,6 @@ def _epochs(run_dir):
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _wait(predicate, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_health_job_relaunches_a_killed_trial_on_the_trainer_host(site, docker_client, tmp_path):
     """The `autotune health` template's job: health.yml from the EE against the trainer hosts relaunches the trial
     container killed on a trainer host, whose study a tune job (from the EE too) runs there; the trial resumes."""
@@ -407,13 +398,13 @@ def test_health_job_relaunches_a_killed_trial_on_the_trainer_host(site, docker_c
                                                    "autotune_hosts": "trainers"}, tmp_path, smtp_credential=False)
     thread, tuning = ansible_runner.run_async(**options)
     try:
-        _wait(lambda: len(_epochs(run_dir)) >= 2 or not thread.is_alive(), 300, "two epochs of trial 0")
+        wait_until(lambda: len(_epochs(run_dir)) >= 2 or not thread.is_alive(), 300, "two epochs of trial 0")
         assert thread.is_alive(), _explain(tuning)
         (container,) = docker_client.containers.list(filters={"label": ["io.autotune.project=autotune",
                                                                          f"io.autotune.run_dir={run_dir}"]})
         started = container.attrs["State"]["StartedAt"]
         container.kill()
-        _wait(lambda: (container.reload() or container.status) == "exited", 30, "the trial container to die")
+        wait_until(lambda: (container.reload() or container.status) == "exited", 30, "the trial container to die")
         done = len(_epochs(run_dir))
         health = _template("Create the health job template")
         assert health["extra_vars"] == {"autotune_health_hosts": "trainers"}

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from ansible.module_utils.autotune.runners import spares
-from conftest import TRAINER_IMAGE as IMAGE, BIN, REPO, run_playbook, write_config
+from conftest import TRAINER_IMAGE as IMAGE, BIN, REPO, run_playbook, wait_until, write_config
 
 
 OURS = "io.autotune.project=autotune"
@@ -54,15 +54,6 @@ def _epochs(run_dir):
     return [record["epoch"] for record in _records(run_dir)]
 
 
-def _wait(predicate, seconds, what):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _trial_container(client, study, run_dir):
     """The container training the study's trial 0: a warm spare handed it (its label names the spare folder,
     spares.json the trial it became), or a cold one labelled 0000; never the spare waiting for trial 1."""
@@ -80,12 +71,12 @@ def _finish(process, run_dir, tmp_path):
 
 def test_killed_spare_is_replaced_on_the_trial_folder_and_resumes(engine, tmp_path, sample_data):
     process, run_dir = _start_controller(tmp_path, "healkill")
-    _wait(lambda: len(_epochs(run_dir)) >= 3, 300, "three epochs")
+    wait_until(lambda: len(_epochs(run_dir)) >= 3, 300, "three epochs")
     container = _trial_container(engine, "healkill", run_dir)
     assert spares.SPARE_NAME.match(container.labels["io.autotune.trial"]), "trial 0 went to the warm spare"
     container.kill()
     killed_at = time.time()
-    _wait(lambda: (container.reload() or container.status) == "exited", 30, "the container to die")
+    wait_until(lambda: (container.reload() or container.status) == "exited", 30, "the container to die")
     done = len(_epochs(run_dir))
     healed = _health()
     assert healed.returncode == 0, healed.stdout[-2000:]
@@ -119,7 +110,7 @@ def _daemon_ctl(action):
 def test_stopped_daemon_is_started_and_the_trial_relaunched(engine, tmp_path, sample_data):
     # Cold, with no spare: the dead container is started again in place (its mount is the trial folder).
     process, run_dir = _start_controller(tmp_path, "healdaemon", epochs=40, warm=False)
-    _wait(lambda: len(_epochs(run_dir)) >= 2, 300, "two epochs")
+    wait_until(lambda: len(_epochs(run_dir)) >= 2, 300, "two epochs")
     stopped = _daemon_ctl("stop")
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(docker.errors.DockerException):
@@ -175,7 +166,7 @@ def test_crash_loop_is_given_up_and_strangers_are_left_alone(engine, live_study)
         for attempt in range(1, 4):
             healed = _health()
             assert healed.returncode == 0 and f"relaunched {ours.name} (study loop, trial 0)" in healed.stdout
-            _wait(lambda: (ours.reload() or ours.status) == "exited", 60, "the relaunched container to die again")
+            wait_until(lambda: (ours.reload() or ours.status) == "exited", 60, "the relaunched container to die again")
             assert json.loads((live_study / "trials" / "0000" / "health.json").read_text())["relaunches"] == attempt
         final = _health()
         assert final.returncode == 0 and f"gave_up {ours.name}" in final.stdout
