@@ -360,7 +360,7 @@ def test_the_mail_arrives_with_the_credentials_login(site, tune_job):
     assert recipients == [MAIL_TO]
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert "awx-catsdogs: goal 0.75 reached" in message["Subject"]
-    assert [part.get_filename() for part in message.iter_attachments()] == ["accuracy_per_trial.png"]
+    assert [part.get_filename() for part in message.iter_attachments()] == ["accuracy_per_trial.png", "trials.csv"]
 
 
 def test_the_password_is_in_no_artifact_nor_output(site, tune_job):
