@@ -74,8 +74,10 @@ def goal_callbacks(trial, launched, where):
     writer = MetricsWriter(trial.metrics_path, launched)
     callbacks = [
         RequireMetric(trial.metric, where),  # before anything records the epoch
-        # Before the writer, so a checkpoint exists for every epoch line the writer appends after it.
-        keras.callbacks.BackupAndRestore(str(trial.checkpoint_dir), delete_checkpoint=False),
+        # Before the writer, so a checkpoint exists for every epoch line the writer appends after it. Keras writes the
+        # weights in place: a trainer killed mid-save (what the health check relaunches) left an unreadable file and
+        # the trial restarted from epoch 0; double_checkpoint keeps the previous epoch's to fall back on.
+        keras.callbacks.BackupAndRestore(str(trial.checkpoint_dir), delete_checkpoint=False, double_checkpoint=True),
         writer,
         keras.callbacks.TerminateOnNaN(),
     ]
