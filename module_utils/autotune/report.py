@@ -237,10 +237,9 @@ def _kept(run_dir):
     trials = os.path.join(run_dir, "trials")
     folders = sorted(name for name in (os.listdir(trials) if os.path.isdir(trials) else ()) if name.isdigit())
     kept = [f"Kept: {len(folders)} trial folder(s) in {trials}, and the study's finished trials in its storage."]
-    try:
-        with trialdir.open_regular(os.path.join(run_dir, "progress.log")) as handle:
-            last = [line for line in handle.read(1 << 20).splitlines() if " best=" in line][-1:]
-    except OSError:
+    try:  # the log's end, read from its last bytes only (trialdir.read_tail): a long run's log is never read whole
+        last = [line for line in trialdir.read_tail(os.path.join(run_dir, "progress.log"), 200) if " best=" in line][-1:]
+    except (OSError, trialdir.TrialFileError):
         last = []
     return kept + [f"Last trial recorded: {escape(line)}" for line in last]
 
