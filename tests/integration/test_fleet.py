@@ -261,3 +261,5 @@ def test_goal_on_one_host_stops_the_other_and_other_data_is_refused(fleet_hosts,
     assert refusals and all("host-c" in line for line in refusals), output[-3000:]
     assert fleet.pack_fingerprint(str(packed)) in refusals[0]
     assert json.loads((tmp_path / "runs" / study / "summary.json").read_text())["reached"] is True
+    assert play.returncode != 0 and "The study ended, but host-c did not finish" in output, \
+        "a refused host still fails the run, after the result was sent"
