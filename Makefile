@@ -7,8 +7,11 @@ CONFIG ?= examples/catsdogs/autotune.yml
 ANSIBLE_ARGS ?=
 RUN_DIR ?= runs/catsdogs
 DASHBOARD_PORT ?= 8080
+TENSORBOARD_PORT ?= 6006
+# The run folder `make tensorboard` serves: the one whose trials/ changed last under runs/, unless RUN names one.
+RUN ?= $(patsubst %/trials,%,$(firstword $(shell ls -dt runs/*/trials 2>/dev/null)))
 
-.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers bench-fleet clean dashboard dashboard-service ee
+.PHONY: run test test-unit test-integration test-molecule venv lint sample-data bench bench-peers bench-fleet clean dashboard dashboard-service tensorboard ee
 
 $(BIN)/.installed: requirements.txt requirements-test.txt requirements-sample.txt trainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,13 @@ dashboard: venv
 # The same as a service that outlives the shell (roles/dashboard; as root: it writes /etc and /var/log).
 dashboard-service: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-playbook playbooks/dashboard.yml -e dashboard_port=$(DASHBOARD_PORT) -e dashboard_run_dir=$(abspath $(RUN_DIR)) $(ANSIBLE_ARGS)
+
+# Every trial's TensorBoard event files (per-epoch scalars; hyperparameters in the HParams tab) at http://127.0.0.1:6006 ;
+# Ctrl-C stops it. RUN=runs/NAME picks a run folder (default: the latest). The files are written by the trials' code:
+# TensorBoard only displays them, on loopback (docs/tensorboard.md).
+tensorboard: venv
+	@test -n "$(RUN)" && test -d "$(RUN)/trials" || { echo "no trials in $(or $(RUN),runs/): start 'make run' first, or name a run folder with RUN=runs/NAME" >&2; exit 1; }
+	$(BIN)/tensorboard --logdir "$(abspath $(RUN))/trials" --host 127.0.0.1 --port $(TENSORBOARD_PORT)
 
 test: venv data/catsdogs
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)

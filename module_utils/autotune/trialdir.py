@@ -39,6 +39,7 @@ METRICS = "metrics.jsonl"
 RESULT = "result.json"
 SAVED_MODEL = "model.keras"
 CHECKPOINT = "checkpoint"
+TENSORBOARD = "tensorboard"  # event files: per-epoch scalars and the trial's hyperparameters (HParams)
 LOG = "trainer.log"
 HEALTH = "health.json"
 HP_SEEN = "hyperparameters_seen.json"  # names built at run time (hp.Choice(f"filters_{i}")): searched from then on

@@ -74,7 +74,7 @@ def test_cpu_image_runs_as_non_root_with_the_pins_and_the_trainer(client, manife
         "import json, os, importlib.metadata as md\n"
         "import keras, autotune_trainer, tensorflow\n"
         "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'home': os.path.expanduser('~'),"
-        " 'versions': {p: md.version(p) for p in ('tensorflow-cpu', 'keras', 'numpy', 'autotune-trainer')},"
+        " 'versions': {p: md.version(p) for p in ('tensorflow-cpu', 'keras', 'numpy', 'tensorboard', 'pillow', 'autotune-trainer')},"
         " 'trainer': autotune_trainer.__file__}))\n"
     )
     out = client.containers.run(manifest["images"]["cpu"], ["python", "-c", probe],
@@ -83,7 +83,7 @@ def test_cpu_image_runs_as_non_root_with_the_pins_and_the_trainer(client, manife
     assert seen["uid"] != 0 and seen["gid"] != 0
     assert seen["trainer"].startswith("/opt/trainer/")
     pins = pinned()
-    for package in ("tensorflow-cpu", "keras", "numpy"):
+    for package in ("tensorflow-cpu", "keras", "numpy", "tensorboard", "pillow"):
         assert seen["versions"][package] == pins[package], package
 
 

@@ -43,7 +43,7 @@ def test_the_role_installs_every_package_a_module_names_in_its_requirements():
             for package in item.split(" (", 1)[0].split(" and "):
                 assert package.lower() in modules, f"{name} needs {package}, which roles/autotune_venv does not install"
     assert _pins(ROLE / "files" / "requirements-ansible.txt").keys() == {"ansible", "ansible-core"}
-    assert _pins(ROLE / "files" / "requirements-trainer.txt").keys() == {"tensorflow-cpu", "keras"}
+    assert _pins(ROLE / "files" / "requirements-trainer.txt").keys() == {"tensorflow-cpu", "keras", "tensorboard"}
 
 
 def test_the_example_trainers_run_modules_in_the_venv_the_role_makes_where_health_cron_looks():

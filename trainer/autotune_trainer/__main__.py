@@ -45,6 +45,7 @@ class Trial:
 
     def forget_progress(self):
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        shutil.rmtree(self.dir / trialdir.TENSORBOARD, ignore_errors=True)  # its epochs restart at 0
         self.metrics_path.unlink(missing_ok=True)
 
     def build(self):

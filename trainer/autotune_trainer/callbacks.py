@@ -1,12 +1,18 @@
 """Keras callbacks the trainer adds to every fit."""
 import json
 import os
+import sys
 import time
 
 import keras
 
 from autotune_trainer import trialdir
 from autotune_trainer.diagnose import MissingMetric
+
+try:  # tf.summary's writers and the HParams plugin need the tensorboard package, which an image built before it lacks
+    from tensorboard.plugins.hparams import api as hparams_api
+except ImportError:  # such a trial trains without event files (tensorboard_callbacks)
+    hparams_api = None
 
 
 class MetricsWriter(keras.callbacks.Callback):
@@ -68,9 +74,64 @@ class RequireMetric(keras.callbacks.Callback):
                                 "compile(metrics=[...])")
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback with its files flushed at every epoch's end: a trial the controller stops (pruned,
+    timed out, over its folder's cap) keeps the epochs it trained (the writers would hold them up to two minutes)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        # Keras creates one writer per split, lazily, and has no public flush; a Keras without this attribute leaves the
+        # flushing to the writers' own timer rather than failing the trial.
+        for writer in getattr(self, "_writers", {}).values():
+            writer.flush()
+
+
+class TrialHParams(keras.callbacks.Callback):
+    """The trial's hyperparameters through the HParams plugin's own Keras callback, flushed as the fit begins (a
+    trial that crashes or is stopped still shows them) and closed when it ends (the trainer leaves by os._exit)."""
+
+    def __init__(self, log_dir, params, trial_id):
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel  # loaded with Keras already
+
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.hparams = hparams_api.KerasCallback(self.writer, params, trial_id=trial_id)
+
+    def on_train_begin(self, logs=None):
+        self.hparams.on_train_begin(logs)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.hparams.on_train_end(logs)
+        self.writer.close()
+
+
+def hparam_values(params):
+    """The HParams plugin takes bool, int, float and str values; anything else (None) is shown as its text."""
+    return {str(name): value if isinstance(value, (bool, int, float, str)) else str(value)
+            for name, value in sorted(params.items())}
+
+
+def tensorboard_callbacks(trial):
+    """Event files in the trial folder's tensorboard/: each epoch's scalars (train/, validation/) and the trial's
+    parameters (HParams). Small on purpose: no graph, no histograms, no profile, no images. None without the
+    tensorboard package (tf.summary.scalar then raises at the first epoch): the trial trains, with a warning."""
+    if hparams_api is None:
+        print("autotune_trainer: WARNING: no tensorboard package in this trainer, so no TensorBoard event files "
+              "(rebuild the trainer image: docs/tensorboard.md)", file=sys.stderr, flush=True)
+        return []
+    log_dir = str(trial.dir / trialdir.TENSORBOARD)
+    number = trial.spec.get("number")
+    trial_id = f"{number:04d}" if isinstance(number, int) else None
+    return [EpochTensorBoard(log_dir, histogram_freq=0, write_graph=False, write_images=False, update_freq="epoch",
+                             profile_batch=0),
+            TrialHParams(log_dir, hparam_values(trial.spec.get("params") or {}), trial_id)]
+
+
 def goal_callbacks(trial, launched, where):
-    """(writer, callbacks) every fit of a trial gets: the metric check, the checkpoint, the per-epoch writer, the
-    NaN stop and the goal stop. ``trial`` has metric, direction, spec, metrics_path and checkpoint_dir."""
+    """(writer, callbacks) every fit of a trial gets: the metric check, the checkpoint, the TensorBoard files, the
+    per-epoch writer, the NaN stop and the goal stop. ``trial`` has dir, metric, direction, spec, metrics_path and
+    checkpoint_dir."""
     writer = MetricsWriter(trial.metrics_path, launched)
     callbacks = [
         RequireMetric(trial.metric, where),  # before anything records the epoch
@@ -78,6 +139,9 @@ def goal_callbacks(trial, launched, where):
         # weights in place: a trainer killed mid-save (what the health check relaunches) left an unreadable file and
         # the trial restarted from epoch 0; double_checkpoint keeps the previous epoch's to fall back on.
         keras.callbacks.BackupAndRestore(str(trial.checkpoint_dir), delete_checkpoint=False, double_checkpoint=True),
+        # Between the two: every epoch line of metrics.jsonl is in TensorBoard, and a resumed trial (after the
+        # checkpoint's epoch) writes no epoch twice.
+        *tensorboard_callbacks(trial),
         writer,
         keras.callbacks.TerminateOnNaN(),
     ]

@@ -95,6 +95,7 @@ class ScriptTrial:
     def forget_progress(self):
         import shutil  # pylint: disable=import-outside-toplevel
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        shutil.rmtree(self.dir / trialdir.TENSORBOARD, ignore_errors=True)  # its epochs restart at 0
         self.metrics_path.unlink(missing_ok=True)
 
     def _callbacks(self, launched):
