@@ -34,7 +34,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
-from ansible.module_utils.autotune import modelcode  # noqa: E402
+from ansible.module_utils.autotune.kinds import template as template_kind  # noqa: E402
 
 SAMPLE = REPO / "data" / "catsdogs"
 SIZE = 128
@@ -130,9 +130,9 @@ def data_open(packed):
 def trial(packed, folder):
     """The cnn template's baseline (1 epoch, batch 64), trained once as the local runner would."""
     template = str(REPO / "model_templates" / "cnn.py.j2")
-    params = {n: s["default"] for n, s in modelcode.template_meta(template)["hyperparameters"].items()}
+    params = {n: s["default"] for n, s in template_kind.template_meta(template)["hyperparameters"].items()}
     folder.mkdir(parents=True)
-    (folder / "model.py").write_text(modelcode.render(template, params, 1))
+    (folder / "model.py").write_text(template_kind.render(template, params, 1))
     (folder / "trial.json").write_text(json.dumps({"number": 0, "params": params, "model_api": "template",
                                                    "metric": "val_accuracy", "goal": None, "seed": 1}))
     env = dict(os.environ, PYTHONPATH=str(REPO / "trainer"), TF_CPP_MIN_LOG_LEVEL="2",

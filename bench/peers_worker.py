@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import optuna  # noqa: E402
 
 from ansible.module_utils.autotune import dataset as tune_dataset  # noqa: E402
-from ansible.module_utils.autotune import modelcode  # noqa: E402
+from ansible.module_utils.autotune.kinds import template as template_kind  # noqa: E402
 from ansible.module_utils.autotune import space as search_space  # noqa: E402
 from peers import SPACE  # noqa: E402
 
@@ -50,9 +50,9 @@ class Goal(keras.callbacks.Callback):
 
 def build(params, data):
     """The cnn template rendered with these values: the same model code our trials run."""
-    baseline = {n: s["default"] for n, s in modelcode.template_meta(TEMPLATE)["hyperparameters"].items()}
+    baseline = {n: s["default"] for n, s in template_kind.template_meta(TEMPLATE)["hyperparameters"].items()}
     namespace = {}
-    exec(compile(modelcode.render(TEMPLATE, dict(baseline, **params)), TEMPLATE, "exec"), namespace)  # noqa: S102
+    exec(compile(template_kind.render(TEMPLATE, dict(baseline, **params)), TEMPLATE, "exec"), namespace)  # noqa: S102
     COUNT["trials"] += 1
     return namespace["build_model"](data.input_shape, len(data.class_names)), namespace["TRAINING"]["batch_size"]
 

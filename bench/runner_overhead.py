@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 from ansible.module_utils.autotune import dataset as tune_dataset  # noqa: E402
-from ansible.module_utils.autotune import modelcode  # noqa: E402
+from ansible.module_utils.autotune.kinds import template as template_kind  # noqa: E402
 from ansible.module_utils.autotune.runners.local import LocalRunner  # noqa: E402
 from ansible.module_utils.autotune.runners.docker import DockerRunner  # noqa: E402
 
@@ -30,7 +30,7 @@ from ansible.module_utils.autotune.runners.docker import DockerRunner  # noqa: E
 def one_trial(runner, work, number, packed, params):
     trial_dir = Path(work) / f"{runner.name}-{number}"
     trial_dir.mkdir()
-    (trial_dir / "model.py").write_text(modelcode.render(str(REPO / "model_templates" / "cnn.py.j2"), params, number))
+    (trial_dir / "model.py").write_text(template_kind.render(str(REPO / "model_templates" / "cnn.py.j2"), params, number))
     (trial_dir / "trial.json").write_text(json.dumps({"number": number, "params": params, "model_api": "template",
                                                       "metric": "val_accuracy", "goal": None, "seed": 1}))
     started = time.time()
@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--image", default="autotune-trainer-keras:cpu-latest")
     args = parser.parse_args()
-    meta = modelcode.template_meta(str(REPO / "model_templates" / "cnn.py.j2"))
+    meta = template_kind.template_meta(str(REPO / "model_templates" / "cnn.py.j2"))
     params = {n: s["default"] for n, s in meta["hyperparameters"].items()}
     runners = [LocalRunner(trainer_path=str(REPO / "trainer")), DockerRunner(args.image)]
     figures = {r.name: [] for r in runners}

@@ -546,7 +546,7 @@ def find_script(folder):
 
 
 def plan(source, path, overrides, found):
-    """The model plan of a script: (plan without space/ladder, facts). ``found`` is modelcode.facts' framework check."""
+    """The model plan of a script: (plan without space/ladder, facts). ``found``: its facts (kinds/source.py)."""
     script = read(source, path)
     unknown = sorted(set(overrides) - set(script["baseline"]))
     if unknown:

@@ -20,10 +20,10 @@ import time
 import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
-from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import dashboard, objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
+from ansible.module_utils.autotune.kinds import kind_of
 from ansible.module_utils.autotune.progress import trial_line
 from ansible.module_utils.autotune.runners.base import FinishedTrial
 from ansible.module_utils.autotune.storage import make_storage, open_study
@@ -42,10 +42,7 @@ def verification_data(config, plan, dataset):
     """What the verifier reads: the trials' pack (validation split), the held-out test pack when this host has it,
     and for a script (it reads image files, not the pack) the same splits as files."""
     data = {"path": dataset["path"], "test_path": dataset.get("test_path")}
-    if plan["api"] == "script":
-        parts = ("val", "test") if dataset.get("test_path") else ("val",)
-        data["split"] = {part: tune_dataset.split_files(config["dataset"], part) for part in parts}
-        data["read_only"] = [config["dataset"]["test"]] if config["dataset"].get("test") else []
+    data.update(kind_of(plan).verification_data(config, dataset))
     return data
 
 

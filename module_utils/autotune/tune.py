@@ -11,8 +11,9 @@ from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import report, scriptcode, trialdir
+from ansible.module_utils.autotune import report, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.kinds import kind_of
 from ansible.module_utils.autotune.modelcode import plan as model_plan
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.progress import ProgressLog
@@ -84,11 +85,10 @@ def prepare(config_path, templates_dir, overrides=None, runs_root="runs", storag
     warnings = []
     classes = tune_dataset.scan(config["dataset"]["path"], warnings)
     warnings += tune_dataset.size_warnings(classes, config["dataset"]["image_size"])
-    if plan["api"] == "script":
-        errors, surplus = scriptcode.output_lines(plan, classes, plan["file"])
-        if errors:
-            raise AutotuneError(errors[0], errors)
-        warnings += plan["warnings"] + surplus
+    errors, doubts = kind_of(plan).check(plan, classes)  # a script's output layer against the classes
+    if errors:
+        raise AutotuneError(errors[0], errors)
+    warnings += doubts
     runner_facts(config["runner"], plan["facts"]["framework"])  # fail before anything starts
     run_dir = resolve_run_dir(config, runs_root)
     check_run_dir(run_dir, config["study"])
@@ -168,16 +168,8 @@ def _copy_regular(source, target):
 
 
 def held_out_note(config, plan):
-    """How far the test score can be trusted: None when no trial could read the test images, else why not.
-    A script reads its own folders (mounted read-only into its container): a test split inside them is not held out."""
-    if plan["api"] != "script":
-        return None
-    test = config["dataset"].get("test")
-    readable = [os.path.realpath(p) for p in plan.get("read_only_paths", ())]
-    if not test or any(os.path.realpath(test) == p or os.path.realpath(test).startswith(p + os.sep) for p in readable):
-        return ("verified on images the script could read (they are in its data or its own folder); set "
-                "dataset.test to a folder outside both for a held-out score")
-    return None
+    """How far the test score can be trusted: None when no trial could read the test images, else why not."""
+    return kind_of(plan).held_out_note(config, plan)
 
 
 def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan, scorer=None):

@@ -7,7 +7,7 @@ import docker
 import pytest
 
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import modelcode
+from ansible.module_utils.autotune.kinds import template as template_kind
 from ansible.module_utils.autotune.tune import prepare, run
 from conftest import TRAINER_IMAGE as IMAGE, REPO, TEMPLATES, run_playbook, write_config
 
@@ -41,9 +41,9 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
         "                 if l.split()[1].startswith(('/data', '/trial', '/work', '/root', '/tmp/'))}\n"
         "json.dump(out, open('/trial/probe.json', 'w'))\n"
     )
-    meta = modelcode.template_meta(str(TEMPLATES / "cnn.py.j2"))
+    meta = template_kind.template_meta(str(TEMPLATES / "cnn.py.j2"))
     params = {n: s["default"] for n, s in meta["hyperparameters"].items()}
-    (trial_dir / "model.py").write_text(probe + modelcode.render(str(TEMPLATES / "cnn.py.j2"), params, 0))
+    (trial_dir / "model.py").write_text(probe + template_kind.render(str(TEMPLATES / "cnn.py.j2"), params, 0))
     (trial_dir / "trial.json").write_text(json.dumps({"number": 0, "params": params, "model_api": "template",
                                                       "metric": "val_accuracy", "goal": None, "seed": 1}))
     runner = DockerRunner(IMAGE, cpus=1, memory="2g")

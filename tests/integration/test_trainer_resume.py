@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import modelcode
+from ansible.module_utils.autotune.kinds import template as template_kind
 from conftest import REPO, TEMPLATES
 
 EPOCHS = 8
@@ -23,9 +23,9 @@ def packed(tmp_path_factory, sample_data):
 
 
 def _trial_dir(tmp_path):
-    meta = modelcode.template_meta(str(TEMPLATES / "cnn.py.j2"))
+    meta = template_kind.template_meta(str(TEMPLATES / "cnn.py.j2"))
     params = dict({n: s["default"] for n, s in meta["hyperparameters"].items()}, epochs=EPOCHS, batch_size=32, filters=8)
-    (tmp_path / "model.py").write_text(modelcode.render(str(TEMPLATES / "cnn.py.j2"), params, 1))
+    (tmp_path / "model.py").write_text(template_kind.render(str(TEMPLATES / "cnn.py.j2"), params, 1))
     (tmp_path / "trial.json").write_text(json.dumps({"number": 1, "params": params, "model_api": "template",
                                                      "metric": "val_accuracy", "goal": None, "seed": 1}))
     return tmp_path

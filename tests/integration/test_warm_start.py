@@ -6,7 +6,7 @@ import time
 import pytest
 
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import modelcode
+from ansible.module_utils.autotune.kinds import template as template_kind
 from ansible.module_utils.autotune.runners.docker import DockerRunner
 from ansible.module_utils.autotune.runners.local import LocalRunner
 from conftest import REPO, TEMPLATES, TRAINER_IMAGE
@@ -16,9 +16,9 @@ DATASET = {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2
 
 def _trial(folder):
     folder.mkdir(parents=True)
-    meta = modelcode.template_meta(str(TEMPLATES / "cnn.py.j2"))
+    meta = template_kind.template_meta(str(TEMPLATES / "cnn.py.j2"))
     params = {n: s["default"] for n, s in meta["hyperparameters"].items()}
-    (folder / "model.py").write_text(modelcode.render(str(TEMPLATES / "cnn.py.j2"), params, 0))
+    (folder / "model.py").write_text(template_kind.render(str(TEMPLATES / "cnn.py.j2"), params, 0))
     (folder / "trial.json").write_text(json.dumps({"number": 0, "params": params, "model_api": "template",
                                                    "metric": "val_accuracy", "goal": None, "seed": 1}))
     return folder

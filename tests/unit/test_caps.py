@@ -72,13 +72,14 @@ HOSTILE_TEMPLATES = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_TEMPLATES))
 def test_a_template_that_loops_for_ever_or_builds_gigabytes_is_one_line(tmp_path, name, monkeypatch):
-    from ansible.module_utils.autotune import bounded, modelcode
+    from ansible.module_utils.autotune import bounded
+    from ansible.module_utils.autotune.kinds import template as template_kind
     monkeypatch.setattr(bounded, "CPU_SECONDS", 1)  # the default (5 s) is proved the same way, only slower
     path = tmp_path / "evil.py.j2"
     path.write_text(HOSTILE_TEMPLATES[name])
     started = time.time()
     with pytest.raises(AutotuneError) as caught:
-        modelcode.render(str(path), {"blocks": 1})
+        template_kind.render(str(path), {"blocks": 1})
     seconds = time.time() - started
     message = str(caught.value)
     assert "\n" not in message and message.startswith("model.template: rendering evil.py.j2 ")
@@ -92,14 +93,14 @@ def test_a_template_that_loops_for_ever_or_builds_gigabytes_is_one_line(tmp_path
 
 def test_a_bounded_render_costs_milliseconds(tmp_path):
     """The fork is paid once per trial (its code) and once at the Detect step: measured here, kept small."""
-    from ansible.module_utils.autotune import modelcode
+    from ansible.module_utils.autotune.kinds import template as template_kind
     path = str(TEMPLATES / "cnn.py.j2")
-    meta = modelcode.template_meta(path)
+    meta = template_kind.template_meta(path)
     hp = {n: spec["default"] for n, spec in meta["hyperparameters"].items()}
-    modelcode._render(path, hp, 0)  # pylint: disable=protected-access  # warm Jinja2's own caches first
+    template_kind._render(path, hp, 0)  # pylint: disable=protected-access  # warm Jinja2's own caches first
     started = time.perf_counter()
     for _ in range(10):
-        modelcode.render(path, hp, 0)
+        template_kind.render(path, hp, 0)
     per_render = (time.perf_counter() - started) / 10
     assert per_render < 0.5, f"{per_render * 1000:.0f} ms per bounded render"
 
@@ -230,9 +231,9 @@ def test_reading_a_script_is_bounded(tmp_path, sample_data):
 
 
 def test_a_template_that_prints_megabytes_of_code_is_one_line(tmp_path):
-    from ansible.module_utils.autotune import modelcode
+    from ansible.module_utils.autotune.kinds import template as template_kind
     path = tmp_path / "wordy.py.j2"
     path.write_text("import keras\n# {{ 'x' * 1800000 }}\n")  # a comment: compiled at once, but 1.8 MB
     with pytest.raises(AutotuneError, match=r"^model.template: rendering wordy.py.j2 produced 1757 KiB of code, "
                                             r"more than 1024 KiB; expected"):
-        modelcode.render(str(path), {})
+        template_kind.render(str(path), {})

@@ -40,7 +40,7 @@ FILE_EXTENSIONS = {"py", "yml", "yaml", "json", "jsonl", "md", "txt", "log", "db
                    "j2", "cfg", "ini", "sh", "lock", "conf", "diff", "csv", "toml", "secret", "crt", "pth", "html"}
 
 SECTIONS = autotune_config.SCHEMA["properties"]
-MODULES = sorted(p.stem for p in (REPO / "module_utils" / "autotune").glob("*.py") if p.stem != "__init__") + ["runners"]
+MODULES = sorted(p.stem for p in (REPO / "module_utils" / "autotune").glob("*.py") if p.stem != "__init__") + ["runners", "kinds"]
 # A dotted name in a code span that starts with a configuration section or one of our modules: `budget.max_trials`,
 # `runner.docker.memory`, `trialrun.Running.step`. Not inside a longer dotted name (`optuna.study.Study`).
 DOTTED_RE = re.compile(rf"(?<![\w.$/-])((?:{'|'.join(sorted(set(SECTIONS) | set(MODULES)))})(?:\.[A-Za-z_]\w*)+)(?![\w-])")

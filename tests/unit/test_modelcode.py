@@ -2,6 +2,8 @@
 import pytest
 
 from ansible.module_utils.autotune import modelcode
+from ansible.module_utils.autotune.kinds import source as model_source
+from ansible.module_utils.autotune.kinds import template as template_kind
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune.errors import AutotuneError
 from conftest import TEMPLATES
@@ -26,13 +28,13 @@ def build_model(hp):
 
 
 def _baseline(**changes):
-    meta = modelcode.template_meta(CNN)
+    meta = template_kind.template_meta(CNN)
     return dict({n: s["default"] for n, s in meta["hyperparameters"].items()}, **changes)
 
 
 def test_template_renders_blocks_filters_and_kernel():
-    source = modelcode.render(CNN, _baseline(blocks=3, filters=8, kernel_size=5, pooling="avg"), trial_number=7)
-    facts = modelcode.facts(source, "cnn")
+    source = template_kind.render(CNN, _baseline(blocks=3, filters=8, kernel_size=5, pooling="avg"), trial_number=7)
+    facts = model_source.facts(source, "cnn")
     assert facts["kind"] == "cnn" and facts["framework"] == "keras"
     convs = [layer for layer in facts["layers"] if layer.startswith("Conv2D")]
     assert convs == ["Conv2D(8, kernel_size=5, padding='same')", "Conv2D(16, kernel_size=5, padding='same')",
@@ -43,7 +45,7 @@ def test_template_renders_blocks_filters_and_kernel():
 
 def test_rendered_model_builds_and_compiles():
     namespace = {}
-    exec(compile(modelcode.render(CNN, _baseline(blocks=2, augment=True, dropout=0.2)), "model.py", "exec"), namespace)  # noqa: S102
+    exec(compile(template_kind.render(CNN, _baseline(blocks=2, augment=True, dropout=0.2)), "model.py", "exec"), namespace)  # noqa: S102
     model = namespace["build_model"]((28, 28, 1), 2)
     assert model.output_shape == (None, 2)
     assert [l.__class__.__name__ for l in model.layers].count("Conv2D") == 2
@@ -51,16 +53,16 @@ def test_rendered_model_builds_and_compiles():
 
 
 def test_the_template_is_unchanged_for_accuracy_and_a_loss():
-    plain = modelcode.render(CNN, _baseline())
-    assert modelcode.render(CNN, _baseline(), metric="val_accuracy") == plain
-    assert modelcode.render(CNN, _baseline(), metric="val_loss") == plain, "every model logs its loss"
+    plain = template_kind.render(CNN, _baseline())
+    assert template_kind.render(CNN, _baseline(), metric="val_accuracy") == plain
+    assert template_kind.render(CNN, _baseline(), metric="val_loss") == plain, "every model logs its loss"
     assert 'loss="sparse_categorical_crossentropy",\n        metrics=["accuracy"],' in plain
 
 
 @pytest.mark.parametrize("metric, name", [("val_auc", "auc"), ("val_precision", "precision"), ("val_recall", "recall")])
 def test_target_metric_adds_a_known_keras_metric_to_the_templates_compile(metric, name):
     namespace = {}
-    exec(compile(modelcode.render(CNN, _baseline(), metric=metric), "model.py", "exec"), namespace)  # noqa: S102
+    exec(compile(template_kind.render(CNN, _baseline(), metric=metric), "model.py", "exec"), namespace)  # noqa: S102
     model = namespace["build_model"]((28, 28, 1), 2)
     assert model.loss == "categorical_crossentropy", "AUC, precision and recall read one-hot labels"
     added = model._compile_config.config["metrics"][1]  # pylint: disable=protected-access
@@ -89,7 +91,7 @@ def test_a_planned_template_renders_every_trial_with_target_metric(tmp_path, sam
 
 
 def test_keras_tuner_file_facts_give_space_and_defaults():
-    facts = modelcode.facts(KERAS_TUNER_MODEL, "model.py")
+    facts = model_source.facts(KERAS_TUNER_MODEL, "model.py")
     assert facts["kind"] == "mlp" and facts["build_model_args"] == ["hp"]
     assert facts["space"] == {"units": {"type": "int", "low": 32, "high": 512, "step": 32},
                               "dropout": {"type": "bool"},
@@ -99,18 +101,18 @@ def test_keras_tuner_file_facts_give_space_and_defaults():
 
 def test_pytorch_is_refused_with_what_is_supported():
     with pytest.raises(AutotuneError, match=r"uses pytorch; supported: keras"):
-        modelcode.facts("import torch\n\ndef build_model(hp):\n    return torch.nn.Linear(2, 2)\n", "net.py")
+        model_source.facts("import torch\n\ndef build_model(hp):\n    return torch.nn.Linear(2, 2)\n", "net.py")
 
 
 def test_file_without_build_model_is_refused():
     with pytest.raises(AutotuneError, match=r"defines no build_model\(\)"):
-        modelcode.facts("import keras\nmodel = keras.Sequential()\n", "m.py")
+        model_source.facts("import keras\nmodel = keras.Sequential()\n", "m.py")
 
 
 def test_facts_never_execute_the_code(tmp_path):
     marker = tmp_path / "ran"
     source = f"import keras\nopen({str(marker)!r}, 'w').write('x')\n\ndef build_model(hp):\n    pass\n"
-    modelcode.facts(source, "m.py")
+    model_source.facts(source, "m.py")
     assert not marker.exists()
 
 
@@ -143,11 +145,11 @@ def _template(folder, meta, body="import keras\n\ndef build_model(input_shape, n
 def test_template_metadata_is_validated_one_line_per_problem(tmp_path):
     path = _template(tmp_path, "framework: keras\nhyperparameters:\n  units: {type: int, low: 8, high: 4}\n")
     with pytest.raises(AutotuneError) as error:
-        modelcode.template_meta(path)
+        template_kind.template_meta(path)
     assert error.value.details == ["hyperparameters.units.default: missing; expected the baseline value"]
     path = _template(tmp_path, "framework: pytorch\nhyperparameters:\n  units: {default: 8, type: int, low: 16, high: 4}\n")
     with pytest.raises(AutotuneError) as error:
-        modelcode.template_meta(path)
+        template_kind.template_meta(path)
     assert error.value.details == ["framework: 'pytorch' is invalid; expected one of keras"]
 
 
@@ -158,9 +160,9 @@ def test_template_framework_is_the_metadata_one(tmp_path):
 
 def test_a_template_outside_the_allowed_folders_is_refused(tmp_path):
     with pytest.raises(AutotuneError, match="outside the templates folder and the model's folder"):
-        modelcode.template_path(str(TEMPLATES), "../../etc/evil.py.j2", str(tmp_path))
+        template_kind.template_path(str(TEMPLATES), "../../etc/evil.py.j2", str(tmp_path))
     inside = tmp_path / "mine.py.j2"
-    assert modelcode.template_path(str(TEMPLATES), "mine.py.j2", str(tmp_path)) == str(inside)
+    assert template_kind.template_path(str(TEMPLATES), "mine.py.j2", str(tmp_path)) == str(inside)
 
 
 def test_a_template_cannot_reach_the_controllers_python(tmp_path):
@@ -168,11 +170,11 @@ def test_a_template_cannot_reach_the_controllers_python(tmp_path):
     body = "{{ cycler.__init__.__globals__.os.system('touch " + str(marker) + "') }}\n"
     path = _template(tmp_path, "framework: keras\nhyperparameters:\n  units: {default: 8, type: int}\n", body)
     with pytest.raises(AutotuneError, match="tried an unsafe operation|does not render"):
-        modelcode.render(path, {"units": 8})
+        template_kind.render(path, {"units": 8})
     assert not marker.exists()
 
 
 def test_a_configuration_value_never_becomes_code():
     injected = "0.001) or __import__('os').system('id') or (1"
     with pytest.raises(AutotuneError, match="model.baseline.learning_rate: .* expected a number, true/false or a plain word"):
-        modelcode.render(CNN, _baseline(learning_rate=injected))
+        template_kind.render(CNN, _baseline(learning_rate=injected))

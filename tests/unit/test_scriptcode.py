@@ -220,7 +220,7 @@ def test_detection_never_runs_the_script(tmp_path):
 
 
 def test_the_trainer_reads_relative_data_paths_from_the_scripts_folder(tmp_path, monkeypatch):
-    from autotune_trainer import script  # the trainer package (tests/conftest.py puts trainer/ on the path)
+    from autotune_trainer.kinds import script  # the trainer package (tests/conftest.py puts trainer/ on the path)
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "written_here.png").write_bytes(b"")

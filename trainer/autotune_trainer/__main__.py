@@ -1,6 +1,5 @@
 """Entry point: ``python -m autotune_trainer TRIAL_DIR --data PACKED_DATASET_FOLDER``."""
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 from autotune_trainer import ending, trialdir
+from autotune_trainer.kinds import trial_class
 from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK
 
 
@@ -19,67 +19,6 @@ def _launch_time():
         return float(os.environ["AUTOTUNE_LAUNCH_TIME"])
     except (KeyError, ValueError):
         return time.time()
-
-
-def _load_model_module(path):
-    spec = importlib.util.spec_from_file_location("autotune_trial_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class Trial:
-    """One trial's folder, spec and data, and how to build and fit its model."""
-
-    def __init__(self, trial_dir, spec, data):
-        self.dir, self.spec = trial_dir, spec
-        self.data, self.class_names = data, data.class_names
-        self.metric = spec.get("metric", "val_accuracy")
-        self.direction = spec.get("direction") or trialdir.default_direction(self.metric)
-        self.metrics_path = trial_dir / trialdir.METRICS
-        self.checkpoint_dir = trial_dir / trialdir.CHECKPOINT
-        self.module = _load_model_module(trial_dir / spec.get("model_file", trialdir.MODEL))
-
-    def completed_epochs(self):
-        return trialdir.read_metrics(str(self.metrics_path))
-
-    def forget_progress(self):
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        shutil.rmtree(self.dir / trialdir.TENSORBOARD, ignore_errors=True)  # its epochs restart at 0
-        self.metrics_path.unlink(missing_ok=True)
-
-    def build(self):
-        """(compiled model, epochs, batch size) for this trial's parameters."""
-        params, defaults = self.spec["params"], self.spec.get("defaults", {})
-        if self.spec.get("model_api") == "keras_tuner":
-            from autotune_trainer.hp import FixedHyperParameters  # pylint: disable=import-outside-toplevel
-            from autotune_trainer.diagnose import built_model  # pylint: disable=import-outside-toplevel
-            hp = FixedHyperParameters(params)
-            try:
-                built = built_model(self.module.build_model(hp), "build_model(hp)")
-            finally:  # names seen before a crash count too: the controller searches them from the next trial
-                if hp.registered:
-                    trialdir.write_json(str(self.dir / trialdir.HP_SEEN), hp.registered)
-            return (built, int(hp.values.get("epochs", defaults.get("epochs", 3))),
-                    int(hp.values.get("batch_size", defaults.get("batch_size", 64))))
-        built = self.module.build_model(input_shape=self.data.input_shape, num_classes=len(self.class_names))
-        return built, int(self.module.TRAINING["epochs"]), int(self.module.TRAINING["batch_size"])
-
-    def fit(self, launched):
-        """Train (resuming from the checkpoint when there is one); returns (model, epochs, batch size, writer, history)."""
-        from autotune_trainer.callbacks import goal_callbacks  # pylint: disable=import-outside-toplevel
-        from autotune_trainer.labels import label_form  # pylint: disable=import-outside-toplevel
-
-        model, epochs, batch_size = self.build()
-        where = "build_model(hp)'s model" if self.spec.get("model_api") == "keras_tuner" else "the template's model"
-        writer, callbacks = goal_callbacks(self, launched, where)
-        # Batches stream from the packed files as pixels 0..255 (the model scales its own input, as with Keras'
-        # image_dataset_from_directory), labels in the form the model's loss wants (labels.py); validation too.
-        form = label_form(model, len(self.class_names))
-        train = self.data.batches("train", batch_size, shuffle=True, seed=int(self.spec.get("seed", 1)), labels=form)
-        history = model.fit(train, validation_data=self.data.batches("val", batch_size, labels=form), epochs=epochs,
-                            shuffle=False, callbacks=callbacks, verbose=2)  # the pipeline shuffles, per epoch
-        return model, epochs, batch_size, writer, history
 
 
 def _fit_resuming(trial, launched, result):
@@ -143,28 +82,28 @@ def run_trial(trial_dir, load_data, launched):
         print(f"autotune_trainer: cannot read {trial_dir / trialdir.SPEC}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    try:
+        kind = trial_class(spec.get("model_api", "template"))
+    except ValueError as exc:
+        print(f"autotune_trainer: {trialdir.SPEC}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
     # Heavy imports only after the cheap checks: a bad trial fails in milliseconds.
     import keras  # noqa: E402  pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(int(spec.get("seed", 1)))
-    script = spec.get("model_api") == "script"
-    if script:
+    if kind.ordinary_exit:
         ending.ordinary_exit_needed()
-    data = None if script else load_data()  # the user's script reads its own data (script.py)
+    data = load_data() if kind.reads_pack else None  # a script reads its own data (kinds/script.py)
     result = {"status": "ok", "metric": spec.get("metric", "val_accuracy")}
     try:
-        if script:
-            from autotune_trainer.script import ScriptTrial  # pylint: disable=import-outside-toplevel
-            trial = ScriptTrial(trial_dir, spec)
-        else:
-            trial = Trial(trial_dir, spec, data)
+        trial = kind(trial_dir, spec, data)
         fitted, done_before, fit_started = _fit_resuming(trial, launched, result)
     except Exception as exc:  # pylint: disable=broad-except
         if trialdir.read_metrics(str(trial_dir / trialdir.METRICS)) or _out_of_memory(exc):
             raise  # it trained, or memory ran out (a budget to raise, not code to fix): an ordinary failure
-        where = {"script": "the script", "keras_tuner": "build_model(hp) or its fit"}.get(spec.get("model_api"),
-                                                                                         "the model's code")
-        return _model_failed(trial_dir, exc, where, None if script else len(data.class_names), result)
+        return _model_failed(trial_dir, exc, kind.failed_words, len(data.class_names) if data is not None else None,
+                             result)
     return _finish(trial, fitted, done_before, fit_started, launched, result)
 
 

@@ -20,7 +20,7 @@ import runpy
 import sys
 import traceback
 
-from autotune_trainer import trialdir
+from autotune_trainer.kinds.base import ModelTrial
 
 # (module, function, name of its path argument): the readers whose relative paths are resolved.
 DATA_READERS = (
@@ -77,31 +77,24 @@ def data_paths(root):
             setattr(module, name, original)
 
 
-class ScriptTrial:
-    """The same interface as __main__.Trial (fit, completed_epochs, forget_progress), for a script."""
+class ScriptTrial(ModelTrial):
+    """The script runs as it is; its first fit gets our callbacks (the same interface as the other kinds)."""
 
-    def __init__(self, trial_dir, spec):
-        self.dir, self.spec = trial_dir, spec
-        self.metric = spec.get("metric", "val_accuracy")
-        self.direction = spec.get("direction") or trialdir.default_direction(self.metric)
-        self.metrics_path = trial_dir / trialdir.METRICS
-        self.checkpoint_dir = trial_dir / trialdir.CHECKPOINT
-        self.script = trial_dir / spec.get("model_file", trialdir.MODEL)
+    name = "script"
+    reads_pack = False  # the script reads its own images
+    ordinary_exit = True  # the script may leave files unflushed (ending.py)
+    model_words = "the script's model"
+    failed_words = "the script"
+
+    def __init__(self, trial_dir, spec, data=None):
+        super().__init__(trial_dir, spec, data)
+        self.script = self.model_path
         self.data_root = (spec.get("defaults") or {}).get("data_root")
-
-    def completed_epochs(self):
-        return trialdir.read_metrics(str(self.metrics_path))
-
-    def forget_progress(self):
-        import shutil  # pylint: disable=import-outside-toplevel
-        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-        shutil.rmtree(self.dir / trialdir.TENSORBOARD, ignore_errors=True)  # its epochs restart at 0
-        self.metrics_path.unlink(missing_ok=True)
 
     def _callbacks(self, launched):
         from autotune_trainer.callbacks import goal_callbacks  # pylint: disable=import-outside-toplevel
 
-        return goal_callbacks(self, launched, "the script's model")
+        return goal_callbacks(self, launched, self.model_words)
 
     def fit(self, launched):
         """Run the script; returns (model, epochs, batch size, writer, history) of its first fit."""
