@@ -57,7 +57,11 @@ def test_every_path_that_runs_pushed_code_passes_the_operators_limits():
 
 def test_the_fleet_passes_the_limits_to_the_study_and_to_every_worker():
     plays = yaml.safe_load((REPO / "playbooks/fleet.yml").read_text())
-    tasks = [task for play in plays for task in play.get("tasks", [])]
+    def flat(tasks):  # tasks inside blocks (and their rescue) too
+        for task in tasks:
+            yield task
+            yield from flat(task.get("block", []) + task.get("rescue", []) + task.get("always", []))
+    tasks = list(flat([task for play in plays for task in play.get("tasks", [])]))
     study = [t["fleet_study"] for t in tasks if "fleet_study" in t]
     worker = [t["fleet_worker"] for t in tasks if "fleet_worker" in t]
     assert study and all(args["limits"] == "{{ autotune_limits | default(omit) }}" for args in study)
