@@ -137,17 +137,20 @@ def lock_differences(recorded, found):
 
 
 def check_environment(record, runner):
-    """The trainer's environment now, against the recorded lock: one line naming the first differences."""
+    """The trainer's environment now, against the recorded lock: one line naming the first differences. Returns
+    the environment found (its CPU model may differ: said beside the values, not refused)."""
     recorded = record.get("environment") or {}
     if not recorded.get("packages"):
         raise AutotuneError(f"record: trial {record['number']} holds no trainer environment "
                             f"({recorded.get('error', 'none recorded')}); expected a lock to compare with")
-    changes = lock_differences(recorded, runner.environment())
+    found = runner.environment()
+    changes = lock_differences(recorded, found)
     if changes:
         more = f" and {len(changes) - SHOWN_DIFFERENCES} more" if len(changes) > SHOWN_DIFFERENCES else ""
         raise AutotuneError(f"trainer: the environment changed since trial {record['number']} was recorded "
                             f"({escape('; '.join(changes[:SHOWN_DIFFERENCES]))}{more}); expected the same "
                             "packages and trainer to reproduce it")
+    return found
 
 
 def rerun(record, run_dir, runner, packed, code):
@@ -229,7 +232,7 @@ def reproduce(trial_path, trainer_path=None, check_only=False):
         packed = check_data(record, run_dir, pack=not check_only)
         runner = runner_for(record, trainer_path)
         try:
-            check_environment(record, runner)
+            found = check_environment(record, runner)
             if check_only:
                 return {"trial": number, "run_dir": run_dir, "reproduced": None, "epochs": [], "rerun_dir": None,
                         "lines": [f"trial {number}: record, code, data and trainer match; nothing trained (check mode)"]}
@@ -240,5 +243,9 @@ def reproduce(trial_path, trainer_path=None, check_only=False):
     out = lines(record, equal, rows, record["spec"].get("metric", "val_accuracy"))
     if not epochs and result.get("reason"):
         out.insert(1, f"the re-run trained no epoch: {escape(str(result['reason'])[:300])}")
+    recorded_cpu = (record.get("environment") or {}).get("cpu")
+    if recorded_cpu and found.get("cpu") and recorded_cpu != found["cpu"]:
+        out.insert(1, f"note: recorded on a {escape(recorded_cpu)} CPU, re-run on a {escape(found['cpu'])}: another "
+                      "instruction set may change the last bits of TensorFlow's oneDNN kernels")
     return {"trial": number, "run_dir": run_dir, "reproduced": equal, "epochs": rows, "lines": out,
             "rerun_dir": folder}

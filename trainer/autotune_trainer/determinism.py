@@ -9,10 +9,15 @@ it cost nothing measurable on the sample data (docs/reproduce.md has the figures
 
 def seed_everything(spec):
     """Seed every generator from trial.json's ``seed``, and turn op determinism on when ``deterministic`` says so."""
+    import sys  # pylint: disable=import-outside-toplevel
+
     import keras  # pylint: disable=import-outside-toplevel
 
     keras.utils.set_random_seed(int(spec.get("seed", 1)))
-    if spec.get("deterministic", True) and keras.backend.backend() == "tensorflow":
+    deterministic = bool(spec.get("deterministic", True)) and keras.backend.backend() == "tensorflow"
+    if deterministic:
         import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
         tf.config.experimental.enable_op_determinism()
+    print(f"autotune_trainer: seed {int(spec.get('seed', 1))}, op determinism {'on' if deterministic else 'off'}",
+          file=sys.stderr, flush=True)

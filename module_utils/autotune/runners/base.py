@@ -205,7 +205,7 @@ class SparePool:
 
 
 def parse_lock(raw):
-    """``autotune_trainer.lock``'s output, checked: {python, machine, packages: {name: version}, trainer}."""
+    """``autotune_trainer.lock``'s output, checked: {python, machine, cpu, packages: {name: version}, trainer}."""
     try:
         found = json.loads(raw[:MAX_LOCK_BYTES].decode("utf-8", errors="replace").strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -216,7 +216,8 @@ def parse_lock(raw):
         raise AutotuneError(f"runner: the trainer's environment (python -m autotune_trainer.lock) answered "
                             f"{raw[:80]!r}; expected one JSON line {{python, machine, packages, trainer}} (a trainer "
                             "older than reproduce support: rebuild its image)")
-    return {k: found[k] for k in ("python", "machine", "packages", "trainer")}
+    return dict({k: found[k] for k in ("python", "machine", "packages", "trainer")},
+                cpu=found["cpu"] if _short_text(found.get("cpu")) else None)
 
 
 def _short_text(value):
