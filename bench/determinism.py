@@ -5,7 +5,7 @@ The same trial (the cnn template, seed 1) trains N times with ``deterministic`` 
 alternating, so machine load hits both alike (local runner, a cold process each). Seconds per epoch are the
 trainer's own (metrics.jsonl); the first epoch (tracing the model) is shown apart from the others.
 
-    .venv/bin/python bench/determinism.py [--repeats 3] [--epochs 5]
+    .venv/bin/python bench/determinism.py [--repeats 3] [--epochs 5] [--params '{"blocks": 3, "filters": 32}']
 """
 import argparse
 import json
@@ -50,9 +50,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--params", type=json.loads, default=PARAMS, help="the cnn template's hyperparameters, JSON")
     args = parser.parse_args()
     meta = modelcode.template_meta(str(REPO / "model_templates" / "cnn.py.j2"))
-    params = dict({n: s["default"] for n, s in meta["hyperparameters"].items()}, **PARAMS, epochs=args.epochs)
+    params = dict({n: s["default"] for n, s in meta["hyperparameters"].items()}, **args.params, epochs=args.epochs)
     runner = LocalRunner(trainer_path=str(REPO / "trainer"), warm=False)
     rows = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="autotune-determinism-") as work:
@@ -67,7 +68,7 @@ def main():
                 print(name, {k: row[k] for k in ("first", "later", "fit")},
                       f"val_accuracy {[v['val_accuracy'] for v in row['values']]}", flush=True)
         runner.close()
-    print(f"\n{args.repeats} repeats each, {args.epochs} epochs, params {PARAMS}")
+    print(f"\n{args.repeats} repeats each, {args.epochs} epochs, params {args.params}")
     print("| op determinism | first epoch (s) | later epochs (s, mean ± sd) | fit (s) | repeats give equal values |")
     print("| --- | --- | --- | --- | --- |")
     for deterministic, found in rows.items():
