@@ -8,14 +8,15 @@ DOCUMENTATION = r"""
 module: reproduce_trial
 short_description: Train an autotune trial again from its record and compare its values
 description:
-  - Reads the record the controller wrote when the trial ended (C(<run folder>/records/NNNN.json)): its seed, op
-    determinism setting, parameters, the sha256 of its code, the data set's fingerprints, the runner, the trainer's
-    environment (packages as a lock, the image's ID) and the per-epoch values the trial reported.
+  - Reads the record the controller wrote when the trial ended, C(<run folder>/records/NNNN.json). It holds the
+    seed, the op determinism setting, the parameters, the sha256 of the code, the data set's fingerprints, the
+    runner, the trainer's environment (packages as a lock, the image's ID) and the per-epoch values the trial
+    reported.
   - Refuses in one line, before training, when the code, the data set (fingerprint recomputed from the images, then
     the packed bytes), the trainer image (gone from the Docker host) or the trainer's packages no longer match.
   - Trains the trial again in C(<run folder>/reproduced/NNNN-rerun) through the same runner (the image by the ID it
     trained in), then sets each epoch's recorded and re-run values side by side.
-  - Takes the run folder's lock: it fails at once while a tune run uses that folder.
+  - Takes the run folder's lock, so it fails at once while a tune run uses that folder.
 options:
   trial:
     description: The trial's folder, C(<run folder>/trials/<N>).

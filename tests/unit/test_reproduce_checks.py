@@ -9,12 +9,14 @@ import sys
 
 import pytest
 
+import reproduce_trial
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import record as trial_record
 from ansible.module_utils.autotune import reproduce
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.runners.base import parse_lock
 from conftest import EXAMPLE_CONFIG, REPO
+from modules_support import raise_on_exit, run_module
 
 LOCK = {"python": "3.11.7", "machine": "x86_64", "trainer": "ab" * 32,
         "packages": {"keras": "3.15.1", "numpy": "2.4.6", "tensorflow-cpu": "2.21.0"}}
@@ -150,3 +152,16 @@ def test_determinism_is_on_by_default_and_a_boolean():
     with pytest.raises(AutotuneError) as caught:
         tune_config.load(str(EXAMPLE_CONFIG), overrides={"search": {"deterministic": "yes"}})
     assert "search.deterministic" in str(caught.value)
+
+
+def test_the_module_fails_in_one_line_and_check_mode_refuses_alike(tmp_path, monkeypatch):
+    raise_on_exit(monkeypatch)
+    outcome = run_module(reproduce_trial, {"trial": str(tmp_path / "runs" / "s")})
+    assert outcome.failed and "is not a trial folder" in outcome.result["msg"] and "\n" not in outcome.result["msg"]
+    run_dir = tmp_path / "runs" / "s"
+    (run_dir / "trials" / "0000").mkdir(parents=True)
+    write_record(run_dir)
+    (run_dir / "code" / "0000.py").write_text("print('changed')\n")
+    outcome = run_module(reproduce_trial, {"trial": str(run_dir / "trials" / "0000")}, check_mode=True)
+    assert outcome.failed and "changed since trial 0 was recorded" in outcome.result["msg"]
+    assert not (run_dir / "reproduced").exists()
