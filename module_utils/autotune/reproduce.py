@@ -234,8 +234,9 @@ def reproduce(trial_path, trainer_path=None, check_only=False):
         try:
             found = check_environment(record, runner)
             if check_only:
+                line = f"trial {number}: record, code, data and trainer match; nothing trained (check mode)"
                 return {"trial": number, "run_dir": run_dir, "reproduced": None, "epochs": [], "rerun_dir": None,
-                        "lines": [f"trial {number}: record, code, data and trainer match; nothing trained (check mode)"]}
+                        "lines": [line]}
             epochs, result, folder = rerun(record, run_dir, runner, packed, code)
         finally:
             runner.close()

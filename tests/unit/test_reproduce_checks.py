@@ -34,7 +34,8 @@ def write_record(run_dir, number=0, **fields):
     code = run_dir / "code" / f"{number:04d}.py"
     code.parent.mkdir(parents=True, exist_ok=True)
     code.write_text("print('model')\n")
-    record = {"format": trial_record.FORMAT, "number": number, "study": "s", "spec": {"seed": 1, "metric": "val_accuracy"},
+    record = {"format": trial_record.FORMAT, "number": number, "study": "s",
+              "spec": {"seed": 1, "metric": "val_accuracy"},
               "epochs": EPOCHS, "dataset": {"path": str(run_dir / "images")}, "data": {"fingerprint": "f", "pack": "p"},
               "runner": {"kind": "local"}, "code": f"code/{number:04d}.py",
               "code_sha256": trial_record.file_sha256(str(code)), "environment": LOCK, "outcome": "finished"}

@@ -1,9 +1,9 @@
 """``python -m autotune_trainer.lock``: the trainer's environment as one JSON line, for a trial's record.
 
-Python's version, the machine and CPU model, every installed distribution and its version (TensorFlow, Keras, NumPy and the
-rest: the environment as a lock) and a digest of this package's own source. The controller runs it where trials
-run (the local runner's interpreter, the docker runner's image) before any trial code, and compares it again
-before a re-run (module_utils/autotune/reproduce.py). It imports nothing heavy: about 0.1 s.
+Python's version, the machine and CPU model, every installed distribution and its version (TensorFlow, Keras,
+NumPy and the rest: the environment as a lock) and a digest of this package's own source. The controller runs it
+where trials run (the local runner's interpreter, the docker runner's image) before any trial code, and compares
+it again before a re-run (module_utils/autotune/reproduce.py). It imports nothing heavy: about 0.15 s.
 """
 import hashlib
 import importlib.metadata
