@@ -112,6 +112,8 @@ SCHEMA = _object(
                                             "pruned (Optuna's PatientPruner)"),
                 "startup_trials": _integer("an integer >= 0", minimum=0),
                 "promote": {"type": "boolean", "description": "true or false"},
+                "deterministic": {"type": "boolean", "description": "true or false: TensorFlow's op determinism in "
+                                                                   "every trial (docs/reproduce.md)"},
                 "space": {
                     "type": "object", "additionalProperties": PARAM_SCHEMA,
                     "description": "a mapping of hyperparameter names to ranges",
@@ -167,7 +169,8 @@ SCHEMA = _object(
 DEFAULTS = {
     "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1},
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
-    "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4, "promote": False},
+    "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4, "promote": False,
+               "deterministic": True},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost", "pusher": False},
     "workers": {"heartbeat_interval": 10, "grace_period": 60},

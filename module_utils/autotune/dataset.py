@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.trialdir import open_regular
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # The packed folder's contract, shared with trainer/autotune_trainer/data.py (a unit test pins the two).
@@ -159,6 +160,23 @@ def fingerprint(classes, image_size, color, validation_split, seed, test_split=0
         for file_path in files:
             stat = os.stat(file_path)
             digest.update(f"{name}/{os.path.basename(file_path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def pack_fingerprint(packed):
+    """The packed data set's identity: a digest of its bytes (names and contents of its files)."""
+    if not os.path.isfile(os.path.join(packed, PACK_META)):
+        raise AutotuneError(f"dataset: {packed!r} is not a packed data set (no {PACK_META}); "
+                            "expected a folder the controller packed (a fleet's shipped one, a run's data/dataset-*)")
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(packed)):
+        path = os.path.join(packed, name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        digest.update(name.encode() + b"\0")
+        with open_regular(path, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 

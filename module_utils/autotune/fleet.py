@@ -19,6 +19,7 @@ from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, trialdir, trialrun
+from ansible.module_utils.autotune.dataset import pack_fingerprint  # noqa: F401 - fleet.pack_fingerprint, as before
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.progress import ProgressLog
 from ansible.module_utils.autotune.runners import make_runner, runner_class
@@ -29,23 +30,6 @@ from ansible.module_utils.autotune.tune import STUDY_MARK, RunDirLock, check_run
 FINGERPRINT_ATTR = "fleet_dataset_fingerprint"  # study user attribute: the packed data set every worker must hold
 # The files of a trial folder that reach the artifact store (trialdir.py names them); never the checkpoint.
 ARTIFACT_FILES = (trialdir.SPEC, trialdir.MODEL, trialdir.METRICS, trialdir.RESULT, trialdir.LOG, trialdir.SAVED_MODEL)
-
-
-def pack_fingerprint(packed):
-    """The packed data set's identity: a digest of its bytes (names and contents of its files)."""
-    if not os.path.isfile(os.path.join(packed, tune_dataset.PACK_META)):
-        raise AutotuneError(f"dataset: {packed!r} is not a packed data set (no {tune_dataset.PACK_META}); "
-                            "expected the folder the controller packed and shipped")
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(packed)):
-        path = os.path.join(packed, name)
-        if os.path.islink(path) or not os.path.isfile(path):
-            continue
-        digest.update(name.encode() + b"\0")
-        with trialdir.open_regular(path, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _need_server(storage):

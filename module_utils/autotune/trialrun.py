@@ -37,14 +37,18 @@ def prepare(trial_dir, code_path, plan, config, number, params):
     for path in (code_path, os.path.join(trial_dir, trialdir.MODEL)):
         with trialdir.open_regular(path, "w") as handle:
             handle.write(code)
+    trialdir.write_json(os.path.join(trial_dir, trialdir.SPEC), spec_for(plan, config, number, params))
+
+
+def spec_for(plan, config, number, params):
+    """trial.json's content: what the trainer trains (reproduce.py records it as the controller wrote it)."""
     target = config["target"]
-    spec = {
+    return {
         "number": number, "params": params, "model_file": trialdir.MODEL, "model_api": plan["api"],
         "metric": target["metric"], "direction": target["direction"], "goal": target["goal"],
-        "stop_at_goal": target["stop_at_goal"],
-        "seed": config["search"]["seed"], "defaults": plan.get("training_defaults", {}),
+        "stop_at_goal": target["stop_at_goal"], "seed": config["search"]["seed"],
+        "deterministic": config["search"].get("deterministic", True), "defaults": plan.get("training_defaults", {}),
     }
-    trialdir.write_json(os.path.join(trial_dir, trialdir.SPEC), spec)
 
 
 class Running:

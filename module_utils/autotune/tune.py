@@ -17,6 +17,7 @@ from ansible.module_utils.autotune.kinds import kind_of
 from ansible.module_utils.autotune.modelcode import plan as model_plan
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.progress import ProgressLog
+from ansible.module_utils.autotune.record import Recorder
 from ansible.module_utils.autotune.runners import make_runner, runner_facts
 from ansible.module_utils.autotune.storage import check_storage, default_storage, masked_storage
 from ansible.module_utils.autotune.study import StudyLoop
@@ -118,8 +119,9 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             dataset = _data_with_warm_trainers(config, run_dir, runner, progress)
             watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, notes)
             progress(_header(config, dataset, runner, watch))
-            study, stop_reason, new_trials = _study(
-                StudyLoop(config, plan, dataset, runner, run_dir, storage, progress, notes), storage, run_dir)
+            loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress, notes)
+            loop.after_trial = Recorder(config, plan, dataset, runner, run_dir)  # records/NNNN.json (reproduce)
+            study, stop_reason, new_trials = _study(loop, storage, run_dir)
         finally:
             runner.close()  # nothing is left running after the study (warm spares)
             notes.close()

@@ -69,7 +69,8 @@ def test_documented_options_match_each_modules_argument_spec():
     import subprocess  # pylint: disable=import-outside-toplevel
 
     from conftest import BIN, REPO  # pylint: disable=import-outside-toplevel
-    names = ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker"]
+    names = ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker",
+             "reproduce_trial"]
     shown = subprocess.run([str(BIN / "ansible-doc"), "--json", "-t", "module", *names], cwd=REPO, check=True,
                            capture_output=True, text=True, env={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
                                                                 "PATH": f"{BIN}:/usr/bin:/bin"})
@@ -109,7 +110,8 @@ def test_each_module_names_the_python_packages_it_needs_and_they_are_pinned():
         lines = (REPO / pin_file).read_text().splitlines()
         return {re.split(r"[=<>\[ ]", line, maxsplit=1)[0].lower() for line in lines if line and line[0].isalpha()}
 
-    for name in ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker"]:
+    for name in ["model_facts", "tune_model", "tune_report", "trial_health", "fleet_study", "fleet_worker",
+                 "reproduce_trial"]:
         requirements = yaml.safe_load(__import__(name).DOCUMENTATION).get("requirements")
         assert requirements, f"{name} names no requirements"
         for item in requirements:

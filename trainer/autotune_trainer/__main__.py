@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from autotune_trainer import ending, trialdir
+from autotune_trainer.determinism import seed_everything
 from autotune_trainer.kinds import trial_class
 from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK
 
@@ -23,8 +24,6 @@ def _launch_time():
 
 def _fit_resuming(trial, launched, result):
     """Fit, resuming earlier epochs; a checkpoint that cannot be restored restarts the trial from epoch 0."""
-    import keras  # pylint: disable=import-outside-toplevel
-
     done_before = trial.completed_epochs() if trial.checkpoint_dir.exists() else []
     if not done_before:
         trial.forget_progress()
@@ -38,7 +37,7 @@ def _fit_resuming(trial, launched, result):
               "restarting the trial from epoch 0", file=sys.stderr, flush=True)
         result["checkpoint_discarded"] = f"{type(exc).__name__}: {exc}"[:300]
         trial.forget_progress()
-        keras.utils.set_random_seed(int(trial.spec.get("seed", 1)))
+        seed_everything(trial.spec)
         started = time.time()
         return trial.fit(launched), [], started
 
@@ -88,10 +87,8 @@ def run_trial(trial_dir, load_data, launched):
         print(f"autotune_trainer: {trialdir.SPEC}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    # Heavy imports only after the cheap checks: a bad trial fails in milliseconds.
-    import keras  # noqa: E402  pylint: disable=import-outside-toplevel
-
-    keras.utils.set_random_seed(int(spec.get("seed", 1)))
+    # Heavy imports (Keras, in seed_everything) only after the cheap checks: a bad trial fails in milliseconds.
+    seed_everything(spec)
     if kind.ordinary_exit:
         ending.ordinary_exit_needed()
     data = load_data() if kind.reads_pack else None  # a script reads its own data (kinds/script.py)

@@ -11,7 +11,12 @@ The folder-side operations (epoch records, result, health record, log tail) read
 the trial folder through trialdir; a runner whose trials live on another host
 overrides them.
 """
+import json
+
 from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune.errors import AutotuneError
+
+MAX_LOCK_BYTES = 1 << 20  # autotune_trainer.lock's line: about 3 KiB for a trainer image's few hundred packages
 
 
 class TrialProcess:
@@ -141,6 +146,12 @@ class Runner:
     def close(self):
         """The study is over: end whatever the runner keeps running ahead of trials (warm spares)."""
 
+    def environment(self):
+        """The trainer's environment where this runner's trials run: ``autotune_trainer.lock``'s JSON (Python,
+        packages, the trainer's digest) plus what the runner knows (its image); None when it cannot tell.
+        Raises AutotuneError when the trainer cannot say (reproduce.py records why)."""
+        return None
+
     def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         """Start ``autotune_trainer.verify`` apart from the trial: it scores the saved model (read-only) on the
         validation split and on the held-out ``test_path`` pack (given to this process or container alone, never
@@ -191,3 +202,23 @@ class SparePool:
         left = [spare for queue in self.queues.values() for spare in queue]
         self.queues = {}
         return left
+
+
+def parse_lock(raw):
+    """``autotune_trainer.lock``'s output, checked: {python, machine, cpu, packages: {name: version}, trainer}."""
+    try:
+        found = json.loads(raw[:MAX_LOCK_BYTES].decode("utf-8", errors="replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        found = None
+    if not (isinstance(found, dict) and all(_short_text(found.get(k)) for k in ("python", "machine", "trainer"))
+            and isinstance(found.get("packages"), dict)
+            and all(_short_text(k) and _short_text(v) for k, v in found["packages"].items())):
+        raise AutotuneError(f"runner: the trainer's environment (python -m autotune_trainer.lock) answered "
+                            f"{raw[:80]!r}; expected one JSON line {{python, machine, packages, trainer}} (a trainer "
+                            "older than reproduce support: rebuild its image)")
+    return dict({k: found[k] for k in ("python", "machine", "packages", "trainer")},
+                cpu=found["cpu"] if _short_text(found.get("cpu")) else None)
+
+
+def _short_text(value):
+    return isinstance(value, str) and len(value) <= 200

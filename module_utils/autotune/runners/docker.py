@@ -18,7 +18,7 @@ import uuid
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.runners import spares
-from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess
+from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess, parse_lock
 from ansible.module_utils.autotune.runners.local import GPU_ALLOW_GROWTH
 
 try:
@@ -371,6 +371,20 @@ class DockerRunner(Runner):
         """Spares not handed a trial are removed with their folders: nothing is left running after the study."""
         for container, folder in self.spares.drain():
             self._discard(container, folder)
+
+    def environment(self):
+        """The image's trainer environment (autotune_trainer.lock in a throw-away container, no network, nothing
+        mounted) and the image itself: its ID as ``docker image inspect`` gives it, and its repository digests."""
+        try:
+            out = self.client.containers.run(self.image.id, ["python", "-m", "autotune_trainer.lock"], remove=True,
+                                             network_mode="none", cap_drop=["ALL"], read_only=True,
+                                             security_opt=["no-new-privileges"], user=f"{IMAGE_UID}:{IMAGE_UID}",
+                                             environment={"HOME": "/tmp"}, stdout=True, stderr=False)
+        except DockerException as exc:
+            raise AutotuneError(f"runner.docker.image: {self.image_name!r} cannot run autotune_trainer.lock "
+                                f"({str(exc)[:200]}); expected a trainer image built by roles/trainer_image") from None
+        return dict(parse_lock(out), image=self.image_name, image_id=self.image.id,
+                    repo_digests=list(self.image.attrs.get("RepoDigests") or []))
 
     def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         os.makedirs(out_dir, exist_ok=True)

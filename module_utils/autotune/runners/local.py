@@ -28,7 +28,7 @@ import time
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
-from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess
+from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess, parse_lock
 
 # What a trainer needs from the controller's environment; everything else (secrets included) stays out.
 ENVIRONMENT_ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
@@ -385,6 +385,17 @@ class LocalRunner(Runner):
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, **options,
             )
         return Spare(popen, data_path, folder, self.account, home)
+
+    def environment(self):
+        """The trainer interpreter's packages (autotune_trainer.lock, as the controller: it runs no trial code)."""
+        try:
+            done = subprocess.run(self._argv("autotune_trainer.lock", [], {}, "/", account=None),  # noqa: S603
+                                  env=trainer_environment(self.trainer_path), capture_output=True, timeout=120,
+                                  check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise AutotuneError(f"runner.local.python: {self.python} cannot run autotune_trainer.lock ({exc}); "
+                                "expected the trainer's interpreter") from None
+        return dict(parse_lock(done.stdout), interpreter=self.python)
 
     def verify(self, trial_dir, data_path, out_dir, labels, test_path=None, read_only=()):
         os.makedirs(out_dir, exist_ok=True)
