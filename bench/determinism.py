@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 from ansible.module_utils.autotune import dataset as tune_dataset  # noqa: E402
-from ansible.module_utils.autotune import modelcode  # noqa: E402
+from ansible.module_utils.autotune.kinds import template  # noqa: E402
 from ansible.module_utils.autotune.runners.local import LocalRunner  # noqa: E402
 
 # A mid-sized trial of the sample search (NOTES.md §2: about 1 s an epoch on the build machine).
@@ -31,7 +31,7 @@ PARAMS = {"blocks": 2, "filters": 16, "dense_units": 64, "kernel_size": 3}
 def one_trial(runner, work, name, packed, params, deterministic):
     trial_dir = Path(work) / name
     trial_dir.mkdir()
-    (trial_dir / "model.py").write_text(modelcode.render(str(REPO / "model_templates" / "cnn.py.j2"), params, 0))
+    (trial_dir / "model.py").write_text(template.render(str(REPO / "model_templates" / "cnn.py.j2"), params, 0))
     (trial_dir / "trial.json").write_text(json.dumps({"number": 0, "params": params, "model_api": "template",
                                                       "metric": "val_accuracy", "goal": None, "seed": 1,
                                                       "deterministic": deterministic}))
@@ -52,7 +52,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--params", type=json.loads, default=PARAMS, help="the cnn template's hyperparameters, JSON")
     args = parser.parse_args()
-    meta = modelcode.template_meta(str(REPO / "model_templates" / "cnn.py.j2"))
+    meta = template.template_meta(str(REPO / "model_templates" / "cnn.py.j2"))
     params = dict({n: s["default"] for n, s in meta["hyperparameters"].items()}, **args.params, epochs=args.epochs)
     runner = LocalRunner(trainer_path=str(REPO / "trainer"), warm=False)
     rows = {True: [], False: []}
