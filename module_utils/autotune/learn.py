@@ -262,11 +262,16 @@ def _learn_all(study, named, others, learn, plan, target, data):
     ours = {"data": data, "metric": target["metric"], "direction": target["direction"]}
     distributions = search_space.distributions(plan["space"])
     queued = {search_space.frozen({n: plan["baseline"][n] for n in plan["space"]}): 0}
-    entries, imports = [], []
+    entries, imports, passed = [], [], []
     for earlier in named + others:
-        if earlier not in named and len(entries) - len(named) >= learn["latest"]:
+        if earlier not in named and len([e for e in entries if e["study"] not in learn["studies"]]) >= learn["latest"]:
             break
-        trials = earlier.finished()
+        try:
+            trials = earlier.finished()
+        except Exception as exc:  # pylint: disable=broad-except  # an unreadable study is passed over, said in one line
+            passed.append(f"learn: passed over study {earlier.name} in {earlier.where}: cannot read its trials "
+                          f"({type(exc).__name__})")
+            continue
         if earlier not in named and not trials:
             continue  # a push that failed before any trial finished teaches nothing
         entry, found = _learn_one(study, earlier, trials, plan, target, ours, distributions, queued)
@@ -278,7 +283,7 @@ def _learn_all(study, named, others, learn, plan, target, data):
         room -= entry["imported"]
         entry["line"] = _line(entry, target["metric"])
     study.add_trials([t for found in imports for t in found][:MAX_IMPORTED])
-    return {"studies": entries, "lines": [e["line"] for e in entries],
+    return {"studies": entries, "lines": passed + [e["line"] for e in entries],
             "imported": MAX_IMPORTED - room, "enqueued": sorted({e["as_trial"] for e in entries} - {None, 0})}
 
 

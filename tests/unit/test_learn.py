@@ -171,3 +171,17 @@ def test_a_study_named_by_hand_is_learned_from_in_a_shared_storage_and_a_newly_s
     assert lines[0] == ("learned from study catsdogs-v1: its best (trial 2, val_accuracy 0.9000) is trial 1; "
                         "3 of its 3 finished trials given to the sampler")
     assert lines[1] == (f"learn: study nowhere not found (looked in {shared}); started without it")
+
+
+def test_an_unreadable_study_file_beside_the_run_folder_is_passed_over_in_one_line(tmp_path):
+    bad = tmp_path / "runs" / "model-ccccccc"
+    bad.mkdir(parents=True)
+    (bad / "study.db").write_bytes(b"not a database, e.g. a file cut short by a full disk")
+    here = tmp_path / "runs" / "model-ddddddd"
+    here.mkdir()
+    places = learn._places(default_storage(str(here)), str(here),  # pylint: disable=protected-access
+                           learn.settings({"repository": "model", "earlier": True}))
+    assert [where for where, _ in places] == [default_storage(str(here)), str(bad)]
+    lines, opened = [], []
+    assert learn._found(places[1:], "model-ddddddd", opened, lines.append) == {}  # pylint: disable=protected-access
+    assert len(lines) == 1 and lines[0].startswith(f"learn: passed over {bad}: cannot read its studies (")
