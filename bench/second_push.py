@@ -87,6 +87,9 @@ def one_pair(number, args, work_root):
             "second_reached": second["reached"], "second_trials": second["n_trials"],
             "second_best_trial": second["best_trial"], "learned_from": [e["study"] for e in learned],
             "imported": sum(e.get("imported", 0) for e in learned),
+            # Where the second push's seconds went: learning (finding and reading the earlier studies), each trial.
+            "second_learn_seconds": (second.get("learned") or {}).get("seconds"),
+            "second_trial_seconds": [t["seconds"] for t in second["trials"]],
             "ratio": round(second_seconds / first_seconds, 3) if first["reached"] else None}
 
 

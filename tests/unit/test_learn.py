@@ -77,24 +77,28 @@ def test_the_learn_option_is_checked_in_one_line():
 # The study loop, twice: the first push of repository "model" and the push after it, each in its own run folder
 # with its own SQLite study (the pipeline's default).
 
-def _setup(runs, study, space=None, baseline=None):
+def _setup(runs, study, space=None, baseline=None, search=None):
     data = runs.parent / "data"
     for name in ("cat", "dog"):
         (data / name).mkdir(parents=True, exist_ok=True)
     document = {"dataset": {"path": str(data)}, "study": study, "target": {"goal": 0.85},
                 "model": {"template": "cnn", "baseline": baseline or {"filters": 4, "kernel_size": 3}},
                 "search": {"strategy": "escalate", "ladder": ["filters"], "startup_trials": 1, "pruner": "none",
-                           "space": space or {"filters": {"type": "int", "low": 4, "high": 32, "log": True}}}}
+                           "space": space or {"filters": {"type": "int", "low": 4, "high": 32, "log": True}},
+                           **(search or {})}}
     config = tune_config.validate(document, base_dir=str(runs.parent))
     run_dir = runs / study
     run_dir.mkdir(parents=True, exist_ok=True)
     return config, modelcode.plan(config, str(TEMPLATES)), str(run_dir)
 
 
-def _push(runs, study, learned=None, fingerprint="same-data", storage=None, **plan_args):
+CURVES = {4: [0.6], 8: [0.7], 16: [0.9]}  # filters -> val_accuracy per epoch
+
+
+def _push(runs, study, learned=None, fingerprint="same-data", storage=None, curves=None, **plan_args):
     config, plan, run_dir = _setup(runs, study, **plan_args)
     config["learn"] = learn.settings(learned)
-    runner = FakeRunner(lambda params: [{4: 0.6, 8: 0.7, 16: 0.9}.get(params["filters"], 0.5)])
+    runner = FakeRunner(lambda params: (curves or CURVES).get(params["filters"], [0.5]))
     lines = []
     loop = StudyLoop(config, plan, {"path": "unused.npz", "fingerprint": fingerprint}, runner, run_dir,
                      storage or default_storage(run_dir), lines.append)
@@ -185,3 +189,15 @@ def test_an_unreadable_study_file_beside_the_run_folder_is_passed_over_in_one_li
     lines, opened = [], []
     assert learn._found(places[1:], "model-ddddddd", opened, lines.append) == {}  # pylint: disable=protected-access
     assert len(lines) == 1 and lines[0].startswith(f"learn: passed over {bad}: cannot read its studies (")
+
+
+def test_the_pruner_judges_by_this_studys_own_trials_so_the_earlier_best_is_not_pruned_against_the_baseline(tmp_path):
+    """Imported trials counted as finished would end the median pruner's 3 startup trials at once: the earlier best,
+    slower at epoch 2 than the baseline, would be pruned there (against the baseline's curve alone)."""
+    runs, learned = tmp_path / "runs", {"repository": "model", "earlier": True}
+    curves = {4: [0.6, 0.7, 0.72], 8: [0.6, 0.65, 0.7], 16: [0.5, 0.6, 0.9]}
+    search = {"pruner": "median", "startup_trials": 3}
+    _, reason, _, _ = _push(runs, "model-aaaaaaa", learned, curves=curves, search=search)
+    assert reason == "goal reached"
+    second, reason, new, _ = _push(runs, "model-bbbbbbb", learned, curves=curves, search=search)
+    assert (reason, new) == ("goal reached", 2) and second.trials[1].state.name == "COMPLETE"
