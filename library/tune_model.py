@@ -36,6 +36,40 @@ options:
       - The progress header line then gives the study's page there, and C(summary.json) keeps it for the mail.
       - The study's user attributes and the trials' notes are written whether or not it is set.
     type: str
+  learn:
+    description:
+      - Start a new study from earlier ones (docs/pipeline.md, "A second push learns from the first"). Read once,
+        when the study is created; a study that already has trials resumes as it is.
+      - The best configuration of each earlier study is tried right after the committed baseline (trial 0), its
+        hyperparameters matched by name (names no longer searched are dropped, new ones take their committed value);
+        its finished trials whose values fit the new space are given to the sampler (Optuna's C(add_trials)), unless
+        they were scored on other data or for another target.
+      - Earlier studies are looked for in the study's storage and, with the default storage (SQLite in each run
+        folder), in the sibling run folders under the same parent (C(<repository>-*) and the named studies).
+    type: dict
+    suboptions:
+      repository:
+        description:
+          - The repository this study tunes a commit of, recorded on the study (with I(commit)), so the studies of
+            its later commits find it. pipeline.yml sets it to the repository's name (its studies are named
+            C(<repository>-<sha7>)).
+        type: str
+      commit:
+        description: The commit this study tunes, recorded on the study.
+        type: str
+      earlier:
+        description: Learn from the most recent studies of the same I(repository) (the operator's switch).
+        type: bool
+        default: false
+      latest:
+        description: How many of the repository's earlier studies (those with a finished trial) to learn from.
+        type: int
+        default: 3
+      studies:
+        description: Studies to learn from, by name (C(tune.yml -e autotune_learn_from=NAME)).
+        type: list
+        elements: str
+        default: []
 requirements:
   - optuna (the study; see requirements.txt)
   - SQLAlchemy (the study storage; see requirements.txt)
@@ -124,6 +158,13 @@ verdict:
   returned: success
   type: str
   sample: "Goal not reached: no trial completed (1 trial(s); trial 0 failed: ...); stopped: trial budget spent (1 trials)"
+learned:
+  description:
+    - What a study created with I(learn) started from; null when nothing was asked. C(studies) has one entry per
+      earlier study (its name, commit, best trial and the trial number its best configuration got here, C(imported)
+      finished trials given to the sampler, C(values_not_given) why none were), C(lines) the same in words.
+  returned: success
+  type: dict
 progress:
   description: One line per finished trial.
   returned: success
@@ -136,6 +177,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.learn import settings as learn_settings
 from ansible.module_utils.autotune.report import SUMMARY_NAME
 from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
 from ansible.module_utils.autotune.printable import escape
@@ -150,11 +192,18 @@ def main():
             storage=dict(type="str", no_log=True),
             trainer_path=dict(type="path"),
             dashboard_url=dict(type="str"),
+            learn=dict(type="dict", options=dict(
+                repository=dict(type="str"), commit=dict(type="str"), earlier=dict(type="bool", default=False),
+                latest=dict(type="int", default=3), studies=dict(type="list", elements="str", default=[]))),
         ),
         supports_check_mode=True,
     )
     params = module.params
     config, plan, run_dir, storage = prepare_or_fail(module, params["runs_root"], params["storage"])
+    try:
+        config["learn"] = learn_settings(params["learn"])  # read by the study loop when it creates the study
+    except AutotuneError as exc:
+        module.fail_json(msg=escape(str(exc)), errors=[escape(str(exc))])
     if module.check_mode:
         module.exit_json(changed=True, run_dir=run_dir, study=config["study"], msg="configuration, model and data set are valid")
     try:
@@ -170,7 +219,7 @@ def main():
                          run_dir=run_dir, exception=redacted(traceback.format_exc(), url))
     result = {k: summary[k] for k in ("study", "metric", "direction", "goal", "reached", "best_value", "best_test_value", "best_params", "best_trial",
                                       "n_trials", "new_trials", "stop_reason", "runner", "plot", "best_model",
-                                      "progress", "seconds", "notify", "dashboard_url", "verdict")}
+                                      "progress", "seconds", "notify", "dashboard_url", "verdict", "learned")}
     result.update(changed=summary["new_trials"] > 0, run_dir=run_dir, summary_path=os.path.join(run_dir, SUMMARY_NAME))
     module.exit_json(**result)
 

@@ -5,6 +5,14 @@ from ansible.module_utils.autotune.objective import best
 from ansible.module_utils.autotune.trialdir import reaches
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+# A finished trial of an earlier study, given to this study's sampler (learn.py): it was not trained here, so no
+# budget, best, goal or report counts it; it only informs the sampler.
+IMPORTED = "imported_from"
+
+
+def own(trials):
+    """The trials of this study itself: those imported from earlier studies left out."""
+    return [t for t in trials if IMPORTED not in t.user_attrs]
 
 
 def superseded(trials):
@@ -15,7 +23,7 @@ def superseded(trials):
 
 def counted(trials):
     gone = superseded(trials)
-    return [t for t in trials if t.number not in gone]
+    return [t for t in own(trials) if t.number not in gone]
 
 
 def goal_reached_by(trials, goal, direction):

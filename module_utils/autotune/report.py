@@ -10,6 +10,7 @@ import os
 import optuna
 
 from ansible.module_utils.autotune import trialdir, trialtable
+from ansible.module_utils.autotune.budget import IMPORTED, own
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 
@@ -20,7 +21,7 @@ SUMMARY_NAME = "summary.json"
 def trial_records(study):
     """One record per trial, from the study storage (the single source of truth)."""
     records = []
-    trials = study.trials
+    trials = own(study.trials)  # trials imported from earlier studies (learn.py) were not run here
     resumed_as = {attrs.get("resumes_trial"): t.number for t in trials for attrs in [t.user_attrs]
                   if attrs.get("resumes_trial") is not None}
     for t in trials:
@@ -74,7 +75,7 @@ def plot(study, goal, metric, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric)
+    ax = optuna.visualization.matplotlib.plot_optimization_history(_run_here(study), target_name=metric)
     ax.axhline(goal, color="tab:green", linestyle="--", label=f"goal {goal:g}")
     ax.set_title(f"{study.study_name}: {metric} per trial")
     ax.legend(loc="best")  # the curve climbs when maximising and falls when minimising
@@ -82,6 +83,18 @@ def plot(study, goal, metric, path):
     ax.figure.savefig(path, dpi=100)
     plt.close(ax.figure)
     return path
+
+
+def _run_here(study):
+    """The study as plotted: a trial imported from an earlier study (learn.py) shows as a gap at its number, neither a
+    point nor the best so far (it was not trained here)."""
+    trials = study.get_trials(deepcopy=False)
+    if len(own(trials)) == len(trials):
+        return study
+    view = optuna.create_study(study_name=study.study_name, direction=study.direction)  # in memory
+    view.add_trials([t if IMPORTED not in t.user_attrs else optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params=t.params, distributions=t.distributions) for t in trials])
+    return view
 
 
 def code_diff(baseline_path, best_path):
@@ -150,6 +163,14 @@ def verdict(summary):
     return f"Goal not reached: no trial completed ({summary['n_trials']} trial(s){why}); stopped: {stop}"
 
 
+def learned_lines(summary):
+    """What the study started from (learn.py): one line per earlier study, or why none; nothing when not asked."""
+    learned = summary.get("learned")
+    if not isinstance(learned, dict):
+        return []
+    return [f"Learned: {escape(line)}" for line in learned.get("lines") or []]
+
+
 def message(summary, records, diff):
     """Subject and plain-text body of the result mail."""
     reached = "reached" if summary["reached"] else "NOT reached"
@@ -164,6 +185,7 @@ def message(summary, records, diff):
         *score_lines(summary),
         f"Best trial: {summary['best_trial']}; stopped because: {summary['stop_reason']}.",
         f"Trials: {summary['n_trials']}; runner: {summary['runner']}; storage: {summary['storage']}.",
+        *learned_lines(summary),
         f"Run directory: {summary['run_dir']}",
         *([f"Dashboard: {summary['dashboard_url']}"] if summary.get("dashboard_url") else []),
         "",

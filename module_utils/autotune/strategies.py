@@ -12,6 +12,7 @@ import optuna
 from ansible.module_utils.autotune import objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.budget import IMPORTED
 from ansible.module_utils.autotune.trialdir import reaches
 
 
@@ -106,22 +107,27 @@ def make_pruner(config, plan):
 
 
 class ScoredApartPruner(optuna.pruners.BasePruner):
-    """The configured pruner, judging as if the trials whose saved models are being scored apart had finished.
+    """The configured pruner, judging as if the trials whose saved models are being scored apart had finished, and
+    by this study's own trials only.
 
     A candidate is told only once its scores are in (study.py), but its learning curve is known epoch by epoch:
     a trial beside it is judged against that curve at once, not after the scoring (a hopeless trial could
     otherwise train to its end on a fast machine). ``awaiting`` maps such a trial's number to its claimed value.
+    Trials imported from earlier studies (learn.py) inform the sampler, not the pruner: counted as finished they
+    would end the pruner's startup trials at once, and the earlier best queued after the baseline would be judged
+    against the baseline's curve alone.
     """
 
     def __init__(self, inner):
         self.inner, self.awaiting = inner, {}
 
     def prune(self, study, trial):
-        return self.inner.prune(_WithAwaiting(study, dict(self.awaiting)) if self.awaiting else study, trial)
+        return self.inner.prune(_WithAwaiting(study, dict(self.awaiting)), trial)
 
 
 class _WithAwaiting:
-    """A study whose trials being scored apart read as COMPLETE with their claimed values (for a pruner only)."""
+    """A study whose trials being scored apart read as COMPLETE with their claimed values, and whose trials imported
+    from earlier studies are left out (for a pruner only)."""
 
     def __init__(self, study, awaiting):
         self._study, self._awaiting = study, awaiting
@@ -136,6 +142,8 @@ class _WithAwaiting:
     def get_trials(self, deepcopy=True, states=None):
         trials = []
         for trial in self._study.get_trials(deepcopy=False):
+            if IMPORTED in trial.user_attrs:
+                continue
             if trial.number in self._awaiting and trial.state == optuna.trial.TrialState.RUNNING:
                 trial = copy.copy(trial)
                 trial.state, trial.value = optuna.trial.TrialState.COMPLETE, self._awaiting[trial.number]

@@ -20,7 +20,7 @@ import time
 import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
-from ansible.module_utils.autotune import dashboard, objective
+from ansible.module_utils.autotune import dashboard, learn, objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
 from ansible.module_utils.autotune.kinds import kind_of
@@ -197,6 +197,10 @@ class StudyLoop:
         if not trials:
             # The committed model is always trial 0, whatever the strategy.
             study.enqueue_trial({n: self.plan["baseline"][n] for n in self.plan["space"]}, user_attrs={"baseline": True})
+            # A new study: its facts recorded, and (config["learn"], set by tune_model) the best of earlier studies
+            # queued next and their finished trials given to the sampler.
+            learn.start_from_earlier(study, self.config.get("learn"), self.plan, self.config["target"], self.dataset,
+                                     self.heartbeat.storage, self.run_dir, self.progress)
             return None
         return strategies.exhausted(study.sampler, study)
 

@@ -14,6 +14,7 @@ from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.kinds import kind_of
+from ansible.module_utils.autotune.learn import LEARNED
 from ansible.module_utils.autotune.modelcode import plan as model_plan
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.progress import ProgressLog
@@ -183,7 +184,7 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, pla
             record[key] = os.path.join(run_dir, record[key]) if record[key] else None
     goal, metric, direction = (config["target"][k] for k in ("goal", "metric", "direction"))
     chosen = study_budget.best_trial(study.get_trials(deepcopy=False), goal, direction)
-    best = records[chosen.number] if chosen else None
+    best = next(r for r in records if r["number"] == chosen.number) if chosen else None
     if best and best["test_value"] is None and scorer:
         best.update(scorer(best))
     best_model = _copy_best(best, run_dir)
@@ -227,6 +228,7 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, pla
                                                  "test_source", "input_shape", "fingerprint")},
         "mean_startup_seconds": _mean(r["startup_seconds"] for r in trained),
         "mean_fit_seconds": _mean(r["fit_seconds"] for r in trained),
+        "learned": study.user_attrs.get(LEARNED),  # the earlier studies this one started from (learn.py)
         "trials": records,
     }
 
