@@ -18,16 +18,15 @@ import time
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
-from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, scriptcode, trialdir, trialrun
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.progress import ProgressLog
-from ansible.module_utils.autotune.runners import make_runner, runner_class
+from ansible.module_utils.autotune.runners import runner_class
 from ansible.module_utils.autotune.storage import make_storage, masked_storage, open_study, shared
-from ansible.module_utils.autotune.study import VERIFY_DIR, StudyLoop, verification_data
-from ansible.module_utils.autotune.tune import STUDY_MARK, RunDirLock, check_run_dir, summarise
+from ansible.module_utils.autotune.study import VERIFY_DIR, verification_data
+from ansible.module_utils.autotune.tune import STUDY_MARK, StudyRun, check_run_dir, summarise
 
 FINGERPRINT_ATTR = "fleet_dataset_fingerprint"  # study user attribute: the packed data set every worker must hold
 MODEL_FINGERPRINT_ATTR = "fleet_model_fingerprint"  # study user attribute: the model.file folder every worker must hold
@@ -265,25 +264,16 @@ def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=
     started = time.time()
     # Each worker its own seed: workers started together would otherwise draw the same points in the same order.
     config = dict(config, search=dict(config["search"], seed=config["search"]["seed"] + worker_seed(worker)))
-    with RunDirLock(run_dir):
-        progress = ProgressLog(run_dir)
-        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
-        runner.warm_up(packed, {"study": config["study"], "run_dir": run_dir})  # the host's first trial starts warm
-        notes = dashboard.Notes(progress)
-        loop = StudyLoop(config, plan, _pack_facts(packed, fingerprint), runner, run_dir, storage, progress, notes)
-        loop.after_trial = ArtifactUploader(artifacts, worker, progress)
-        progress(f"worker {worker}: study {config['study']}, {runner.describe()}")
-        try:
-            study, reason, new_trials = loop.run()
-        except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-            raise AutotuneError(f"worker {worker}: stopped ({type(exc).__name__}: {masked_storage(str(exc))[:300]}); "
-                                "expected a reachable storage: the study keeps what finished, run the play again")
-        finally:
-            runner.close()
-            notes.close()
-        trained = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_dir") == run_dir]
-        return {"worker": worker, "run_dir": run_dir, "stop_reason": reason, "new_trials": new_trials,
-                "trained": trained, "seconds": round(time.time() - started, 3), "progress": progress.lines}
+    with StudyRun(config, plan, run_dir, storage, trainer_path) as session:
+        session.warm_up(packed)  # the host's first trial starts warm
+        session.progress(f"worker {worker}: study {config['study']}, {session.runner.describe()}")
+        study, reason, new_trials = session.run(
+            _pack_facts(packed, fingerprint), after_trial=ArtifactUploader(artifacts, worker, session.progress),
+            stopped=lambda detail: (f"worker {worker}: stopped ({detail}); expected a reachable storage: the study "
+                                    "keeps what finished, run the play again"))
+    trained = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_dir") == run_dir]
+    return {"worker": worker, "run_dir": run_dir, "stop_reason": reason, "new_trials": new_trials,
+            "trained": trained, "seconds": round(time.time() - started, 3), "progress": session.progress.lines}
 
 
 def _inside(relative):
