@@ -2,6 +2,7 @@
 PostgreSQL on 127.0.0.1 is reached) and their own file systems, reached by Ansible through the
 community.docker.docker connection; the controller is localhost. A shared folder (bind-mounted at the same path
 into every host) stands in for the operator's NFS share of Optuna's artifact store."""
+import datetime
 import json
 import os
 import shutil
@@ -113,8 +114,7 @@ def _config(folder, study, **sections):
                          "space": {"filters": {"type": "int", "low": 4, "high": 16},
                                    "dense_units": {"type": "int", "low": 8, "high": 32}}},
               "budget": {"max_trials": 5, "trial_timeout": 300, "max_seconds": 900},
-              "target": {"goal": 0.999},
-              "workers": {"heartbeat_interval": 1, "grace_period": 8}}
+              "target": {"goal": 0.999}}  # the default heartbeat and grace period: their take-over is measured
     config.update(sections)
     path = folder / "autotune.yml"
     path.write_text(yaml.safe_dump(config))
@@ -172,6 +172,7 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
                 and any(t.state == RUNNING and t.intermediate_values for t in mine))
     _wait(a_mid_second_trial, play, "host a's second trial past its first epoch")
     fleet_hosts.containers["host-a"].kill()
+    killed = datetime.datetime.now()  # Optuna's times are the workers' local clocks (this host's, in containers)
     output = fleet_hosts.finish(play)
 
     trials = _trials(postgres_url, study)
@@ -182,6 +183,12 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
     # Host a held one trial training, and perhaps one more whose saved model it was scoring: both die with it.
     assert 1 <= len(retried) <= 2 and {_host(t) for t in failed} == {"host-a"}
     assert all(retried[t.number].state == COMPLETE and _host(retried[t.number]) == "host-b" for t in failed)
+    # Take-over with the defaults (heartbeat 2 s, grace 12 s): the dead host's trial is failed and queued again
+    # within 20 s of the kill; its retry starts when host b has a free slot (after its own trial).
+    taken_over = max((t.datetime_complete - killed).total_seconds() for t in failed)
+    print(f"take-over: failed and re-queued {taken_over:.1f} s after the kill; retries started "
+          f"{[round((retried[t.number].datetime_start - killed).total_seconds(), 1) for t in failed]} s after it")
+    assert taken_over < 20, taken_over
     assert not [t for t in trials if t.state == RUNNING], "no trial is left hanging"
     counted = [t for t in trials if t.number not in retried]
     assert len(counted) == 5 and all(t.state == COMPLETE and len(t.intermediate_values) == 2 for t in counted), \
@@ -311,8 +318,7 @@ def test_a_users_script_trains_on_two_hosts_from_its_shipped_folder(fleet_hosts,
         "dataset": {"path": "cnn_dataset/test_set", "validation_split": 0.5, "image_size": [28, 28], "color": "rgb"},
         "search": {"strategy": "random", "pruner": "none",
                    "space": {"conv1.filters": {"type": "int", "low": 2, "high": 6}}},
-        "budget": {"max_trials": 2, "trial_timeout": 300, "max_seconds": 600}, "target": {"goal": 0.999},
-        "workers": {"heartbeat_interval": 1, "grace_period": 8}}))
+        "budget": {"max_trials": 2, "trial_timeout": 300, "max_seconds": 600}, "target": {"goal": 0.999}}))
     fleet_hosts.host("host-a")
     fleet_hosts.host("host-b")
     play = fleet_hosts.start(fleet_hosts.inventory(**{"host-a": {}, "host-b": {}}), config)
