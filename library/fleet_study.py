@@ -12,6 +12,9 @@ description:
   - C(create) validates the configuration, the model and the data set, packs the data set once into the run folder,
     creates the study in a database server with the packed data set's fingerprint, and enqueues the committed
     baseline as trial 0, once. A study created earlier with other data is refused in one line.
+  - For a C(model.file) model (a script or a C(build_model(hp)) file), C(create) also packs the model's folder into
+    one archive for the hosts and records its fingerprint in the study; a script's images (C(dataset.path)) must be
+    inside that folder.
   - C(collect) reads the study and downloads every trial's files from Optuna's artifact store (I(artifacts)) into
     the run folder at the paths a single-host run uses, then writes C(summary.json), the plot and the best model,
     so C(tune_report) and the mail work as for one host, even when the host that trained a trial is gone.
@@ -97,6 +100,20 @@ limits:
   description: The operator's caps given as I(limits) (C(autotune_limits)), for the play to hand each worker (C(fleet_worker)).
   returned: success and action is create
   type: dict
+pushed:
+  description: Whether the configuration came from a pushed commit (I(pushed)), for the play to hand each worker.
+  returned: success and action is create
+  type: bool
+model:
+  description:
+    - A C(model.file) model's folder packed for the hosts (create); null for a C(model.template) model.
+    - C(archive) (the tar file in the run folder), C(folder) (the name to unpack it under), C(file) (the model file
+      in it), C(data) (a script's image folder in it, or null), C(fingerprint) (of its files' names and bytes;
+      recorded in the study), C(files) (how many).
+  returned: success and action is create
+  type: dict
+  sample: {"archive": "runs/original_pipeline/model-5b1c0e9a7d3f2468.tar", "folder": "model-5b1c0e9a7d3f2468",
+           "file": "train.py", "data": "cnn_dataset/test_set", "fingerprint": "5b1c0e9a7d3f2468", "files": 2003}
 baseline_enqueued:
   description: Whether this call enqueued the baseline (false when the study already had trials).
   returned: success and action is create
@@ -155,7 +172,8 @@ def main():
     try:
         if params["action"] == "create":
             result = fleet.create(config, plan, run_dir, storage)
-            module.exit_json(changed=result["baseline_enqueued"], limits=params["limits"] or {}, **result)
+            module.exit_json(changed=result["baseline_enqueued"], limits=params["limits"] or {},
+                             pushed=params["pushed"], **result)
         summary = fleet.collect(config, plan, run_dir, storage, params["artifacts"], params["workers"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), run_dir=run_dir)

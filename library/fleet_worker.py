@@ -11,8 +11,9 @@ description:
   - The trainer hosts' side of C(playbooks/fleet.yml) (docs/fleet.md). Runs the same study loop as C(tune_model)
     against a study in a database server that C(fleet_study) created, with I(slots) trials at once, each in a
     fresh local process; other hosts' workers ask the same study at the same time.
-  - Joins only when the shipped packed data set (I(dataset)) matches I(fingerprint) and the study's recorded one;
-    otherwise fails in one line and trains nothing.
+  - Joins only when the shipped packed data set (I(dataset)) matches I(fingerprint) and the study's recorded one,
+    and, for a C(model.file) model, when the shipped copy of its folder (I(model)) matches the controller's
+    fingerprint and the study's; otherwise fails in one line and trains nothing.
   - Records Optuna heartbeats for its running trials and fails and retries (C(RetryHeartbeatStaleTrialCallback))
     the trials of hosts whose heartbeat stopped; a reached goal anywhere stops its trials within one poll.
   - Each ended trial's files (code, metrics, result, log, saved model) go to Optuna's artifact store under
@@ -45,6 +46,34 @@ options:
     description: Trials this host trains at once.
     type: int
     default: 1
+  model:
+    description:
+      - The shipped copy of a C(model.file) model's folder (C(fleet_study)'s C(model), unpacked on this host);
+        unset for a C(model.template) model. Its I(file) replaces the configuration's C(model.file), and for a
+        script its I(data) replaces C(dataset.path) (the images the script reads, inside that folder).
+    type: dict
+    suboptions:
+      path:
+        description: The folder on this host the model's archive was unpacked into.
+        type: path
+        required: true
+      file:
+        description: The model file, relative to I(path).
+        type: str
+        required: true
+      data:
+        description: A script's image folder, relative to I(path); unset for a C(build_model(hp)) file.
+        type: str
+      fingerprint:
+        description: The folder's fingerprint the controller computed; a copy that differs is refused.
+        type: str
+        required: true
+  pushed:
+    description:
+      - The configuration and model came from a pushed commit (C(fleet_study)'s C(pushed)); its trials must then not
+        share this worker's user, as on one host (the local runner's rule, docs/security.md), or the worker refuses.
+    type: bool
+    default: false
   artifacts:
     description: Root of the shared C(FileSystemArtifactStore) folder; empty keeps the trials' files on this host only.
     type: path
@@ -96,6 +125,11 @@ EXAMPLES = r"""
     storage: "{{ autotune_storage }}"
     dataset: ~/autotune-fleet/catsdogs/dataset-0123456789abcdef
     fingerprint: 3f2a9c0d1e4b5a67
+    model:
+      path: ~/autotune-fleet/catsdogs/model-5b1c0e9a7d3f2468
+      file: train.py
+      data: cnn_dataset/test_set
+      fingerprint: 5b1c0e9a7d3f2468
     worker: "{{ inventory_hostname }}"
     slots: 2
     artifacts: /srv/autotune-artifacts
@@ -151,6 +185,10 @@ def main():
             fingerprint=dict(type="str", required=True),
             worker=dict(type="str", required=True),
             slots=dict(type="int", default=1),
+            model=dict(type="dict", options=dict(path=dict(type="path", required=True),
+                                                 file=dict(type="str", required=True), data=dict(type="str"),
+                                                 fingerprint=dict(type="str", required=True))),
+            pushed=dict(type="bool", default=False),
             artifacts=dict(type="path"),
             trainer_path=dict(type="path"),
             limits=CONFIG_ARGUMENTS["limits"],
@@ -162,16 +200,23 @@ def main():
         module.fail_json(msg=f"slots: {params['slots']} is invalid; expected an integer >= 1")
     # The host trains from the shipped pack, in fresh local processes (the worker image holds the trainer).
     here = {"dataset": {"path": params["dataset"]}, "runner": {"kind": "local", "slots": params["slots"]}}
+    model = params["model"]
     try:
+        if model:  # a model.file model: this host's copy of its folder, once it is the controller's
+            here = tune_config.merged(here, fleet.shipped_model(model, params["worker"]))
         config = tune_config.load(params["config"], tune_config.merged(params["overrides"], here))
         tune_config.apply_limits(config, params["limits"])
+        if params["pushed"]:
+            fleet.check_pushed(config, params["worker"])
         plan = model_plan(config, params["templates_dir"])
         run_dir = os.path.join(os.path.abspath(params["runs_root"]), config["study"], params["worker"])
+        model_print = model["fingerprint"] if model else None
         if module.check_mode:
-            fleet.check_data(params["dataset"], params["fingerprint"], config["study"], params["storage"], params["worker"])
+            fleet.check_data(params["dataset"], params["fingerprint"], config["study"], params["storage"],
+                             params["worker"], model_print)
             module.exit_json(changed=False, run_dir=run_dir, msg="the data set matches the study's; this host may join")
         result = fleet.work(config, plan, run_dir, params["storage"], params["worker"], params["dataset"],
-                            params["fingerprint"], params["artifacts"], params["trainer_path"])
+                            params["fingerprint"], params["artifacts"], params["trainer_path"], model_print)
     except AutotuneError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=bool(result["trained"]), **result)

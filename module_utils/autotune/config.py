@@ -173,7 +173,9 @@ DEFAULTS = {
                "deterministic": True},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost", "pusher": False},
-    "workers": {"heartbeat_interval": 10, "grace_period": 60},
+    # A dead host's trial is failed and retried within grace + interval (14 s); a live one is not: its heartbeats came
+    # at most 2.3 s apart on a 2-core host under load 23 (bench/heartbeat_gaps.py, docs/fleet.md#take-over).
+    "workers": {"heartbeat_interval": 2, "grace_period": 12},
     "runner": dict({"kind": "local"}, **{name: runner.CONFIG_DEFAULTS for name, runner in RUNNERS.items()}),
 }
 

@@ -521,12 +521,16 @@ def _is_script_candidate(path):
     return "fit(" in source if imports_keras and ("Sequential" in source or "Model(" in source) else None
 
 
+# Folders of a checkout that hold no model code: its history, environments, run folders (hidden ones are skipped too).
+# A fleet ships a model's folder without them (fleet.py).
+SKIPPED_FOLDERS = frozenset({".git", ".venv", "venv", "__pycache__", "node_modules", "runs"})
+
+
 def find_script(folder):
     """The one Python file of a checkout folder that builds a Keras model and calls fit (cheap text scan, then parsed)."""
-    skip = {".git", ".venv", "venv", "__pycache__", "node_modules", "runs"}
     candidates = {}
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in skip and not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_FOLDERS and not d.startswith("."))
         if os.path.relpath(root, folder).count(os.sep) >= 1:  # the folder and two levels below it
             dirs[:] = []
         for name in sorted(files):

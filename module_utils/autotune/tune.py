@@ -105,27 +105,83 @@ def _mean(values):
     return round(sum(values) / len(values), 3) if values else None
 
 
+class StudyRun:
+    """One study loop on this host, built one way for a single host (``run``) and a fleet worker (fleet.work): the
+    run folder's lock, the progress log, the runner with its warm spares, the dashboard notes and the loop. A change
+    to warm-up, notes or locking is made here once.
+
+    ``with StudyRun(...) as session``: the folder is locked; ``close()`` (also on leaving) ends the spares no trial
+    needed and the notes' writer; the lock is released last."""
+
+    def __init__(self, config, plan, run_dir, storage, trainer_path=None):
+        self.config, self.plan, self.run_dir, self.storage = config, plan, run_dir, storage
+        self.trainer_path = trainer_path
+        self.lock = RunDirLock(run_dir)
+        self.progress = self.runner = self.notes = None
+        self.closed = False
+
+    def __enter__(self):
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.lock.__enter__()
+        try:
+            self.progress = ProgressLog(self.run_dir)
+            self.runner = make_runner(self.config["runner"], self.plan["facts"]["framework"], self.trainer_path,
+                                      self.plan.get("read_only_paths", ()))
+            self.notes = dashboard.Notes(self.progress)  # written beside the loop, not in its way
+        except BaseException:
+            self.lock.__exit__()
+            raise
+        self.closed = False
+        return self
+
+    def warm_up(self, pack):
+        """Each slot's first trainer starts (imports Keras) now and waits for ``pack``: the first trial starts warm."""
+        self.runner.warm_up(pack, {"study": self.config["study"], "run_dir": self.run_dir})
+
+    def run(self, dataset, stopped, after_trial=None):
+        """The loop until a stop reason: (study, reason, new trials). A lost disk or storage is one line,
+        ``stopped(detail)`` (the storage URL masked in the detail)."""
+        loop = StudyLoop(self.config, self.plan, dataset, self.runner, self.run_dir, self.storage, self.progress,
+                         self.notes)
+        loop.after_trial = after_trial
+        try:
+            return loop.run()
+        except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+            raise AutotuneError(stopped(f"{type(exc).__name__}: {masked_storage(str(exc))[:300]}"))
+
+    def close(self):
+        """Nothing is left running after the study (warm spares); the notes written so far are flushed."""
+        if self.runner is not None and not self.closed:
+            self.runner.close()
+            self.notes.close()
+        self.closed = True
+
+    def __exit__(self, *exc):
+        try:
+            self.close()
+        finally:
+            self.lock.__exit__(*exc)
+
+
 def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
     """Train until the goal or the budget; write summary.json, the plot and the best model. Return the summary."""
-    os.makedirs(run_dir, exist_ok=True)
     started = time.time()
-    with RunDirLock(run_dir):
+    with StudyRun(config, plan, run_dir, storage, trainer_path) as session:
         check_run_dir(run_dir, config["study"])
         with open(os.path.join(run_dir, STUDY_MARK), "w", encoding="utf-8") as handle:
             handle.write(config["study"])
-        progress = ProgressLog(run_dir)
-        runner = make_runner(config["runner"], plan["facts"]["framework"], trainer_path, plan.get("read_only_paths", ()))
-        notes = dashboard.Notes(progress)  # written beside the loop, not in its way
+        progress, runner = session.progress, session.runner
         try:
-            dataset = _data_with_warm_trainers(config, run_dir, runner, progress)
-            watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, notes)
+            dataset = _data_with_warm_trainers(config, run_dir, session)
+            watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, session.notes)
             progress(_header(config, dataset, runner, watch))
-            loop = StudyLoop(config, plan, dataset, runner, run_dir, storage, progress, notes)
-            loop.after_trial = Recorder(config, plan, dataset, runner, run_dir)  # records/NNNN.json (reproduce)
-            study, stop_reason, new_trials = _study(loop, storage, run_dir)
+            # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
+            study, stop_reason, new_trials = session.run(dataset, lambda detail: (
+                f"run: the host stopped the study ({detail}); finished trials are kept in {masked_storage(storage)} "
+                f"and {run_dir}; expected free disk space and a reachable storage: fix it and run again to resume"),
+                after_trial=Recorder(config, plan, dataset, runner, run_dir))  # records/NNNN.json (reproduce)
         finally:
-            runner.close()  # nothing is left running after the study (warm spares)
-            notes.close()
+            session.close()
         progress(f"stopped: {stop_reason}")
         summary = summarise(config, study, stop_reason, run_dir, storage, runner, dataset, plan)
         summary.update(new_trials=new_trials, seconds=round(time.time() - started, 3), progress=progress.lines)
@@ -144,23 +200,13 @@ def _header(config, dataset, runner, watch):
             f"{dataset['classes']}" + (f", dashboard {watch['dashboard_url']}" if watch["dashboard_url"] else ""))
 
 
-def _data_with_warm_trainers(config, run_dir, runner, progress):
+def _data_with_warm_trainers(config, run_dir, session):
     """Pack the data set while each slot's first trainer starts (imports Keras) beside it: trial 0 starts warm."""
     cache_dir = os.path.join(run_dir, "data")
     classes = tune_dataset.scan(config["dataset"]["path"])
     pack, _ = tune_dataset.packed_path(config["dataset"], cache_dir, classes)
-    runner.warm_up(pack, {"study": config["study"], "run_dir": run_dir})
-    return tune_dataset.prepare(config["dataset"], cache_dir, progress, classes)  # lines for large sets
-
-
-def _study(loop, storage, run_dir):
-    try:
-        return loop.run()
-    except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-        # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
-        raise AutotuneError(f"run: the host stopped the study ({type(exc).__name__}: {masked_storage(str(exc))[:300]}); "
-                            f"finished trials are kept in {masked_storage(storage)} and {run_dir}; expected free "
-                            "disk space and a reachable storage: fix it and run again to resume")
+    session.warm_up(pack)
+    return tune_dataset.prepare(config["dataset"], cache_dir, session.progress, classes)  # lines for large sets
 
 
 def _copy_regular(source, target):

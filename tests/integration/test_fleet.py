@@ -2,6 +2,7 @@
 PostgreSQL on 127.0.0.1 is reached) and their own file systems, reached by Ansible through the
 community.docker.docker connection; the controller is localhost. A shared folder (bind-mounted at the same path
 into every host) stands in for the operator's NFS share of Optuna's artifact store."""
+import datetime
 import json
 import os
 import shutil
@@ -113,8 +114,7 @@ def _config(folder, study, **sections):
                          "space": {"filters": {"type": "int", "low": 4, "high": 16},
                                    "dense_units": {"type": "int", "low": 8, "high": 32}}},
               "budget": {"max_trials": 5, "trial_timeout": 300, "max_seconds": 900},
-              "target": {"goal": 0.999},
-              "workers": {"heartbeat_interval": 1, "grace_period": 8}}
+              "target": {"goal": 0.999}}  # the default heartbeat and grace period: their take-over is measured
     config.update(sections)
     path = folder / "autotune.yml"
     path.write_text(yaml.safe_dump(config))
@@ -172,6 +172,7 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
                 and any(t.state == RUNNING and t.intermediate_values for t in mine))
     _wait(a_mid_second_trial, play, "host a's second trial past its first epoch")
     fleet_hosts.containers["host-a"].kill()
+    killed = datetime.datetime.now()  # Optuna's times are the workers' local clocks (this host's, in containers)
     output = fleet_hosts.finish(play)
 
     trials = _trials(postgres_url, study)
@@ -182,6 +183,12 @@ def test_two_hosts_share_a_study_through_a_restart_and_a_dead_host(fleet_hosts, 
     # Host a held one trial training, and perhaps one more whose saved model it was scoring: both die with it.
     assert 1 <= len(retried) <= 2 and {_host(t) for t in failed} == {"host-a"}
     assert all(retried[t.number].state == COMPLETE and _host(retried[t.number]) == "host-b" for t in failed)
+    # Take-over with the defaults (heartbeat 2 s, grace 12 s): the dead host's trial is failed and queued again
+    # within 20 s of the kill; its retry starts when host b has a free slot (after its own trial).
+    taken_over = max((t.datetime_complete - killed).total_seconds() for t in failed)
+    print(f"take-over: failed and re-queued {taken_over:.1f} s after the kill; retries started "
+          f"{[round((retried[t.number].datetime_start - killed).total_seconds(), 1) for t in failed]} s after it")
+    assert taken_over < 20, taken_over
     assert not [t for t in trials if t.state == RUNNING], "no trial is left hanging"
     counted = [t for t in trials if t.number not in retried]
     assert len(counted) == 5 and all(t.state == COMPLETE and len(t.intermediate_values) == 2 for t in counted), \
@@ -263,3 +270,75 @@ def test_goal_on_one_host_stops_the_other_and_other_data_is_refused(fleet_hosts,
     assert json.loads((tmp_path / "runs" / study / "summary.json").read_text())["reached"] is True
     assert play.returncode != 0 and "The study ended, but host-c did not finish" in output, \
         "a refused host still fails the run, after the result was sent"
+
+
+# The seed's shape (examples/original_pipeline/train.py), small: a module-level Sequential reading Kaggle-style
+# folders beside it with image_dataset_from_directory, one Conv+ReLU+Pool block, one epoch.
+SEED_SCRIPT = '''import keras
+from keras import layers
+
+training_set = keras.utils.image_dataset_from_directory(
+    "cnn_dataset/training_set/", image_size=(28, 28), batch_size=32, label_mode="binary", seed=1)
+test_set = keras.utils.image_dataset_from_directory(
+    "cnn_dataset/test_set/", image_size=(28, 28), batch_size=32, label_mode="binary", shuffle=False)
+
+model = keras.Sequential()
+model.add(keras.Input(shape=(28, 28, 3)))
+model.add(layers.Rescaling(1.0 / 255))
+model.add(layers.Conv2D(4, (3, 3), activation="relu"))
+model.add(layers.MaxPooling2D(pool_size=(2, 2)))
+model.add(layers.Flatten())
+model.add(layers.Dense(units=8, activation="relu"))
+model.add(layers.Dense(units=1, activation="sigmoid"))
+
+model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+model.fit(training_set, validation_data=test_set, epochs=1)
+model.save("model.h5")
+'''
+
+
+def _seed_folder(folder, per_class=150):
+    """train.py beside its own images (cnn_dataset/{training_set,test_set}/{cats,dogs}), as the seed keeps them."""
+    for source, name in (("cat", "cats"), ("dog", "dogs")):
+        images = sorted((SAMPLE_DATA / source).iterdir())[:per_class]
+        for index, image in enumerate(images):
+            part = folder / "cnn_dataset" / ("test_set" if index % 3 == 2 else "training_set") / name
+            part.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(image, part / image.name)
+    (folder / "train.py").write_text(SEED_SCRIPT)
+    return folder
+
+
+def test_a_users_script_trains_on_two_hosts_from_its_shipped_folder(fleet_hosts, tmp_path, postgres_url, sample_data):
+    """model.file on the fleet: the script's folder (its images inside) reaches both hosts under its fingerprint, both
+    train trials of the script rewritten by the study, and the controller reports on the user's own file."""
+    study = f"fleet-script-{uuid.uuid4().hex[:8]}"
+    folder = _seed_folder(tmp_path / "seed")
+    config = folder / "autotune.yml"
+    config.write_text(yaml.safe_dump({
+        "study": study, "model": {"file": "train.py"},
+        "dataset": {"path": "cnn_dataset/test_set", "validation_split": 0.5, "image_size": [28, 28], "color": "rgb"},
+        "search": {"strategy": "random", "pruner": "none",
+                   "space": {"conv1.filters": {"type": "int", "low": 2, "high": 6}}},
+        "budget": {"max_trials": 2, "trial_timeout": 300, "max_seconds": 600}, "target": {"goal": 0.999}}))
+    fleet_hosts.host("host-a")
+    fleet_hosts.host("host-b")
+    play = fleet_hosts.start(fleet_hosts.inventory(**{"host-a": {}, "host-b": {}}), config)
+    output = fleet_hosts.finish(play)
+
+    trials = _trials(postgres_url, study)
+    assert trials and [t.state for t in trials] == [COMPLETE] * 2, output[-4000:]
+    assert {_host(t) for t in trials} == {"host-a", "host-b"}, "both hosts trained the script"
+    shipped = optuna.load_study(study_name=study, storage=postgres_url).user_attrs[fleet.MODEL_FINGERPRINT_ATTR]
+    assert shipped == fleet.model_fingerprint(str(folder))
+    run_dir = tmp_path / "runs" / study
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_completed"] == 2 and summary["runner"] == "fleet", output[-3000:]
+    trial_zero = run_dir / trials[0].user_attrs["trial_dir"]
+    assert (trial_zero / "model.py").read_bytes() == SEED_SCRIPT.encode(), "trial 0 is the user's file byte for byte"
+    for trial in trials:  # each epoch logged from the images the script read on its host
+        assert len((run_dir / trial.user_attrs["trial_dir"] / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (run_dir / "best_model.py").is_file() and (run_dir / "result.eml").is_file()
+    host = fleet_hosts.containers["host-b"]
+    listed = host.exec_run(["sh", "-c", f"ls ~/autotune-fleet/{study}/model-{shipped}/cnn_dataset/training_set/cats | wc -l"])
+    assert listed.output.strip() == b"100", "the script's own images were shipped with it"

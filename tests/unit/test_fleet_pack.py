@@ -1,5 +1,6 @@
 """The fleet's data check and the paths it trusts (module_utils/autotune/fleet.py), without a database."""
 import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -56,3 +57,67 @@ def test_artifacts_land_only_inside_the_run_folder(relative, kept):
 def test_workers_draw_with_seeds_of_their_own():
     assert fleet.worker_seed("host-a") != fleet.worker_seed("host-b")
     assert fleet.worker_seed("host-a") == fleet.worker_seed("host-a")
+
+
+def _script_folder(root):
+    """A seed-shaped folder: train.py beside the images it reads, plus what is never shipped."""
+    (root / "cnn_dataset" / "test_set" / "cats").mkdir(parents=True)
+    (root / "cnn_dataset" / "test_set" / "cats" / "1.png").write_bytes(b"png")
+    (root / "train.py").write_text("import keras\n")
+    (root / ".env").write_text("TOKEN=secret\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n")
+    (root / "runs").mkdir()
+    (root / "runs" / "big.bin").write_bytes(b"x" * 1000)
+    (root / "link.py").symlink_to(root / "train.py")
+    return root
+
+
+def _script_plan(root):
+    return {"api": "script", "file": str(root / "train.py")}
+
+
+def test_a_script_folder_is_packed_without_links_hidden_or_run_files(tmp_path):
+    folder = _script_folder(tmp_path / "model")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    staged = fleet.stage_model(_script_plan(folder), {"dataset": {"path": str(folder / "cnn_dataset/test_set")}},
+                               str(run_dir))
+    assert staged["file"] == "train.py" and staged["data"] == "cnn_dataset/test_set" and staged["files"] == 2
+    with tarfile.open(staged["archive"]) as archive:
+        assert sorted(archive.getnames()) == ["cnn_dataset/test_set/cats/1.png", "train.py"]
+        archive.extractall(tmp_path / "host", filter="data")
+    # The host's unpacked copy has the fingerprint the archive was made with (one read of each file for both).
+    assert fleet.model_fingerprint(str(tmp_path / "host")) == staged["fingerprint"] == fleet.model_fingerprint(str(folder))
+    override = fleet.shipped_model({"path": str(tmp_path / "host"), "file": "train.py", "data": staged["data"],
+                                    "fingerprint": staged["fingerprint"]}, "h1")
+    assert override == {"model": {"file": str(tmp_path / "host" / "train.py")},
+                        "dataset": {"path": str(tmp_path / "host" / "cnn_dataset" / "test_set")}}
+
+
+def test_a_host_whose_model_copy_differs_is_refused_in_one_line(tmp_path):
+    folder = _script_folder(tmp_path / "model")
+    shipped = fleet.model_fingerprint(str(folder))
+    (folder / "train.py").write_text("import keras  # changed on the host\n")
+    with pytest.raises(AutotuneError) as caught:
+        fleet.shipped_model({"path": str(folder), "file": "train.py", "data": None, "fingerprint": shipped}, "h2")
+    line = str(caught.value)
+    assert "\n" not in line and "host h2" in line and shipped in line and fleet.model_fingerprint(str(folder)) in line
+    assert "does not join" in line
+
+
+def test_a_script_reading_images_outside_its_folder_is_refused_on_a_fleet(tmp_path):
+    folder = _script_folder(tmp_path / "model")
+    with pytest.raises(AutotuneError, match="is outside the script's folder"):
+        fleet.stage_model(_script_plan(folder), {"dataset": {"path": str(tmp_path)}}, str(tmp_path))
+
+
+def test_a_template_ships_no_model_folder(tmp_path):
+    assert fleet.stage_model({"api": "template"}, {}, str(tmp_path)) is None
+
+
+def test_an_oversized_model_folder_is_refused(tmp_path, monkeypatch):
+    folder = _script_folder(tmp_path / "model")
+    monkeypatch.setattr(fleet, "MAX_MODEL_FOLDER_FILES", 1)
+    with pytest.raises(AutotuneError, match="expected a model's folder of ordinary size"):
+        fleet.model_fingerprint(str(folder))
