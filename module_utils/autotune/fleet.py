@@ -15,7 +15,8 @@ import time
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
-from ansible.module_utils.autotune import dashboard
+from ansible.module_utils.autotune import artifacts as artifact_stores
+from ansible.module_utils.autotune import checkpoints, dashboard
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, trialdir, trialrun
@@ -27,7 +28,8 @@ from ansible.module_utils.autotune.study import VERIFY_DIR, StudyLoop, verificat
 from ansible.module_utils.autotune.tune import STUDY_MARK, RunDirLock, check_run_dir, summarise
 
 FINGERPRINT_ATTR = "fleet_dataset_fingerprint"  # study user attribute: the packed data set every worker must hold
-# The files of a trial folder that reach the artifact store (trialdir.py names them); never the checkpoint.
+# The files of a trial folder that reach the artifact store when it ends (trialdir.py names them); its checkpoint goes
+# there while it trains (checkpoints.py) and is removed when it is told.
 ARTIFACT_FILES = (trialdir.SPEC, trialdir.MODEL, trialdir.METRICS, trialdir.RESULT, trialdir.LOG, trialdir.SAVED_MODEL)
 
 
@@ -91,9 +93,8 @@ class ArtifactUploader:
     """StudyLoop.after_trial: each ended trial's files go to Optuna's artifact store (optuna.artifacts), so they
     outlive the host; the worker that trained it is recorded on the trial."""
 
-    def __init__(self, root, worker, progress):
-        self.store = optuna.artifacts.FileSystemArtifactStore(root) if root else None
-        self.worker, self.progress = worker, progress
+    def __init__(self, store, worker, progress):
+        self.store, self.worker, self.progress = store, worker, progress
 
     def __call__(self, trial, trial_dir, attrs):
         attrs["worker"] = self.worker
@@ -106,7 +107,7 @@ class ArtifactUploader:
                 if os.path.isfile(path) and not os.path.islink(path):  # the folder is writable by the trained code
                     optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=path, study_or_trial=trial)
                     uploaded.append(name)
-        except OSError as exc:
+        except artifact_stores.STORE_ERRORS as exc:
             attrs["artifacts_error"] = f"{type(exc).__name__}: {exc}"
             self.progress(f"trial {trial.number:3d}  artifacts not stored ({attrs['artifacts_error']})")
         attrs["artifacts"] = uploaded
@@ -140,10 +141,11 @@ def _pack_facts(packed, fingerprint):
             "source": packed}
 
 
-def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=None, trainer_path=None):
+def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=None, trainer_path=None, s3=None):
     """A trainer host: join the study with the shipped data set and train until the study stops."""
     _need_server(storage)
     check_data(packed, fingerprint, config["study"], storage, worker)
+    store = artifact_stores.make_store(artifacts, s3)
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
     # Each worker its own seed: workers started together would otherwise draw the same points in the same order.
@@ -154,7 +156,9 @@ def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=
         runner.warm_up(packed, {"study": config["study"], "run_dir": run_dir})  # the host's first trial starts warm
         notes = dashboard.Notes(progress)
         loop = StudyLoop(config, plan, _pack_facts(packed, fingerprint), runner, run_dir, storage, progress, notes)
-        loop.after_trial = ArtifactUploader(artifacts, worker, progress)
+        loop.after_trial = ArtifactUploader(store, worker, progress)
+        if store is not None:  # each running trial's checkpoint too, so a retry on another host resumes from it
+            loop.checkpoints = checkpoints.Shipper(store, run_dir, config["runner"], progress)
         progress(f"worker {worker}: study {config['study']}, {runner.describe()}")
         try:
             study, reason, new_trials = loop.run()
@@ -226,11 +230,11 @@ class FleetWorkers:
                 "lost": [w.get("worker") for w in self.workers if w.get("lost")]}
 
 
-def collect(config, plan, run_dir, storage, artifacts, workers):
+def collect(config, plan, run_dir, storage, artifacts, workers, s3=None):
     """Controller: the study and every trial's artifacts into run_dir; summary.json as for one host."""
     database = make_storage(storage, config["workers"])
     study = optuna.load_study(study_name=config["study"], storage=database)
-    store = optuna.artifacts.FileSystemArtifactStore(artifacts) if artifacts else None
+    store = artifact_stores.make_store(artifacts, s3)
     fetched = sum(_download(store, database, t, run_dir) for t in study.trials) if store else 0
     trials = study.get_trials(deepcopy=False)
     reasons = [w["stop_reason"] for w in workers if w.get("stop_reason")]
