@@ -295,7 +295,8 @@ class Shipper:
                 self.progress(f"trial {number:3d}  checkpoint not stored ({type(exc).__name__}); "
                               "a retry elsewhere would start from an earlier epoch")
         finally:
-            os.unlink(path)
+            if os.path.lexists(path):  # close() may have cleared the staging folder after its wait
+                os.unlink(path)
             with self.cond:
                 self.busy.discard(number)
 

@@ -15,6 +15,9 @@ import pytest
 
 from ansible.module_utils.autotune import artifacts, checkpoints, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
+from ansible.module_utils.autotune.storage import default_storage, open_study
+from ansible.module_utils.autotune.study import StudyLoop
+from fakes import FakeRunner
 
 CAP = 1 << 20
 
@@ -200,3 +203,31 @@ def test_a_prefix_keeps_every_object_under_it(tmp_path):
     assert (tmp_path / "fleet" / "x").read_bytes() == b"1" and store.open_reader("x").read() == b"1"
     store.remove("x")
     assert os.listdir(tmp_path / "fleet") == []
+
+
+def test_a_dead_hosts_trial_is_retried_here_from_its_shipped_checkpoint(tmp_path, store):
+    """The study loop's hook: a trial another host left RUNNING, failed and retried as Optuna's heartbeat callback does,
+    starts here in a fresh folder holding the checkpoint that host shipped; the inherited object is removed once the
+    retry is told."""
+    from test_study_loop import _setup, by_filters  # pylint: disable=import-outside-toplevel
+
+    config, plan, run_dir = _setup(tmp_path)
+    study = open_study(config, plan, default_storage(run_dir))
+    study.enqueue_trial({"filters": 4})
+    dead = study.ask()
+    params = dict(plan["baseline"], filters=dead.suggest_int("filters", 4, 32, log=True))
+    for name, value in {"run_dir": str(tmp_path / "host-a"), "params": params, "trial_dir": "trials/0000"}.items():
+        dead.set_user_attr(name, value)
+    _ship(tmp_path / "host-a", store, dead, 2, weights=b"epoch 2 weights").close()
+    study.tell(dead.number, state=optuna.trial.TrialState.FAIL)
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.get_trials()[0])
+    lines, runner = [], FakeRunner(by_filters({4: [0.9]}))
+    loop = StudyLoop(config, plan, {"path": "x.npz"}, runner, run_dir, default_storage(run_dir), lines.append)
+    loop.checkpoints = checkpoints.Shipper(store, run_dir, config["runner"], lines.append)
+    study, reason, _ = loop.run()
+    assert reason == "goal reached" and [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    folder = tmp_path / "run" / "trials" / "0001"
+    assert [f for f, _ in runner.started] == [str(folder)]
+    assert (folder / "checkpoint" / checkpoints.WEIGHTS).read_bytes() == b"epoch 2 weights"
+    assert "trial   1  retrying trial 0 of a host that stopped, from its checkpoint after epoch 2" in lines
+    assert os.listdir(tmp_path / "store") == [], "the inherited checkpoint is removed once the retry is told"
