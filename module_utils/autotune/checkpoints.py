@@ -201,13 +201,16 @@ class Shipper:
         with self.cond:
             if slot.code is not None or len(slot.epochs) <= self.shipped.get(number, 0) or number in self.busy:
                 return
-        os.makedirs(self.staging, mode=0o700, exist_ok=True)
         path = os.path.join(self.staging, f"{number:06d}-{len(slot.epochs)}.tar")
         started = time.time()
-        epochs = snapshot(slot.trial_dir, slot.epochs, path, self.max_bytes)
-        if epochs is None or epochs <= self.shipped.get(number, 0):
-            if os.path.lexists(path):
-                os.unlink(path)
+        try:  # a full disk skips this epoch's snapshot; the loop goes on (trialcaps stops the study when it is low)
+            os.makedirs(self.staging, mode=0o700, exist_ok=True)
+            epochs = snapshot(slot.trial_dir, slot.epochs, path, self.max_bytes)
+            if epochs is None or epochs <= self.shipped.get(number, 0):
+                if os.path.lexists(path):
+                    os.unlink(path)
+                return
+        except OSError:
             return
         with self.cond:
             self.shipped[number] = epochs
