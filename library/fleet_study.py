@@ -15,12 +15,14 @@ description:
   - For a C(model.file) model (a script or a C(build_model(hp)) file), C(create) also packs the model's folder into
     one archive for the hosts and records its fingerprint in the study; a script's images (C(dataset.path)) must be
     inside that folder.
-  - C(collect) reads the study and downloads every trial's files from Optuna's artifact store (I(artifacts)) into
+  - C(collect) reads the study and downloads every trial's files from Optuna's artifact store (I(artifacts), a
+    shared folder or an S3 bucket) into
     the run folder at the paths a single-host run uses, then writes C(summary.json), the plot and the best model,
     so C(tune_report) and the mail work as for one host, even when the host that trained a trial is gone.
 extends_documentation_fragment:
   - autotune_config
   - autotune_config.pushed
+  - autotune_config.artifact_store
 options:
   action:
     description: C(create) the study before the workers start, or C(collect) it after they ended.
@@ -33,9 +35,6 @@ options:
       - Holds the database password, so it is never logged; give it from the vault or the environment.
     type: str
     required: true
-  artifacts:
-    description: Root of the shared folder of Optuna's C(FileSystemArtifactStore) the workers upload to (collect).
-    type: path
   workers:
     description: The workers' results (C(fleet_worker)'s return values; C(lost) true for a host that vanished).
     type: list
@@ -49,6 +48,7 @@ requirements:
   - libcst (to read and rewrite a user's Keras script; see requirements.txt)
   - numpy and pillow (to pack the image data set; see requirements.txt)
   - matplotlib (for the result's optimisation plot at collect; see requirements.txt)
+  - boto3 (for an s3:// artifact store; see requirements.txt)
 attributes:
   check_mode:
     support: full
@@ -149,7 +149,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.autotune import fleet
 from ansible.module_utils.autotune.errors import AutotuneError
-from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, prepare_or_fail
+from ansible.module_utils.autotune.module_args import ARTIFACT_ARGUMENTS, CONFIG_ARGUMENTS, prepare_or_fail
 from ansible.module_utils.autotune.report import SUMMARY_NAME
 
 
@@ -159,7 +159,7 @@ def main():
             CONFIG_ARGUMENTS,
             action=dict(type="str", choices=["create", "collect"], default="create"),
             storage=dict(type="str", required=True, no_log=True),
-            artifacts=dict(type="path"),
+            **ARTIFACT_ARGUMENTS,
             workers=dict(type="list", elements="dict", default=[]),
         ),
         supports_check_mode=True,
@@ -174,7 +174,8 @@ def main():
             result = fleet.create(config, plan, run_dir, storage)
             module.exit_json(changed=result["baseline_enqueued"], limits=params["limits"] or {},
                              pushed=params["pushed"], **result)
-        summary = fleet.collect(config, plan, run_dir, storage, params["artifacts"], params["workers"])
+        summary = fleet.collect(config, plan, run_dir, storage, params["artifacts"], params["workers"],
+                                params["s3"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc), run_dir=run_dir)
     module.exit_json(changed=summary["artifacts_fetched"] > 0, run_dir=run_dir, study=config["study"],

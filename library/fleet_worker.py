@@ -16,11 +16,14 @@ description:
     fingerprint and the study's; otherwise fails in one line and trains nothing.
   - Records Optuna heartbeats for its running trials and fails and retries (C(RetryHeartbeatStaleTrialCallback))
     the trials of hosts whose heartbeat stopped; a reached goal anywhere stops its trials within one poll.
-  - Each ended trial's files (code, metrics, result, log, saved model) go to Optuna's artifact store under
-    I(artifacts), a folder every host and the controller share, so they outlive the host.
+  - Each ended trial's files (code, metrics, result, log, saved model) go to Optuna's artifact store
+    (I(artifacts), a folder every host and the controller share or an S3 bucket), so they outlive the host.
+  - With an artifact store, each running trial's checkpoint goes there after each epoch (as often as its upload
+    allows), and a trial retried here from a dead host resumes from the newest one instead of epoch 0.
   - I(config) and I(templates_dir) are this host's copies, shipped by the play.
 extends_documentation_fragment:
   - autotune_config
+  - autotune_config.artifact_store
 options:
   runs_root:
     description: Parent of this worker's run folder (C(<runs_root>/<study>/<worker>)).
@@ -74,9 +77,6 @@ options:
         share this worker's user, as on one host (the local runner's rule, docs/security.md), or the worker refuses.
     type: bool
     default: false
-  artifacts:
-    description: Root of the shared C(FileSystemArtifactStore) folder; empty keeps the trials' files on this host only.
-    type: path
   trainer_path:
     description: Folder holding the C(autotune_trainer) package, where it is not installed (the worker image has it).
     type: path
@@ -106,6 +106,7 @@ requirements:
   - libcst (to read and rewrite a user's Keras script; see requirements-worker.txt)
   - numpy and pillow (to check the packed data set; see requirements-worker.txt)
   - optuna-dashboard (for the trial notes; see requirements-worker.txt)
+  - boto3 (for an s3:// artifact store; see requirements-worker.txt)
 attributes:
   check_mode:
     support: full
@@ -132,7 +133,10 @@ EXAMPLES = r"""
       fingerprint: 5b1c0e9a7d3f2468
     worker: "{{ inventory_hostname }}"
     slots: 2
-    artifacts: /srv/autotune-artifacts
+    artifacts: s3://autotune-artifacts/fleet
+    s3:
+      access_key: "{{ vault_autotune_s3_access_key }}"
+      secret_key: "{{ vault_autotune_s3_secret_key }}"
   async: 3600
   poll: 5
 """
@@ -173,7 +177,7 @@ from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import fleet
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.modelcode import plan as model_plan
-from ansible.module_utils.autotune.module_args import CONFIG_ARGUMENTS, CONFIG_FILE_ARGUMENTS
+from ansible.module_utils.autotune.module_args import ARTIFACT_ARGUMENTS, CONFIG_ARGUMENTS, CONFIG_FILE_ARGUMENTS
 
 
 def main():
@@ -189,7 +193,7 @@ def main():
                                                  file=dict(type="str", required=True), data=dict(type="str"),
                                                  fingerprint=dict(type="str", required=True))),
             pushed=dict(type="bool", default=False),
-            artifacts=dict(type="path"),
+            **ARTIFACT_ARGUMENTS,
             trainer_path=dict(type="path"),
             limits=CONFIG_ARGUMENTS["limits"],
         ),
@@ -216,7 +220,8 @@ def main():
                              params["worker"], model_print)
             module.exit_json(changed=False, run_dir=run_dir, msg="the data set matches the study's; this host may join")
         result = fleet.work(config, plan, run_dir, params["storage"], params["worker"], params["dataset"],
-                            params["fingerprint"], params["artifacts"], params["trainer_path"], model_print)
+                            params["fingerprint"], params["artifacts"], params["trainer_path"], model_print,
+                            params["s3"])
     except AutotuneError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=bool(result["trained"]), **result)

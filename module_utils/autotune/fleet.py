@@ -18,6 +18,8 @@ import time
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
+from ansible.module_utils.autotune import artifacts as artifact_stores
+from ansible.module_utils.autotune import checkpoints
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import report, scriptcode, trialdir, trialrun
@@ -35,7 +37,8 @@ MODEL_FINGERPRINT_ATTR = "fleet_model_fingerprint"  # study user attribute: the 
 # stray gigabytes never reach the fleet. The seed's folder with its images is about 4 MB in 2,000 files.
 MAX_MODEL_FOLDER_BYTES = 1 << 30
 MAX_MODEL_FOLDER_FILES = 20000
-# The files of a trial folder that reach the artifact store (trialdir.py names them); never the checkpoint.
+# The files of a trial folder that reach the artifact store when it ends (trialdir.py names them); its checkpoint goes
+# there while it trains (checkpoints.py) and is removed when it is told.
 ARTIFACT_FILES = (trialdir.SPEC, trialdir.MODEL, trialdir.METRICS, trialdir.RESULT, trialdir.LOG, trialdir.SAVED_MODEL)
 
 
@@ -185,9 +188,8 @@ class ArtifactUploader:
     """StudyLoop.after_trial: each ended trial's files go to Optuna's artifact store (optuna.artifacts), so they
     outlive the host; the worker that trained it is recorded on the trial."""
 
-    def __init__(self, root, worker, progress):
-        self.store = optuna.artifacts.FileSystemArtifactStore(root) if root else None
-        self.worker, self.progress = worker, progress
+    def __init__(self, store, worker, progress):
+        self.store, self.worker, self.progress = store, worker, progress
 
     def __call__(self, trial, trial_dir, attrs):
         attrs["worker"] = self.worker
@@ -200,7 +202,7 @@ class ArtifactUploader:
                 if os.path.isfile(path) and not os.path.islink(path):  # the folder is writable by the trained code
                     optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=path, study_or_trial=trial)
                     uploaded.append(name)
-        except OSError as exc:
+        except artifact_stores.STORE_ERRORS as exc:
             attrs["artifacts_error"] = f"{type(exc).__name__}: {exc}"
             self.progress(f"trial {trial.number:3d}  artifacts not stored ({attrs['artifacts_error']})")
         attrs["artifacts"] = uploaded
@@ -240,10 +242,11 @@ def _pack_facts(packed, fingerprint):
 
 
 def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=None, trainer_path=None,
-         shipped_model_print=None):
+         shipped_model_print=None, s3=None):
     """A trainer host: join the study with the shipped data set (and model folder) and train until the study stops."""
     _need_server(storage)
     check_data(packed, fingerprint, config["study"], storage, worker, shipped_model_print)
+    store = artifact_stores.make_store(artifacts, s3)
     os.makedirs(run_dir, exist_ok=True)
     started = time.time()
     # Each worker its own seed: workers started together would otherwise draw the same points in the same order.
@@ -251,8 +254,11 @@ def work(config, plan, run_dir, storage, worker, packed, fingerprint, artifacts=
     with StudyRun(config, plan, run_dir, storage, trainer_path) as session:
         session.warm_up(packed)  # the host's first trial starts warm
         session.progress(f"worker {worker}: study {config['study']}, {session.runner.describe()}")
+        # Each running trial's checkpoint goes to the store too, so a retry on another host resumes from it.
+        shipper = checkpoints.Shipper(store, run_dir, config["runner"], session.progress) if store else None
         study, reason, new_trials = session.run(
-            _pack_facts(packed, fingerprint), after_trial=ArtifactUploader(artifacts, worker, session.progress),
+            _pack_facts(packed, fingerprint), after_trial=ArtifactUploader(store, worker, session.progress),
+            checkpoints=shipper,
             stopped=lambda detail: (f"worker {worker}: stopped ({detail}); expected a reachable storage: the study "
                                     "keeps what finished, run the play again"))
     trained = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("run_dir") == run_dir]
@@ -317,11 +323,11 @@ class FleetWorkers:
                 "lost": [w.get("worker") for w in self.workers if w.get("lost")]}
 
 
-def collect(config, plan, run_dir, storage, artifacts, workers):
+def collect(config, plan, run_dir, storage, artifacts, workers, s3=None):
     """Controller: the study and every trial's artifacts into run_dir; summary.json as for one host."""
     database = make_storage(storage, config["workers"])
     study = optuna.load_study(study_name=config["study"], storage=database)
-    store = optuna.artifacts.FileSystemArtifactStore(artifacts) if artifacts else None
+    store = artifact_stores.make_store(artifacts, s3)
     fetched = sum(_download(store, database, t, run_dir) for t in study.trials) if store else 0
     trials = study.get_trials(deepcopy=False)
     reasons = [w["stop_reason"] for w in workers if w.get("stop_reason")]

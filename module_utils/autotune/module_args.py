@@ -18,6 +18,16 @@ CONFIG_ARGUMENTS = dict(
                                           trial_timeout=dict(type="int"), slots=dict(type="int"))),
 )
 
+# The artifact store of a fleet (fleet_study, fleet_worker): documented once, in doc_fragments/autotune_config.py
+# (ARTIFACT_STORE). The keys are secrets: no_log, so Ansible masks them in every result, -v line and async file.
+ARTIFACT_ARGUMENTS = dict(
+    artifacts=dict(type="str"),
+    s3=dict(type="dict", options=dict(endpoint_url=dict(type="str"), region=dict(type="str"),
+                                      access_key=dict(type="str", no_log=True),
+                                      secret_key=dict(type="str", no_log=True),
+                                      session_token=dict(type="str", no_log=True))),
+)
+
 
 def prepare_or_fail(module, runs_root="runs", storage=None):
     """Validate configuration, model, data set and storage; on bad input fail the module with one line per problem,

@@ -106,6 +106,9 @@ class StudyLoop:
         # Called as after_trial(trial, trial_dir, attrs) when a trial ended, before it is told: a fleet worker
         # copies the trial's files off the host there (fleet.py, optuna.artifacts); attrs may take more attributes.
         self.after_trial = None
+        # A fleet worker ships each running trial's checkpoint to the artifact store and lays a dead host's into its
+        # retry's folder (checkpoints.Shipper: watch, restore, ended, close); None on one host, whose folder stays.
+        self.checkpoints = None
 
     def run(self):
         """Ask, train, tell until a stop reason; returns (study, stop reason, trials run by this call)."""
@@ -114,6 +117,8 @@ class StudyLoop:
             return self._run()
         finally:
             self.heartbeat.close()
+            if self.checkpoints:
+                self.checkpoints.close()
 
     def _run(self):
         study = open_study(self.config, self.plan, self.heartbeat.storage)
@@ -147,6 +152,8 @@ class StudyLoop:
                     if slot.step(self.metric):
                         running.remove(slot)
                         self._finish(study, slot)
+                    elif self.checkpoints:
+                        self.checkpoints.watch(slot)
                 except optuna.exceptions.UpdateFinishedTrialError:
                     self._taken_away(slot, running)
             if running or waiting or self.verifying:
@@ -247,16 +254,19 @@ class StudyLoop:
         so a controller that dies mid-trial can be followed by one that resumes it. Returns (folder, resumed)."""
         frozen = study.get_trials(deepcopy=False)[trial.number]
         resumes = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        elsewhere = None
         if resumes is not None and not os.path.isfile(os.path.join(self.run_dir, frozen.user_attrs.get("trial_dir", "-"),
                                                                  trialdir.SPEC)):
-            # Retried from a controller (host) that died: its folder is not here, so it trains from epoch 0.
-            self.progress(f"trial {trial.number:3d}  retrying trial {resumes} of a controller that stopped, from epoch 0")
-            resumes = None
+            # Retried from a controller (host) that died: its folder is not here; a fresh one, with the checkpoint
+            # it shipped to the artifact store when there is one (a fleet), else from epoch 0.
+            elsewhere, resumes = resumes, None
         if resumes is None:
             relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
             code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
             trialrun.prepare(os.path.join(self.run_dir, relative), os.path.join(self.run_dir, code), self.plan,
                              self.config, trial.number, params)
+            if elsewhere is not None:
+                self._resume_elsewhere(frozen, elsewhere, os.path.join(self.run_dir, relative))
         else:
             relative = frozen.user_attrs["trial_dir"]
             code = frozen.user_attrs.get("code") or os.path.join(relative, trialdir.MODEL)
@@ -265,6 +275,16 @@ class StudyLoop:
                             "resumed": resumes is not None, "resumes_trial": resumes}.items():
             trial.set_user_attr(name, value)
         return os.path.join(self.run_dir, relative), resumes is not None
+
+    def _resume_elsewhere(self, frozen, failed, trial_dir):
+        """A dead host's trial, retried here: from its newest checkpoint in the artifact store, else from epoch 0."""
+        epochs, why = self.checkpoints.restore(frozen, trial_dir) if self.checkpoints else (None, None)
+        if epochs:
+            self.progress(f"trial {frozen.number:3d}  retrying trial {failed} of a host that stopped, from its "
+                          f"checkpoint after epoch {epochs}")
+        else:
+            self.progress(f"trial {frozen.number:3d}  retrying trial {failed} of a controller that stopped, from "
+                          f"epoch 0{f' ({why})' if why else ''}")
 
     def _finish(self, study, slot):
         """Say how a trial ended and tell the study; one that could be the best is scored apart first."""
@@ -282,6 +302,8 @@ class StudyLoop:
         self._tell(study, slot, state, value, attrs)
 
     def _tell(self, study, slot, state, value, attrs):
+        if self.checkpoints:
+            self.checkpoints.ended(slot.trial, attrs)
         if self.after_trial:
             self.after_trial(slot.trial, slot.trial_dir, attrs)
         for name, item in attrs.items():

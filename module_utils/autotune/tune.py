@@ -138,12 +138,15 @@ class StudyRun:
         """Each slot's first trainer starts (imports Keras) now and waits for ``pack``: the first trial starts warm."""
         self.runner.warm_up(pack, {"study": self.config["study"], "run_dir": self.run_dir})
 
-    def run(self, dataset, stopped, after_trial=None):
+    def run(self, dataset, stopped, after_trial=None, checkpoints=None):
         """The loop until a stop reason: (study, reason, new trials). A lost disk or storage is one line,
-        ``stopped(detail)`` (the storage URL masked in the detail)."""
+        ``stopped(detail)`` (the storage URL masked in the detail). ``after_trial`` sees each ended trial,
+        ``checkpoints`` ships running trials' checkpoints off the host (fleet: checkpoints.Shipper)."""
         loop = StudyLoop(self.config, self.plan, dataset, self.runner, self.run_dir, self.storage, self.progress,
                          self.notes)
         loop.after_trial = after_trial
+        if checkpoints is not None:
+            loop.checkpoints = checkpoints
         try:
             return loop.run()
         except (OSError, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:

@@ -1,11 +1,15 @@
 """playbooks/fleet.yml on a real fleet: trainer "hosts" are containers of the worker image with host networking (so
 PostgreSQL on 127.0.0.1 is reached) and their own file systems, reached by Ansible through the
 community.docker.docker connection; the controller is localhost. A shared folder (bind-mounted at the same path
-into every host) stands in for the operator's NFS share of Optuna's artifact store."""
+into every host) stands in for the operator's NFS share of Optuna's artifact store, and moto's server mode (a local
+S3-compatible server, requirements-test.txt) for an S3 bucket: a stand-in, not AWS S3 itself.
+AUTOTUNE_TEST_WORKER_IMAGE names another worker image to test (one built from a changed tree)."""
 import datetime
 import json
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -19,10 +23,11 @@ import yaml
 
 from conftest import REPO, SAMPLE_DATA, missing
 from containers_support import engine, require_root
+from test_secret_leaks import Watch, found_in
 from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import fleet
 
-WORKER_IMAGE = "autotune-worker-keras:cpu-latest"
+WORKER_IMAGE = os.environ.get("AUTOTUNE_TEST_WORKER_IMAGE", "autotune-worker-keras:cpu-latest")
 COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
                            optuna.trial.TrialState.FAIL)
 BIN = Path(sys.executable).parent
@@ -74,15 +79,15 @@ class Fleet:
             "children": {"trainers": {"hosts": hosts}}}}))
         return path
 
-    def start(self, inventory, config):
+    def start(self, inventory, config, verbosity="-v", **more):
         extra = {"autotune_config": str(config), "autotune_runs_root": str(self.work / "runs"),
                  "autotune_fleet_artifacts": str(self.artifacts), "autotune_fleet_poll": 1,
-                 "autotune_build_sample_data": False}
+                 "autotune_build_sample_data": False, **more}
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    PATH=f"{BIN}:{os.environ['PATH']}")
         self.log = self.work / f"play-{uuid.uuid4().hex[:6]}.log"
         with open(self.log, "w", encoding="utf-8") as out:
-            return subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/fleet.yml", "-v",
+            return subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/fleet.yml", verbosity,
                                      "-e", f"@{self.secrets}", "-e", json.dumps(extra)],
                                     cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
 
@@ -342,3 +347,118 @@ def test_a_users_script_trains_on_two_hosts_from_its_shipped_folder(fleet_hosts,
     host = fleet_hosts.containers["host-b"]
     listed = host.exec_run(["sh", "-c", f"ls ~/autotune-fleet/{study}/model-{shipped}/cnn_dataset/training_set/cats | wc -l"])
     assert listed.output.strip() == b"100", "the script's own images were shipped with it"
+
+
+class Bucket(dict):
+    """The test bucket: its URL, keys and client; shown without its keys in a failure's traceback."""
+
+    def __repr__(self):
+        return f"Bucket({self['url']})"
+
+
+@pytest.fixture
+def s3_bucket(tmp_path):
+    """A real S3-compatible server started for the test (moto's server mode on a free loopback port), a bucket in
+    it, and the keys the hosts are given (moto takes any; they are random here, so the leak scan can look for them)."""
+    binary = shutil.which("moto_server", path=f"{BIN}:{os.environ['PATH']}")
+    try:
+        import boto3  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        binary = None
+    if not binary:
+        missing("moto_server and boto3 (requirements-test.txt) are not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "moto.log", "w", encoding="utf-8")  # pylint: disable=consider-using-with
+    server = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    keys = {"endpoint_url": f"http://127.0.0.1:{port}", "region": "us-east-1",
+            "access_key": "AKIA" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30)}
+    client = boto3.client("s3", endpoint_url=keys["endpoint_url"], region_name=keys["region"],
+                          aws_access_key_id=keys["access_key"], aws_secret_access_key=keys["secret_key"])
+    deadline = time.time() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket="autotune-fleet")
+            break
+        except Exception:  # pylint: disable=broad-except  # the server is still starting
+            if time.time() > deadline or server.poll() is not None:
+                pytest.fail(f"moto_server did not start: {(tmp_path / 'moto.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield Bucket(url="s3://autotune-fleet/runs", keys=keys, client=client)
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+def test_a_dead_hosts_trial_resumes_on_the_other_host_from_its_checkpoint_in_s3(fleet_hosts, tmp_path, postgres_url,
+                                                                               sample_data, s3_bucket):
+    """Two trials of 8 epochs, one per host; a host is killed after its trial's third epoch. The other host's retry
+    starts from the newest checkpoint the dead host shipped to the S3 bucket (at most one epoch lost), every epoch is
+    logged once, the report is collected from the bucket, no checkpoint is left in it, and the S3 keys appear
+    nowhere. (Two trials: a budget of one is spent by the enqueued baseline before a host asks for it.)"""
+    study = f"fleet-ckpt-{uuid.uuid4().hex[:8]}"
+    config = _config(tmp_path, study, budget={"max_trials": 2, "trial_timeout": 300, "max_seconds": 600},
+                     model={"template": "cnn", "baseline": {"filters": 8, "dense_units": 32, "epochs": 8}})
+    keys = s3_bucket["keys"]
+    vault = yaml.safe_load(fleet_hosts.secrets.read_text())
+    fleet_hosts.secrets.write_text(yaml.safe_dump(dict(vault, autotune_artifact_s3=keys)))  # as from the vault
+    fleet_hosts.host("host-a")
+    fleet_hosts.host("host-b")
+    watch = Watch()  # the process list (the hosts' processes included) while the play runs
+    watch.start()
+    play = fleet_hosts.start(fleet_hosts.inventory(**{"host-a": {}, "host-b": {}}), config, verbosity="-vvv",
+                             autotune_artifact_store=s3_bucket["url"])
+    seen = {}
+
+    def shipped_after_epoch_3():
+        for trial in _trials(postgres_url, study) or []:
+            if trial.state == RUNNING and len(trial.intermediate_values) >= 3:
+                seen.update(number=trial.number, epochs=len(trial.intermediate_values), host=_host(trial),
+                            shipped=trial.user_attrs.get("checkpoint", {}).get("epoch", 0))
+                if seen["shipped"] >= 2:
+                    return True
+        return False
+    try:
+        _wait(shipped_after_epoch_3, play, "a checkpoint after a trial's third epoch", timeout=900)
+        fleet_hosts.containers[seen["host"]].kill()
+        output = fleet_hosts.finish(play)
+    finally:
+        watch.done.set()
+        watch.join()
+
+    trials = _trials(postgres_url, study)
+    dead, retry = trials[seen["number"]], trials[-1]
+    assert dead.state == FAIL and _host(dead) == seen["host"] and len(trials) == 3, output[-3000:]
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead.number
+    assert retry.state == COMPLETE and _host(retry) not in ("", seen["host"]), output[-3000:]
+    resumed = retry.user_attrs.get("resumed_from_epoch")
+    print(f"\nkilled after {seen['epochs']} epochs reported, {seen['shipped']} shipped; the retry resumed after epoch "
+          f"{resumed}; checkpoint uploads of the retry: {retry.user_attrs.get('checkpoint_uploads')}")
+    assert resumed == dead.user_attrs["checkpoint"]["epoch"] and resumed >= len(dead.intermediate_values) - 1, \
+        "the retry starts from the dead host's newest checkpoint: at most one epoch lost"
+    assert sorted(retry.intermediate_values) == list(range(8)), "every epoch reported once"
+    run_dir = tmp_path / "runs" / study
+    lines = (run_dir / retry.user_attrs["trial_dir"] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(8)), "every epoch logged once, in order"
+    log = (run_dir / retry.user_attrs["trial_dir"] / "trainer.log").read_text()
+    assert f"Epoch {resumed + 1}/8" in log and "Epoch 1/8" not in log, "the retry trained only the epochs left"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_completed"] == 2 and summary["runner_details"]["lost"] == [seen["host"]]
+    assert any(f"retrying trial {dead.number} of a host that stopped, from its checkpoint after epoch {resumed}" in line
+               for line in summary["progress"]), summary["progress"]
+    objects = [o["Key"] for o in s3_bucket["client"].list_objects_v2(Bucket="autotune-fleet").get("Contents", [])]
+    assert objects and all(key.startswith("runs/") for key in objects)
+    assert not [key for key in objects if "checkpoint-" in key], "a told trial's checkpoints are removed"
+
+    leaks = {"output": output, "ps+inspect": "\n".join(watch.seen)}
+    for path in run_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            leaks[str(path)] = path.read_bytes().decode("latin-1")
+    survivor = fleet_hosts.containers[_host(retry)]
+    left = survivor.exec_run(["sh", "-c", "cat ~/.ansible_async/* ; grep -rl . ~/.ansible ~/autotune-fleet/runs | head -1000 "
+                              "| xargs cat"]).output.decode("latin-1")
+    leaks.update(host=left, inspect=json.dumps(survivor.client.api.inspect_container(survivor.id)))
+    assert "ESTABLISH DOCKER CONNECTION" in output and len(left) > 1000 and len(leaks) > 20, "the scan saw real data"
+    password = postgres_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert found_in(leaks, [keys["access_key"], keys["secret_key"], password]) == []

@@ -1,7 +1,9 @@
 """Secret-leak scan: a pushed commit tuned through pipeline.yml with an SMTP password and a PostgreSQL storage
 password, trials in containers, a real SMTP server; then every byte we can reach is searched for both secrets:
 stdout/stderr at -vvv, the run folder and workspace, the mail, the pushed result commit, each trial container's
-`docker inspect` (env, labels, command) and the process list sampled while the pipeline ran."""
+`docker inspect` (env, labels, command) and the process list sampled while the pipeline ran. The fleet's S3 keys
+(an s3:// artifact store) are scanned for the same way, with the same Watch and found_in, in
+tests/integration/test_fleet.py::test_a_dead_hosts_trial_resumes_on_the_other_host_from_its_checkpoint_in_s3."""
 import json
 import os
 import subprocess
@@ -54,6 +56,13 @@ class Watch(threading.Thread):
             time.sleep(0.2)
 
 
+def found_in(haystacks, secrets):
+    """Where each secret (str) appears in the haystacks ({where: str or bytes}): [(where, secret index)], [] when none.
+    The index, never the secret, names it: the failure's message must not leak it either."""
+    return [(where, n) for where, data in haystacks.items() for n, secret in enumerate(secrets)
+            if (secret.encode() if isinstance(data, bytes) else secret) in data]
+
+
 def _files(*roots):
     for root in roots:
         for folder, _, names in os.walk(root):
@@ -66,7 +75,7 @@ def _files(*roots):
 def test_no_secret_reaches_any_output_file_mail_commit_container_or_process(tmp_path, docker_engine, postgres_url):
     storage_password = urlsplit(postgres_url).password
     assert storage_password and len(storage_password) >= 8
-    secrets = [SMTP_PASSWORD.encode(), storage_password.encode()]
+    secrets = [SMTP_PASSWORD, storage_password]
     inbox, port = Inbox(), free_port()
     smtp = start_smtp(inbox, port)
     bare, sha = _pushed_commit(tmp_path)
@@ -95,6 +104,6 @@ def test_no_secret_reaches_any_output_file_mail_commit_container_or_process(tmp_
     for path in _files(tmp_path / "runs", tmp_path / "ws"):
         with open(path, "rb") as handle:
             haystacks[path] = handle.read()
-    leaks = [(where, secret) for where, data in haystacks.items() for secret in secrets if secret in data]
+    leaks = found_in(haystacks, secrets)
     assert leaks == [], f"secrets found in: {sorted({where for where, _ in leaks})}"
     assert len(haystacks) > 20, "the scan covered the run folder and the workspace"
