@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Benchmark: the seconds `playbooks/tune.yml` spends outside the study (issue 21 item 2), piece by piece.
+
+Runs tune.yml as a user does (local runner, the sample data, goal 0.6 so the committed baseline, trial 0, reaches
+it in one epoch) N times and prints a Markdown table of the median seconds of each piece:
+
+    .venv/bin/python bench/outside_study.py [--runs 3] [--data data/catsdogs]
+
+The clock of each piece comes from what the run leaves anyway, nothing is added to the code measured:
+Ansible's own log (ANSIBLE_LOG_PATH: each task's start, millisecond resolution) and the run folder's file times
+(trial 0's folder handed to its trainer, its epoch record, the verifier's score, plot, trials.csv, summary.json,
+report and result.eml). "study" (trial 0 handed -> its goal epoch) is inside the study; every other row is outside.
+Run it on an otherwise idle machine; it prints the load (uptime) before and after.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TASK = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*\| TASK \[(.*?)\]")
+OUTSIDE = ["Ansible start -> first task", "facts (model_facts)", "tune_model imports + data -> trial 0 handed",
+           "verification (held-out score)", "best model copy + record", "plot", "trials.csv + summary.json",
+           "tune_model return", "read summary (slurp)", "report + result.eml (tune_report)",
+           "delivery tasks -> Ansible's end"]
+
+
+def _tasks(log):
+    """[(start time, task name)] from Ansible's log, in order."""
+    out = []
+    for line in log.read_text().splitlines():
+        match = TASK.match(line)
+        if match:
+            stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            out.append((stamp, match.group(2)))
+    return out
+
+
+def _after(tasks, name):
+    """(start of the task named ``name``, start of the task after it)."""
+    for index, (stamp, task) in enumerate(tasks):
+        if task.endswith(name):
+            return stamp, tasks[index + 1][0]
+    raise SystemExit(f"task {name!r} not in Ansible's log")
+
+
+def one_run(work, data, index):
+    """The pieces of one tune.yml run, seconds each."""
+    config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
+    config.update(study=f"outside-{index}", target={"metric": "val_accuracy", "goal": 0.6})
+    config["dataset"]["path"] = str(data)
+    config["budget"]["max_trials"] = 3
+    path = work / f"outside-{index}.yml"
+    path.write_text(yaml.safe_dump(config))
+    log, runs = work / f"ansible-{index}.log", work / "runs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTUNE_SMTP")}
+    env.update(ANSIBLE_LOG_PATH=str(log), PATH=f"{BIN}:{os.environ['PATH']}")
+    started = time.time()
+    subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
+                    json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs),
+                                "autotune_build_sample_data": False})],
+                   cwd=REPO, env=env, capture_output=True, timeout=900, check=True)
+    ended = time.time()
+    run = runs / config["study"]
+    summary = json.loads((run / "summary.json").read_text())
+    winner = summary["best_trial"]
+    goal_epoch = summary["trials"][[t["number"] for t in summary["trials"]].index(winner)]["epochs"][-1]["time"]
+    mtime = lambda name: (run / name).stat().st_mtime  # noqa: E731
+    tasks = _tasks(log)
+    facts = _after(tasks, "Read the model's facts")
+    tune = _after(tasks, "Tune until the goal is reached or the budget is spent")
+    slurp = _after(tasks, "Read the tuning result")
+    report = _after(tasks, "Build the result report")
+    first_handed = mtime("trials/0000/trial.json")
+    verified = mtime(f"verify/{winner:04d}/verified.json")
+    pieces = [tasks[0][0] - started, facts[1] - facts[0], first_handed - tune[0],
+              verified - goal_epoch, mtime("best_model.keras") - verified,
+              mtime(summary["plot"]) - mtime("best_model.keras"), mtime("summary.json") - mtime(summary["plot"]),
+              tune[1] - mtime("summary.json"), slurp[1] - slurp[0], report[1] - report[0], ended - report[1]]
+    rest = (ended - started) - sum(pieces) - (goal_epoch - first_handed)
+    return dict(zip(OUTSIDE, pieces), study=goal_epoch - first_handed, other=rest, total=ended - started,
+                trials=summary["n_trials"])
+
+
+def _uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "catsdogs")
+    args = parser.parse_args()
+    print(f"load before: {_uptime()}")
+    with tempfile.TemporaryDirectory(prefix="outside-") as tmp:
+        results = [one_run(Path(tmp), args.data.resolve(), index) for index in range(args.runs)]
+    print(f"load after: {_uptime()}\n")
+    print("| piece | median s | runs (s) |\n| --- | --- | --- |")
+    outside = [sum(r[k] for k in OUTSIDE + ["other"]) for r in results]
+    for key in OUTSIDE + ["other", "study"]:
+        values = [r[key] for r in results]
+        print(f"| {key} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
+    print(f"| **outside the study, all** | **{statistics.median(outside):.2f}** | "
+          f"{', '.join(f'{v:.2f}' for v in outside)} |")
+    totals = [r["total"] for r in results]
+    print(f"| command start -> done | {statistics.median(totals):.2f} | {', '.join(f'{v:.2f}' for v in totals)} |")
+
+
+if __name__ == "__main__":
+    main()
