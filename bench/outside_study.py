@@ -66,11 +66,13 @@ def one_run(work, data, index):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTUNE_SMTP")}
     env.update(ANSIBLE_LOG_PATH=str(log), PATH=f"{BIN}:{os.environ['PATH']}")
     started = time.time()
-    subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
-                    json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs),
-                                "autotune_build_sample_data": False})],
-                   cwd=REPO, env=env, capture_output=True, timeout=900, check=True)
+    done = subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
+                           json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs),
+                                       "autotune_build_sample_data": False})],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     ended = time.time()
+    if done.returncode:
+        raise SystemExit(f"run {index}: ansible-playbook exited {done.returncode}:\n{done.stdout[-3000:]}")
     run = runs / config["study"]
     summary = json.loads((run / "summary.json").read_text())
     winner = summary["best_trial"]

@@ -7,10 +7,7 @@ import email.utils
 import mimetypes
 import os
 
-import optuna
-
 from ansible.module_utils.autotune import trialdir, trialtable
-from ansible.module_utils.autotune.budget import IMPORTED, own
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 
@@ -20,6 +17,8 @@ SUMMARY_NAME = "summary.json"
 
 def trial_records(study):
     """One record per trial, from the study storage (the single source of truth)."""
+    from ansible.module_utils.autotune.budget import own  # pylint: disable=import-outside-toplevel  # imports optuna
+
     records = []
     trials = own(study.trials)  # trials imported from earlier studies (learn.py) were not run here
     resumed_as = {attrs.get("resumes_trial"): t.number for t in trials for attrs in [t.user_attrs]
@@ -70,7 +69,10 @@ def write_summary(run_dir, summary):
 
 def plot(study, goal, metric, path):
     """Optuna's optimisation-history plot (each trial and the best so far) with the goal drawn in."""
+    # optuna and matplotlib only here and in trial_records (tune_model): tune_report, which only writes the
+    # message, never pays their imports.
     import matplotlib  # pylint: disable=import-outside-toplevel
+    import optuna  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -88,6 +90,10 @@ def plot(study, goal, metric, path):
 def _run_here(study):
     """The study as plotted: a trial imported from an earlier study (learn.py) shows as a gap at its number, neither a
     point nor the best so far (it was not trained here)."""
+    import optuna  # pylint: disable=import-outside-toplevel
+
+    from ansible.module_utils.autotune.budget import IMPORTED, own  # pylint: disable=import-outside-toplevel
+
     trials = study.get_trials(deepcopy=False)
     if len(own(trials)) == len(trials):
         return study
