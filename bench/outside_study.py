@@ -31,7 +31,8 @@ BIN = Path(sys.executable).parent
 TASK = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*\| TASK \[(.*?)\]")
 OUTSIDE = ["Ansible start -> first task", "facts (model_facts)", "tune_model imports + data -> trial 0 handed",
            "verification (held-out score)", "best model copy + record", "plot", "trials.csv + summary.json",
-           "tune_model return", "read summary (slurp)", "report + result.eml (tune_report)",
+           "tune_model return", "read summary.json (result.yml)", "read the last delivery record",
+           "report + result.eml (tune_report)",
            "delivery tasks -> Ansible's end"]
 
 
@@ -81,14 +82,16 @@ def one_run(work, data, index):
     tasks = _tasks(log)
     facts = _after(tasks, "Read the model's facts")
     tune = _after(tasks, "Tune until the goal is reached or the budget is spent")
-    slurp = _after(tasks, "Read the tuning result")
+    slurp = _after(tasks, "Read the tuning result")[0], _after(tasks, "Keep the result for the next steps")[1]
+    record = _after(tasks, "Read the record of the last delivery")
     report = _after(tasks, "Build the result report")
     first_handed = mtime("trials/0000/trial.json")
     verified = mtime(f"verify/{winner:04d}/verified.json")
     pieces = [tasks[0][0] - started, facts[1] - facts[0], first_handed - tune[0],
               verified - goal_epoch, mtime("best_model.keras") - verified,
               mtime(summary["plot"]) - mtime("best_model.keras"), mtime("summary.json") - mtime(summary["plot"]),
-              tune[1] - mtime("summary.json"), slurp[1] - slurp[0], report[1] - report[0], ended - report[1]]
+              tune[1] - mtime("summary.json"), slurp[1] - slurp[0], record[1] - record[0], report[1] - report[0],
+              ended - report[1]]
     rest = (ended - started) - sum(pieces) - (goal_epoch - first_handed)
     return dict(zip(OUTSIDE, pieces), study=goal_epoch - first_handed, other=rest, total=ended - started,
                 trials=summary["n_trials"])
