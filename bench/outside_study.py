@@ -5,6 +5,7 @@ Runs tune.yml as a user does (local runner, the sample data, goal 0.6 so the com
 it in one epoch) N times and prints a Markdown table of the median seconds of each piece:
 
     .venv/bin/python bench/outside_study.py [--runs 3] [--data data/catsdogs]
+    .venv/bin/python bench/outside_study.py --pieces [--runs 5]   # each cut timed alone, before and after interleaved
 
 The clock of each piece comes from what the run leaves anyway, nothing is added to the code measured:
 Ansible's own log (ANSIBLE_LOG_PATH: each task's start, millisecond resolution) and the run folder's file times
@@ -97,6 +98,59 @@ def one_run(work, data, index):
                 trials=summary["n_trials"])
 
 
+# Each cut alone, in a fresh interpreter, the way before and the way after (interleaved: load hits both alike).
+_PREFIX = ("import sys, time, ansible.module_utils; ansible.module_utils.__path__.append(sys.argv[1]); "
+           "t = time.perf_counter(); ")
+_PLOT = ("import optuna; optuna.logging.set_verbosity(optuna.logging.WARNING); "
+         "from ansible.module_utils.autotune import report; s = optuna.create_study(direction='maximize'); "
+         "s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3); {ahead}"
+         "t = time.perf_counter(); report.plot(s, 0.5, 'val_accuracy', sys.argv[2] + '/plot.png'); ")
+PIECES = {
+    "tune_report's imports": (  # before: report and dashboard imported optuna and SQLAlchemy
+        _PREFIX + "import optuna, sqlalchemy; from ansible.module_utils.autotune import report; ",
+        _PREFIX + "from ansible.module_utils.autotune import report; "),
+    "plot after the goal": (  # after: matplotlib imported in a thread while the trials train (2 s here)
+        _PREFIX + _PLOT.format(ahead="time.sleep(2); "),
+        _PREFIX + _PLOT.format(ahead="report.import_plotting_ahead(); time.sleep(2); ")),
+}
+
+
+def _piece(code, work):
+    done = subprocess.run([sys.executable, "-c", code + "print(time.perf_counter() - t)", str(REPO / "module_utils"),
+                           str(work)], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
+def _module_run(work):
+    """A controller-side read against a slurp of the same file (the two module runs result.yml and deliver.yml
+    no longer make on the controller): ansible localhost ad hoc, start-up included in both."""
+    path = work / "summary.json"
+    path.write_text('{"reached": true}')
+    def timed(args):
+        started = time.time()
+        subprocess.run([str(BIN / "ansible"), "localhost", *args], cwd=REPO, capture_output=True, check=True)
+        return time.time() - started
+    return (timed(["-m", "ansible.builtin.slurp", "-a", f"src={path}"]),
+            timed(["-m", "ansible.builtin.debug", "-a", f"msg={{{{ lookup('ansible.builtin.file', '{path}') }}}}"]))
+
+
+def pieces(runs):
+    """Markdown rows: each cut before and after, median of ``runs`` interleaved pairs."""
+    rows = {name: ([], []) for name in list(PIECES) + ["read a file: slurp -> lookup (ansible ad hoc)"]}
+    with tempfile.TemporaryDirectory(prefix="outside-") as tmp:
+        for _ in range(runs):
+            for name, (before, after) in PIECES.items():
+                rows[name][0].append(_piece(before, tmp))
+                rows[name][1].append(_piece(after, tmp))
+            slurp, lookup = _module_run(Path(tmp))
+            rows["read a file: slurp -> lookup (ansible ad hoc)"][0].append(slurp)
+            rows["read a file: slurp -> lookup (ansible ad hoc)"][1].append(lookup)
+    print("| piece alone | before s (median) | after s (median) | runs before | runs after |\n| --- | --- | --- | --- | --- |")
+    for name, (before, after) in rows.items():
+        print(f"| {name} | {statistics.median(before):.3f} | {statistics.median(after):.3f} | "
+              f"{', '.join(f'{v:.2f}' for v in before)} | {', '.join(f'{v:.2f}' for v in after)} |")
+
+
 def _uptime():
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
@@ -105,8 +159,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "catsdogs")
+    parser.add_argument("--pieces", action="store_true", help="time each cut alone, before and after")
     args = parser.parse_args()
     print(f"load before: {_uptime()}")
+    if args.pieces:
+        pieces(args.runs)
+        print(f"load after: {_uptime()}")
+        return
     with tempfile.TemporaryDirectory(prefix="outside-") as tmp:
         results = [one_run(Path(tmp), args.data.resolve(), index) for index in range(args.runs)]
     print(f"load after: {_uptime()}\n")

@@ -175,6 +175,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             dataset = _data_with_warm_trainers(config, run_dir, session)
             watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, session.notes)
             progress(_header(config, dataset, runner, watch))
+            report.import_plotting_ahead()  # while trial 0 trains: the plot at the end does not wait for imports
             # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
             study, stop_reason, new_trials = session.run(dataset, lambda detail: (
                 f"run: the host stopped the study ({detail}); finished trials are kept in {masked_storage(storage)} "
