@@ -105,7 +105,17 @@ _PLOT = ("import optuna; optuna.logging.set_verbosity(optuna.logging.WARNING); "
          "from ansible.module_utils.autotune import report; s = optuna.create_study(direction='maximize'); "
          "s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=3); {ahead}"
          "t = time.perf_counter(); report.plot(s, 0.5, 'val_accuracy', sys.argv[2] + '/plot.png'); ")
+_OPEN = ("from ansible.module_utils.autotune import storage as st; import contextlib, optuna; "
+         "u = f'sqlite:///{sys.argv[2]}/{time.time_ns()}.db'; t = time.perf_counter()\n"
+         "with CONTEXT:\n"
+         "    for _ in range(2):\n"  # what a run did before trial 0: the loop and dashboard.prepare open it
+         "        st.stored_trials('s', u); optuna.create_study(study_name='s', storage=st.reused(u), "
+         "load_if_exists=True)\n"
+         "    optuna.storages.get_storage(st.reused(u))\n")
 PIECES = {
+    "open the study before trial 0 (5 storages -> 1)": (
+        _PREFIX + _OPEN.replace("CONTEXT", "contextlib.nullcontext()"),
+        _PREFIX + _OPEN.replace("CONTEXT", "st.reusing_storages()")),
     "tune_report's imports": (  # before: report and dashboard imported optuna and SQLAlchemy
         _PREFIX + "import optuna, sqlalchemy; from ansible.module_utils.autotune import report; ",
         _PREFIX + "from ansible.module_utils.autotune import report; "),
