@@ -4,7 +4,7 @@
 Runs tune.yml as a user does (local runner, the sample data, goal 0.6 so the committed baseline, trial 0, reaches
 it in one epoch) N times and prints a Markdown table of the median seconds of each piece:
 
-    .venv/bin/python bench/outside_study.py [--runs 3] [--data data/catsdogs]
+    .venv/bin/python bench/outside_study.py [--runs 3] [--data data/catsdogs] [--before OTHER_CHECKOUT]
     .venv/bin/python bench/outside_study.py --pieces [--runs 5]   # each cut timed alone, before and after interleaved
 
 The clock of each piece comes from what the run leaves anyway, nothing is added to the code measured:
@@ -56,8 +56,8 @@ def _after(tasks, name):
     raise SystemExit(f"task {name!r} not in Ansible's log")
 
 
-def one_run(work, data, index):
-    """The pieces of one tune.yml run, seconds each."""
+def one_run(work, data, index, repo=REPO):
+    """The pieces of one tune.yml run of the checkout at ``repo``, seconds each."""
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
     config.update(study=f"outside-{index}", target={"metric": "val_accuracy", "goal": 0.6})
     config["dataset"]["path"] = str(data)
@@ -71,7 +71,7 @@ def one_run(work, data, index):
     done = subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
                            json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs),
                                        "autotune_build_sample_data": False})],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False)
     ended = time.time()
     if done.returncode:
         raise SystemExit(f"run {index}: ansible-playbook exited {done.returncode}:\n{done.stdout[-3000:]}")
@@ -169,6 +169,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "catsdogs")
+    parser.add_argument("--before", type=Path, help="a checkout of the code before the cuts, run interleaved")
     parser.add_argument("--pieces", action="store_true", help="time each cut alone, before and after")
     args = parser.parse_args()
     print(f"load before: {_uptime()}")
@@ -176,19 +177,28 @@ def main():
         pieces(args.runs)
         print(f"load after: {_uptime()}")
         return
+    repos = [("before", args.before.resolve())] if args.before else []
+    repos.append(("now", REPO))
     with tempfile.TemporaryDirectory(prefix="outside-") as tmp:
-        results = [one_run(Path(tmp), args.data.resolve(), index) for index in range(args.runs)]
+        results = {name: [] for name, _ in repos}
+        for index in range(args.runs):  # interleaved: the machine's load hits both alike
+            for name, repo in repos:
+                results[name].append(one_run(Path(tmp), args.data.resolve(), f"{name}-{index}", repo))
     print(f"load after: {_uptime()}\n")
-    print("| piece | median s | runs (s) |\n| --- | --- | --- |")
-    outside = [sum(r[k] for k in OUTSIDE + ["other"]) for r in results]
-    for key in OUTSIDE + ["other", "study"]:
-        values = [r[key] for r in results]
-        print(f"| {key} | {statistics.median(values):.2f} | {', '.join(f'{v:.2f}' for v in values)} |")
-    print(f"| **outside the study, all** | **{statistics.median(outside):.2f}** | "
-          f"{', '.join(f'{v:.2f}' for v in outside)} |")
-    totals = [r["total"] for r in results]
-    print(f"| command start -> done | {statistics.median(totals):.2f} | {', '.join(f'{v:.2f}' for v in totals)} |")
+    print("| piece | " + " | ".join(f"{name}: median s (runs)" for name, _ in repos) + " |")
+    print("| --- |" + " --- |" * len(repos))
+    for key in OUTSIDE + ["other", "study", "outside the study, all", "command start -> done"]:
+        cells = []
+        for name, _ in repos:
+            values = [_value(r, key) for r in results[name]]
+            cells.append(f"{statistics.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
+        print(f"| {key} | " + " | ".join(cells) + " |")
 
+
+def _value(result, key):
+    if key == "outside the study, all":
+        return sum(result[k] for k in OUTSIDE + ["other"])
+    return result["total"] if key == "command start -> done" else result[key]
 
 if __name__ == "__main__":
     main()
