@@ -79,7 +79,7 @@ options:
       - By default the mail gives the address M(tune_model) was told, if any.
     type: str
 requirements:
-  - optuna and SQLAlchemy (imported by the report helpers it shares with tune_model; see requirements.txt)
+  - optuna and SQLAlchemy (imported only with I(dashboard_url), to name the study's page; see requirements.txt)
   - PyYAML (to read notify.to from a configuration that failed its checks; see requirements.txt)
 attributes:
   check_mode:
@@ -150,7 +150,7 @@ import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.autotune import dashboard, report
+from ansible.module_utils.autotune import report
 from ansible.module_utils.autotune.printable import escape, escape_lines, valid_address
 
 DEFAULT_SENDER = "autotune@localhost"
@@ -174,6 +174,9 @@ def _result_message(module, run_dir):
     if diff is None:
         diff = report.code_diff(summary.get("baseline_code"), summary.get("best_code"))
     if module.params["dashboard_url"] and summary.get("study_id") is not None:
+        # dashboard imports optuna and SQLAlchemy (0.3 s): only when a dashboard is configured.
+        from ansible.module_utils.autotune import dashboard  # pylint: disable=import-outside-toplevel
+
         summary["dashboard_url"] = dashboard.study_url(module.params["dashboard_url"], summary["study_id"])
     subject, body = report.message(summary, summary["trials"], diff)
     # The plot, and the table of trials (trialtable.py); summary.json names only files the run wrote.

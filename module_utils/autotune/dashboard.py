@@ -23,7 +23,7 @@ import optuna
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
-from ansible.module_utils.autotune.storage import masked_storage, open_study
+from ansible.module_utils.autotune.storage import masked_storage, open_study, reused
 
 # A note is stored in chunks of study system attributes; a diff longer than this is cut.
 MAX_DIFF_CHARS = 20000
@@ -69,7 +69,7 @@ def prepare(config, plan, storage, runner_name, base_url=None, progress=None, no
         study.set_user_attr(name, value)
     study.set_metric_names([config["target"]["metric"]])  # the dashboard's axes say val_accuracy, not "Objective 0"
     (notes or Notes(progress, background=False)).study(study, study_note(config, runner_name))
-    study_id = optuna.storages.get_storage(storage).get_study_id_from_name(study.study_name)
+    study_id = optuna.storages.get_storage(reused(storage)).get_study_id_from_name(study.study_name)
     return {"study_id": study_id, "dashboard_url": study_url(base_url, study_id)}
 
 

@@ -6,20 +6,41 @@ import email.policy
 import email.utils
 import mimetypes
 import os
-
-import optuna
+import threading
 
 from ansible.module_utils.autotune import trialdir, trialtable
-from ansible.module_utils.autotune.budget import IMPORTED, own
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 
 PLOT_NAME = "accuracy_per_trial.png"
 SUMMARY_NAME = "summary.json"
+_PLOTTING = []  # the thread importing what plot() needs, once started
+
+
+def import_plotting_ahead():
+    """Import matplotlib and Optuna's plots in a thread while the trials train (0.4-0.5 s), so drawing the plot after
+    the goal does not wait for them (issue 21). plot() waits for the thread, then imports as before."""
+    if not _PLOTTING:
+        _PLOTTING.append(threading.Thread(target=_import_plotting, name="import-plotting", daemon=True))
+        _PLOTTING[0].start()
+
+
+def _import_plotting():
+    # pylint: disable=import-outside-toplevel,unused-import
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import optuna.visualization.matplotlib  # noqa: F401
+    except Exception:  # pylint: disable=broad-except  # plot() imports them again and fails there with the reason
+        pass
 
 
 def trial_records(study):
     """One record per trial, from the study storage (the single source of truth)."""
+    from ansible.module_utils.autotune.budget import own  # pylint: disable=import-outside-toplevel  # imports optuna
+
     records = []
     trials = own(study.trials)  # trials imported from earlier studies (learn.py) were not run here
     resumed_as = {attrs.get("resumes_trial"): t.number for t in trials for attrs in [t.user_attrs]
@@ -70,7 +91,12 @@ def write_summary(run_dir, summary):
 
 def plot(study, goal, metric, path):
     """Optuna's optimisation-history plot (each trial and the best so far) with the goal drawn in."""
+    # optuna and matplotlib only here and in trial_records (tune_model): tune_report, which only writes the
+    # message, never pays their imports.
+    for thread in _PLOTTING:
+        thread.join()
     import matplotlib  # pylint: disable=import-outside-toplevel
+    import optuna  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -88,6 +114,10 @@ def plot(study, goal, metric, path):
 def _run_here(study):
     """The study as plotted: a trial imported from an earlier study (learn.py) shows as a gap at its number, neither a
     point nor the best so far (it was not trained here)."""
+    import optuna  # pylint: disable=import-outside-toplevel
+
+    from ansible.module_utils.autotune.budget import IMPORTED, own  # pylint: disable=import-outside-toplevel
+
     trials = study.get_trials(deepcopy=False)
     if len(own(trials)) == len(trials):
         return study

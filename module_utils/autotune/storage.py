@@ -1,4 +1,5 @@
 """Where a study lives: its Optuna storage, opened with the strategy's sampler and the pruner."""
+import contextlib
 import functools
 import os
 import re
@@ -95,10 +96,36 @@ def default_storage(run_dir):
     return f"sqlite:///{os.path.join(os.path.abspath(run_dir), 'study.db')}"
 
 
+_REUSE = {"active": False, "storages": {}}  # URL -> the storage this run made for it (reusing_storages)
+_REUSE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def reusing_storages():
+    """Within one run, each storage URL makes one Optuna storage: every RDBStorage made from a URL checks the
+    schema against Optuna's migrations (0.2-1 s), and a run opened its study from a URL five times before trial 0
+    (issue 21). Outside the block every call makes its own, as before (a later run may find another file there)."""
+    _REUSE.update(active=True, storages={})
+    try:
+        yield
+    finally:
+        _REUSE.update(active=False, storages={})
+
+
+def reused(storage):
+    """The storage to hand Optuna: the one this run made for a URL already, inside reusing_storages()."""
+    if not isinstance(storage, str) or not _REUSE["active"]:
+        return storage
+    with _REUSE_LOCK:
+        if storage not in _REUSE["storages"]:
+            _REUSE["storages"][storage] = optuna.storages.get_storage(storage)
+        return _REUSE["storages"][storage]
+
+
 def stored_trials(name, storage):
     """How many trials the storage already holds for this study (0 when it has none yet)."""
     try:
-        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+        summaries = optuna.get_all_study_summaries(reused(storage), include_best_trial=False)
     except Exception:  # pylint: disable=broad-except  # reported by open_study with the full reason
         return 0
     return next((s.n_trials for s in summaries if s.study_name == name), 0)
@@ -173,8 +200,9 @@ def open_study(config, plan, storage):
     target = config["target"]
     try:
         sampler = strategies.make_sampler(config, plan, stored_trials(config["study"], url))
-        study = optuna.create_study(study_name=config["study"], storage=storage, direction=target["direction"],
-                                    load_if_exists=True, sampler=sampler, pruner=strategies.make_pruner(config, plan))
+        study = optuna.create_study(study_name=config["study"], storage=reused(storage),
+                                    direction=target["direction"], load_if_exists=True, sampler=sampler,
+                                    pruner=strategies.make_pruner(config, plan))
     except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
         raise AutotuneError(f"storage: cannot open study {config['study']!r} at {masked_storage(url)} "
                             f"({type(exc).__name__}: {masked_storage(str(exc))}); expected a reachable Optuna storage URL")

@@ -20,7 +20,7 @@ from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.progress import ProgressLog
 from ansible.module_utils.autotune.record import Recorder
 from ansible.module_utils.autotune.runners import make_runner, runner_facts
-from ansible.module_utils.autotune.storage import check_storage, default_storage, masked_storage
+from ansible.module_utils.autotune.storage import check_storage, default_storage, masked_storage, reusing_storages
 from ansible.module_utils.autotune.study import StudyLoop
 from ansible.module_utils.autotune.trialdir import reaches
 
@@ -169,7 +169,7 @@ class StudyRun:
 def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
     """Train until the goal or the budget; write summary.json, the plot and the best model. Return the summary."""
     started = time.time()
-    with StudyRun(config, plan, run_dir, storage, trainer_path) as session:
+    with reusing_storages(), StudyRun(config, plan, run_dir, storage, trainer_path) as session:
         check_run_dir(run_dir, config["study"])
         with open(os.path.join(run_dir, STUDY_MARK), "w", encoding="utf-8") as handle:
             handle.write(config["study"])
@@ -178,6 +178,7 @@ def run(config, plan, run_dir, storage, trainer_path=None, dashboard_url=None):
             dataset = _data_with_warm_trainers(config, run_dir, session)
             watch = dashboard.prepare(config, plan, storage, runner.name, dashboard_url, progress, session.notes)
             progress(_header(config, dataset, runner, watch))
+            report.import_plotting_ahead()  # while trial 0 trains: the plot at the end does not wait for imports
             # Disk full, database locked or gone: what finished is in the study; say so in one line and stop.
             study, stop_reason, new_trials = session.run(dataset, lambda detail: (
                 f"run: the host stopped the study ({detail}); finished trials are kept in {masked_storage(storage)} "
