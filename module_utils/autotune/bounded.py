@@ -8,12 +8,14 @@ deadline kept by the parent, bounds them all. The child does the work and sends 
 pipe); whatever it takes beyond the bounds ends it, and the caller gets one line saying which bound was passed.
 The fork costs a few milliseconds per call (docs/security.md).
 """
+import contextlib
 import faulthandler
 import json
 import os
 import resource
 import select
 import signal
+import threading
 import time
 
 from ansible.module_utils.autotune.errors import AutotuneError
@@ -23,6 +25,18 @@ WALL_SECONDS = 20      # the parent's deadline (a loaded host runs the child slo
 MEMORY_MIB = 256       # address space the work may add to what the controller already holds
 RESULT_MIB = 1         # the most the result (model code) may weigh: a rendered model is a few KB
 _CHUNK = 1 << 20
+# Held by a thread while it imports modules in the background (the plot's imports, optuna_dashboard's): a child forked
+# then inherits that import's module locks with no thread to release them, and hangs on its first import of the same
+# module until the wall deadline (seen as "rendering ... did not finish within 20 s" under load). run() forks only
+# once no background import is under way.
+_BACKGROUND_IMPORTS = threading.Lock()
+
+
+@contextlib.contextmanager
+def background_import():
+    """Around imports done off the main thread, so that run() does not fork in their middle."""
+    with _BACKGROUND_IMPORTS:
+        yield
 
 
 def run(func, args, what, expected):
@@ -32,7 +46,8 @@ def run(func, args, what, expected):
     AutotuneError: "<what> took over N s / needed more than N MiB; <expected>"."""
     cpu_seconds, memory_mib, wall_seconds = CPU_SECONDS, MEMORY_MIB, WALL_SECONDS
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    with _BACKGROUND_IMPORTS:
+        pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
         _child(func, args, write_end, cpu_seconds, memory_mib)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
-from ansible.module_utils.autotune import trialdir
+from ansible.module_utils.autotune import bounded, trialdir
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 from ansible.module_utils.autotune.storage import masked_storage, open_study, reused
@@ -75,7 +75,8 @@ def prepare(config, plan, storage, runner_name, base_url=None, progress=None, no
 
 def _save_note(target, body, what, progress):
     try:
-        from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
+        with bounded.background_import():  # on the notes thread: no bounded child is forked in its middle
+            from optuna_dashboard import save_note  # pylint: disable=import-outside-toplevel  # pinned in requirements.txt
         save_note(target, body() if callable(body) else body)
     except Exception as exc:  # pylint: disable=broad-except  # a lost note must not end a tuning run
         if progress:

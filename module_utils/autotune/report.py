@@ -8,7 +8,7 @@ import mimetypes
 import os
 import threading
 
-from ansible.module_utils.autotune import trialdir, trialtable
+from ansible.module_utils.autotune import bounded, trialdir, trialtable
 from ansible.module_utils.autotune.objective import relation
 from ansible.module_utils.autotune.printable import escape, escape_lines
 
@@ -28,11 +28,12 @@ def import_plotting_ahead():
 def _import_plotting():
     # pylint: disable=import-outside-toplevel,unused-import
     try:
-        import matplotlib
+        with bounded.background_import():  # no bounded child is forked in the middle of these imports
+            import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-        import optuna.visualization.matplotlib  # noqa: F401
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+            import optuna.visualization.matplotlib  # noqa: F401
     except Exception:  # pylint: disable=broad-except  # plot() imports them again and fails there with the reason
         pass
 
