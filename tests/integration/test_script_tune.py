@@ -16,11 +16,11 @@ from conftest import REPO, run_playbook
 EXAMPLE = REPO / "examples" / "catsdogs_script"
 
 
-def _tune(work, strategy):
+def _tune(work, strategy, max_trials=10):
     result = run_playbook("tune.yml", {"autotune_config": str(EXAMPLE / "autotune.yml"),
                                        "autotune_runs_root": str(work / strategy),
                                        "autotune_overrides": {"search": {"strategy": strategy},
-                                                              "budget": {"max_trials": 10, "max_seconds": 900}}})
+                                                              "budget": {"max_trials": max_trials, "max_seconds": 900}}})
     return result, work / strategy / "catsdogs_script"
 
 
@@ -69,7 +69,9 @@ def test_the_mail_diff_is_of_the_users_own_file(tpe_run):
 
 
 def test_the_users_script_reaches_the_goal_by_escalate(tmp_path, sample_data):
-    process, run_dir = _tune(tmp_path, "escalate")
+    # The ladder's six rungs come round to fit.epochs at trials 6 and 12; one-epoch models sit at 0.77-0.80 here,
+    # so the budget leaves room for the second epochs step (CI once ended at 0.795 after 10 trials).
+    process, run_dir = _tune(tmp_path, "escalate", max_trials=14)
     assert process.returncode == 0, process.stdout[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["reached"] is True and summary["stop_reason"] == "goal reached"
