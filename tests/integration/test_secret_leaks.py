@@ -48,9 +48,11 @@ class Watch(threading.Thread):
     def run(self):
         while not self.done.is_set():
             self.seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
-            for container in self.client.containers.list(all=True, filters={"label": "io.autotune.project=autotune"}):
+            # The low-level list inspects nothing: a container removed between listing and inspecting is skipped,
+            # where containers.list() raised and ended the watch (CI, 2026-12-07).
+            for container in self.client.api.containers(all=True, filters={"label": "io.autotune.project=autotune"}):
                 try:
-                    self.seen.append(json.dumps(self.client.api.inspect_container(container.id)))
+                    self.seen.append(json.dumps(self.client.api.inspect_container(container["Id"])))
                 except docker.errors.NotFound:
                     pass
             time.sleep(0.2)
