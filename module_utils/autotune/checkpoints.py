@@ -33,6 +33,7 @@ from ansible.module_utils.autotune import trialcaps, trialdir
 from ansible.module_utils.autotune.artifacts import STORE_ERRORS
 
 POINTER = "checkpoint"  # trial user attribute: {"id", "epoch", "bytes", "sha256"} of its newest shipped checkpoint
+UPLOADING = "checkpoint_uploading"  # trial user attribute: the id of the object being written, named before its bytes
 WEIGHTS, STATE = "latest.weights.h5", "training_metadata.json"  # Keras BackupAndRestore's files (trainer callbacks)
 MEMBERS = (WEIGHTS, STATE, trialdir.METRICS)
 STAGING = ".checkpoints"  # run_dir: snapshots waiting for their upload
@@ -221,6 +222,7 @@ class Shipper:
 
     def restore(self, frozen, trial_dir):
         """(epochs, None) once the checkpoint the retry ``frozen`` inherited is in ``trial_dir``, else (None, why)."""
+        self.forget_unfinished_upload(frozen)
         pointer = frozen.user_attrs.get(POINTER)
         if pointer is None:
             return None, "no checkpoint of it reached the artifact store"
@@ -233,6 +235,16 @@ class Shipper:
         with self.cond:  # the inherited object is removed once the retry shipped its own
             self.shipped[frozen.number], self.current[frozen.number] = epochs, pointer["id"]
         return epochs, None
+
+    def forget_unfinished_upload(self, frozen):
+        """A dead host's upload that no pointer names (it died while writing it) is removed once its retry starts:
+        the retry inherits the trial's attributes, the object's id among them (UPLOADING)."""
+        uploading, pointer = frozen.user_attrs.get(UPLOADING), frozen.user_attrs.get(POINTER)
+        if isinstance(uploading, str) and _ID.fullmatch(uploading) and uploading != (pointer or {}).get("id"):
+            with self.cond:
+                self.jobs.append(("remove", uploading))
+                self.cond.notify()
+            self._start()
 
     def ended(self, trial, attrs):
         """The trial is told: its checkpoint is not needed any more (a retry only follows a trial failed as stale)."""
@@ -270,7 +282,7 @@ class Shipper:
                 if not self.jobs:
                     return
                 job = self.jobs.pop(0)
-                forgotten = self.current.pop(job[1], None) if job[0] == "forget" else None
+                forgotten = self.current.pop(job[1], None) if job[0] == "forget" else job[1]
             if job[0] == "ship":
                 self._ship(*job[1:])
             else:
@@ -280,6 +292,10 @@ class Shipper:
         started, ident = time.time(), f"checkpoint-{uuid.uuid4().hex}"
         try:
             size, digest = os.path.getsize(path), _digest(path)
+            try:  # named first: a host that dies mid-write leaves its retry the id to remove
+                trial.set_user_attr(UPLOADING, ident)
+            except (optuna.exceptions.OptunaError, SQLAlchemyError):
+                return  # told meanwhile, or failed by another worker: nothing to ship any more
             with open(path, "rb") as handle:
                 self.store.write(ident, handle)
             try:

@@ -180,6 +180,21 @@ def test_the_shipper_says_why_a_retry_trains_from_epoch_0(tmp_path, store):
     assert epochs is None and why == "its checkpoint could not be read (ArtifactNotFound)"
 
 
+def test_an_upload_a_dead_host_left_unfinished_is_removed_when_its_retry_starts(tmp_path, store):
+    # The host died after writing the object and before pointing its trial at it (CI, 2026-12-07: one object was
+    # left in the bucket): the id was named in the trial first, the retry inherits it and removes the object.
+    kept, orphan = _plant(store, GOOD), "checkpoint-" + "c" * 32
+    store.write(orphan, io.BytesIO(b"half"))
+    shipper = checkpoints.Shipper(store, str(tmp_path), {"max_trial_bytes": CAP}, lambda line: None)
+    retry = SimpleNamespace(number=4, user_attrs={checkpoints.POINTER: kept, checkpoints.UPLOADING: orphan})
+    (tmp_path / "trials" / "0004").mkdir(parents=True)
+    assert shipper.restore(retry, str(tmp_path / "trials" / "0004"))[0] == kept["epoch"]
+    hostile = SimpleNamespace(number=5, user_attrs={checkpoints.UPLOADING: "../" + kept["id"]})
+    shipper.forget_unfinished_upload(hostile)  # a name that is not one of ours is never removed
+    shipper.close()
+    assert sorted(os.listdir(tmp_path / "store")) == [kept["id"]], "the pointed-to checkpoint stays, the orphan goes"
+
+
 @pytest.mark.parametrize("location, s3, expected", [
     ("s3://ak:sk@bucket", None, "never in the URL"),
     ("s3://Bucket_Name", None, "s3://BUCKET or s3://BUCKET/PREFIX"),
