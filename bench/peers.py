@@ -18,7 +18,8 @@ kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the s
 ``--our-pruners median asha hyperband`` runs each of our systems once per pruner (``ours-local/asha``,
 ...): the side-by-side run that picks the default pruner; ``--our-slots 1 2`` once per number of trials at
 once (``ours-local/slots=2``); ``--our-variants promote no-promote`` with and without promoting the best
-trial to more epochs (``search.promote``).
+trial to more epochs (``search.promote``); ``--our-variants scheduled sampled`` with epochs scheduled by the pruner
+or drawn by the sampler (``search.epochs``: the side-by-side run that picks its default).
 
 Each run is its own process, and two clocks start when it is launched. The user's clock stops when the
 command returns with the result in hand: ours when ansible-playbook returns (summary, plot, report and the mail
@@ -50,30 +51,39 @@ SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_te
 
 
 def _variant(system, pruner):
-    """(system, pruner, slots, promote) of a name such as ours-local, ours-local/asha, ours-local/slots=2 or
-    ours-local/no-promote."""
+    """(system, search overrides, slots) of a name such as ours-local, ours-local/asha, ours-local/slots=2,
+    ours-local/no-promote or ours-local/sampled (search.epochs)."""
     system, _, variant = system.partition("/")
-    slots, promote = None, None  # None: the configuration's default
+    slots, search = None, {"pruner": pruner} if pruner else {}  # absent: the configuration's default
     for part in filter(None, variant.split(",")):
         if part.startswith("slots="):
             slots = int(part[len("slots="):])
         elif part in ("promote", "no-promote"):
-            promote = part == "promote"
+            search["promote"] = part == "promote"
+        elif part in ("scheduled", "sampled"):
+            search["epochs"] = part
         else:
-            pruner = part
-    return system, pruner, slots, promote
+            search["pruner"] = part
+    return system, search, slots
+
+
+def _system(name):
+    """A --systems entry: a peer, or one of ours with an optional variant (see _variant)."""
+    if name.partition("/")[0] not in SYSTEMS or ("/" in name and not name.startswith("ours")):
+        raise argparse.ArgumentTypeError(f"{name!r}: expected one of {', '.join(SYSTEMS)}, ours with /variant")
+    return name
 
 
 def _ours(system, seed, goal, budget, work, pruner):
     """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
     name = system.replace("/", "-").replace(",", "-").replace("=", "")
-    system, pruner, slots, promote = _variant(system, pruner)
+    system, search, slots = _variant(system, pruner)
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
     config.update(study=f"peers-{name}-{seed}", target={"metric": "val_accuracy", "goal": goal},
                   budget={"max_trials": 200, "max_seconds": budget, "trial_timeout": budget},
                   runner=dict({"kind": system.split("-")[1]}, **({"slots": slots} if slots else {})))
     config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
-    config["search"].update(seed=seed, pruner=pruner, **({} if promote is None else {"promote": promote}))
+    config["search"].update(seed=seed, **search)
     path = work / f"{name}-{seed}.yml"
     path.write_text(yaml.safe_dump(config))
     runs = work / "runs"
@@ -105,7 +115,7 @@ def _in_process(system, seed, goal, budget, work, pruner):
     """A peer in a process of its own (bench/peers_worker.py), which writes its result file and exits."""
     out = work / f"{system}-{seed}.json"
     command = [PEER_PYTHON[0], str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
-               str(goal), "--budget", str(budget), "--pruner", pruner, "--work", str(work), "--out", str(out)]
+               str(goal), "--budget", str(budget), "--pruner", pruner or "median", "--work", str(work), "--out", str(out)]
     started = time.time()
     subprocess.run(command, cwd=REPO, capture_output=True, timeout=budget + 300, check=False,
                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -170,14 +180,17 @@ def main():
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--goal", type=float, default=0.94)
     parser.add_argument("--budget", type=int, default=300, help="seconds per run before it counts as not reached")
-    parser.add_argument("--pruner", default="median", help="our pruner, and plain Optuna's")
+    parser.add_argument("--pruner", help="our pruner (default: the one search.epochs implies), and plain Optuna's "
+                                          "(default: median)")
     parser.add_argument("--our-pruners", nargs="+", choices=("median", "asha", "hyperband", "none"),
                         help="run each of our systems once per pruner (default: --pruner only)")
     parser.add_argument("--our-slots", nargs="+", type=int,
                         help="run each of our systems once per number of slots (trials at once; default: the config's)")
-    parser.add_argument("--our-variants", nargs="+", choices=("promote", "no-promote"),
-                        help="run each of our systems with and/or without promoting the best trial (search.promote)")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--our-variants", nargs="+", choices=("promote", "no-promote", "scheduled", "sampled"),
+                        help="run each of our systems with and/or without promoting the best trial (search.promote), "
+                             "or with epochs scheduled by the pruner or sampled (search.epochs)")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), type=_system,
+                        help=f"of {', '.join(SYSTEMS)}; ours with a variant too: ours-local/sampled,median")
     parser.add_argument("--name", default="peers", help="bench/results/NAME.json and NAME.png")
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the Python that runs the in-process peers (one with Keras Tuner; not our trainers' venv)")

@@ -15,7 +15,7 @@ from ansible.module_utils.autotune.errors import ConfigError
 from ansible.module_utils.autotune.objective import DIRECTIONS, default_direction
 from ansible.module_utils.autotune.printable import valid_address
 from ansible.module_utils.autotune.runners import RUNNERS
-from ansible.module_utils.autotune.strategies import PRUNERS, STRATEGIES
+from ansible.module_utils.autotune.strategies import EPOCH_MODES, PRUNERS, STRATEGIES
 
 # target.metric: a metric the model logs on the validation data, as Keras names it in fit's logs.
 METRIC = r"\Aval_[A-Za-z_][A-Za-z0-9_]*\Z"
@@ -110,6 +110,8 @@ SCHEMA = _object(
                 "pruner": {"enum": list(PRUNERS), "description": "one of " + ", ".join(PRUNERS)},
                 "pruner_patience": _integer("epochs >= 1 a trial may stay below the pruner's line before it is "
                                             "pruned (Optuna's PatientPruner)"),
+                "epochs": {"enum": list(EPOCH_MODES), "description": "scheduled (the pruner gives the promising "
+                                                                      "trials more epochs) or sampled (drawn)"},
                 "startup_trials": _integer("an integer >= 0", minimum=0),
                 "promote": {"type": "boolean", "description": "true or false"},
                 "deterministic": {"type": "boolean", "description": "true or false: TensorFlow's op determinism in "
@@ -169,7 +171,7 @@ SCHEMA = _object(
 DEFAULTS = {
     "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1},
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
-    "search": {"strategy": "tpe", "seed": 1, "pruner": "median", "startup_trials": 4, "promote": False,
+    "search": {"strategy": "tpe", "seed": 1, "epochs": "scheduled", "startup_trials": 4, "promote": False,
                "deterministic": True},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost", "pusher": False},

@@ -12,11 +12,18 @@ def frozen(params):
     return json.dumps(params, sort_keys=True)
 
 
-def suggest(trial, space, baseline):
-    """Ask an Optuna trial for every searched value; the rest keep their baseline value."""
+def suggest(trial, space, baseline, scheduled=None, fixed=()):
+    """Ask an Optuna trial for every searched value; the rest keep their baseline value.
+
+    ``scheduled`` names the epochs hyperparameter the pruner schedules (strategies.scheduled_epochs): a drawn trial
+    gets the most epochs of its range, and the sampler never models it; a queued trial (``fixed``: the names
+    it was queued with, e.g. the committed baseline) keeps its value."""
     params = dict(baseline)
     for name, spec in space.items():
         kind = spec["type"]
+        if name == scheduled and name not in fixed:
+            params[name] = int(spec["high"])
+            continue
         if kind == "int":
             params[name] = trial.suggest_int(name, int(spec["low"]), int(spec["high"]),
                                              step=int(spec.get("step", 1)), log=bool(spec.get("log", False)))

@@ -96,9 +96,33 @@ def make_sampler(config, plan, n_existing=0):
     return STRATEGIES[name](config, plan, config["search"]["seed"] + n_existing)
 
 
+# How a trial's number of epochs is chosen (search.epochs). ``scheduled``: epochs are the fidelity, not a drawn
+# hyperparameter: every drawn trial may train the most epochs the space allows and the pruner stops it at a rung
+# (1, 3, 9... epochs) when it is not among the best there, so many configurations are judged after one epoch and
+# the promising ones go on training in the same process. ``sampled``: the sampler draws epochs like any value.
+EPOCH_MODES = ("scheduled", "sampled")
+DEFAULT_PRUNER = {"scheduled": "hyperband", "sampled": "median"}
+
+
+def scheduled_epochs(config, plan):
+    """The name of the epochs hyperparameter the pruner schedules (search.epochs: scheduled), or None: epochs are
+    sampled, the space has none, or the strategy is escalate (its ladder has an epochs rung of its own)."""
+    if config["search"].get("epochs") != "scheduled" or config["search"]["strategy"] == "escalate":
+        return None
+    return epochs_parameter(plan["space"])
+
+
+def pruner_name(config, plan):
+    """search.pruner, or by default the one that suits how epochs are chosen."""
+    name = config["search"].get("pruner")
+    if name:
+        return name
+    return DEFAULT_PRUNER["scheduled" if scheduled_epochs(config, plan) else "sampled"]
+
+
 def make_pruner(config, plan):
     """The configured pruner, wrapped in Optuna's PatientPruner when search.pruner_patience is set."""
-    name = config["search"]["pruner"]
+    name = pruner_name(config, plan)
     if name not in PRUNERS:
         raise AutotuneError(f"search.pruner: {name!r} is unknown; expected one of {', '.join(PRUNERS)}")
     pruner = PRUNERS[name](config, plan)

@@ -215,7 +215,9 @@ class StudyLoop:
         """Ask for the next trial and start it; a repeated draw is answered at once (returns None)."""
         self._promote(study)
         trial = study.ask()
-        params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"])
+        queued = study.get_trials(deepcopy=False)[trial.number].system_attrs.get("fixed_params") or {}
+        params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"],
+                                      strategies.scheduled_epochs(self.config, self.plan), queued)
         for pending in [p for p in self.verifying if search_space.frozen(p.slot.params) == search_space.frozen(params)]:
             while not pending.step():  # the same draw as a trial being scored: its value comes first
                 time.sleep(trialrun.POLL_SECONDS)

@@ -11,7 +11,7 @@ from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import config as tune_config
 from ansible.module_utils.autotune import dashboard
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import report, trialdir
+from ansible.module_utils.autotune import report, strategies, trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.kinds import kind_of
 from ansible.module_utils.autotune.learn import LEARNED
@@ -267,6 +267,9 @@ def summarise(config, study, stop_reason, run_dir, storage, runner, dataset, pla
         "n_pruned": sum(r["state"] == "PRUNED" for r in records),
         "stop_reason": stop_reason,
         "strategy": config["search"]["strategy"],
+        "pruner": strategies.pruner_name(config, plan),
+        # The epochs hyperparameter the pruner schedules (drawn trials may train its most), or None: sampled.
+        "scheduled_epochs": strategies.scheduled_epochs(config, plan),
         "searched": sorted(plan["space"]),
         "runner": runner.name,
         "runner_details": runner.describe(),

@@ -136,7 +136,7 @@ def test_killed_controller_resumes_the_running_trial_from_its_checkpoint(tmp_pat
     from conftest import BIN, REPO
     config = write_config(tmp_path, target={"goal": 0.999}, budget={"max_trials": 3},
                           model={"template": "cnn", "baseline": {"epochs": 24, "batch_size": 32, "filters": 8}},
-                          search={"space": {"epochs": {"type": "int", "low": 24, "high": 26}}})
+                          search={"space": {"epochs": {"type": "int", "low": 24, "high": 26}}, "pruner": "none"})
     extra = {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs")}
     command = [str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e", json.dumps(extra)]
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PATH=f"{BIN}:{os.environ['PATH']}")

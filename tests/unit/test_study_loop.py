@@ -25,8 +25,8 @@ def _setup(tmp_path, **sections):
     document = {"dataset": {"path": str(data)}, "model": {"template": "cnn"}, "study": "unit",
                 "search": {"strategy": "escalate", "ladder": ["filters"], "startup_trials": 1, "pruner": "none",
                            "space": {"filters": {"type": "int", "low": 4, "high": 32, "log": True}}}}
-    for key, value in sections.items():
-        document[key] = dict(document.get(key, {}), **value)
+    for key, value in sections.items():  # a None value drops the key (its default applies)
+        document[key] = {k: v for k, v in dict(document.get(key, {}), **value).items() if v is not None}
     config = tune_config.validate(document, base_dir=str(tmp_path))
     plan = modelcode.plan(config, str(TEMPLATES))
     run_dir = tmp_path / "run"
