@@ -23,6 +23,11 @@ def test_tune_playbook_reaches_the_goal(tuned_run):
     assert summary["stop_reason"] == "goal reached"
     # Trial 0 is the committed baseline; the loop stopped at the first trial that reached the goal.
     assert summary["trials"][0]["params"]["filters"] == 4 and summary["trials"][0]["params"]["epochs"] == 1
+    # Epochs are scheduled by default (search.epochs): each drawn trial may train the space's most (6), the goal or
+    # the Hyperband pruner ends it sooner.
+    assert (summary["scheduled_epochs"], summary["pruner"]) == ("epochs", "hyperband")
+    for trial in summary["trials"][1:]:
+        assert trial["params"]["epochs"] == 6 and len(trial["epochs"]) <= 6
     # The goal is judged on the held-out split: every claim of it was scored there, and the loop stopped at the first
     # trial whose claim the held-out split confirmed, which is the one reported.
     winners = [t for t in summary["trials"] if t["goal_value"] is not None and t["goal_value"] >= 0.8 - 1e-6]
