@@ -83,7 +83,7 @@ class Recorder:
         code = user.get("code")
         record = dict(self.common, number=trial.number, recorded=round(time.time(), 3),
                       trial_dir=os.path.relpath(trial_dir, self.run_dir),
-                      spec=trialrun.spec_for(self.plan, self.config, trial.number, params),
+                      spec=trialrun.spec_for(self.plan, self.config, trial.number, params, user.get("stop_goal")),
                       code=code, code_sha256=file_sha256(os.path.join(self.run_dir, code)) if code else None,
                       data={"fingerprint": self.data_fingerprint, "pack": pack}, environment=environment,
                       outcome=attrs.get("outcome"), epochs=attrs.get("epochs", []),

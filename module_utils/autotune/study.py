@@ -265,8 +265,10 @@ class StudyLoop:
         if resumes is None:
             relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
             code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
+            stop_at = study_budget.stop_goal(study.get_trials(deepcopy=False), self.goal, self.direction)
+            trial.set_user_attr("stop_goal", stop_at)  # the record (record.py) writes the same trial.json
             trialrun.prepare(os.path.join(self.run_dir, relative), os.path.join(self.run_dir, code), self.plan,
-                             self.config, trial.number, params)
+                             self.config, trial.number, params, stop_at)
             if elsewhere is not None:
                 self._resume_elsewhere(frozen, elsewhere, os.path.join(self.run_dir, relative))
         else:

@@ -23,7 +23,7 @@ SCORE = "score.json"        # what it scores: {"metric": target.metric}
 RESULT_FIELDS = ("fit_seconds", "startup_seconds", "resumed_from_epoch", "checkpoint_discarded")
 
 
-def prepare(trial_dir, code_path, plan, config, number, params):
+def prepare(trial_dir, code_path, plan, config, number, params, stop_at=None):
     """A fresh trial folder holding the trial's model code and spec (trial.json).
 
     The code is also kept at ``code_path``, outside the folder the trial can write: what is reported,
@@ -37,15 +37,17 @@ def prepare(trial_dir, code_path, plan, config, number, params):
     for path in (code_path, os.path.join(trial_dir, trialdir.MODEL)):
         with trialdir.open_regular(path, "w") as handle:
             handle.write(code)
-    trialdir.write_json(os.path.join(trial_dir, trialdir.SPEC), spec_for(plan, config, number, params))
+    trialdir.write_json(os.path.join(trial_dir, trialdir.SPEC), spec_for(plan, config, number, params, stop_at))
 
 
-def spec_for(plan, config, number, params):
-    """trial.json's content: what the trainer trains (reproduce.py records it as the controller wrote it)."""
+def spec_for(plan, config, number, params, stop_at=None):
+    """trial.json's content: what the trainer trains (reproduce.py records it as the controller wrote it). ``goal`` is
+    where the trainer stops itself: target.goal, or ``stop_at`` past it (budget.stop_goal)."""
     target = config["target"]
     return {
         "number": number, "params": params, "model_file": trialdir.MODEL, "model_api": plan["api"],
-        "metric": target["metric"], "direction": target["direction"], "goal": target["goal"],
+        "metric": target["metric"], "direction": target["direction"],
+        "goal": target["goal"] if stop_at is None else stop_at,
         "stop_at_goal": target["stop_at_goal"], "seed": config["search"]["seed"],
         "deterministic": config["search"].get("deterministic", True), "defaults": plan.get("training_defaults", {}),
     }

@@ -174,6 +174,27 @@ def test_a_claimed_goal_counts_only_with_the_score_its_saved_model_has(tmp_path)
         "a trial that could be the best is scored: the first, and each claiming the best or the goal"
 
 
+def test_after_a_claim_the_scorer_refuted_trials_stop_themselves_past_the_goal_by_the_gap(tmp_path):
+    # filters=4 claims 0.805 at the goal of 0.8 and its saved model scores 0.795: the next trials' own goal stop waits
+    # for 0.81 (trial.json's goal), so they train the epochs that could make up the gap; the goal itself is unchanged.
+    script = by_filters({4: [0.805], 8: [0.7], 16: [0.85]})
+    study, reason, _, _, _ = _loop(tmp_path, script, target={"goal": 0.8},
+                                   measure=lambda params, reported: 0.795 if params["filters"] == 4 else reported)
+    goals = [json.loads((tmp_path / "run" / "trials" / f"{n:04d}" / "trial.json").read_text())["goal"]
+             for n in range(len(study.trials))]
+    assert goals[0] == 0.8 and goals[1:] == [pytest.approx(0.81)] * (len(goals) - 1)
+    assert [t.user_attrs["stop_goal"] for t in study.trials] == goals, "recorded for the trial's reproduce record"
+    assert reason == "goal reached" and study.trials[-1].value == 0.85
+    # A wild claim moves the stop by at most MAX_STOP_MARGIN.
+    wild = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.6,
+                                     user_attrs={"reported_value": 0.99, "goal_value": 0.6})
+    assert study_budget.stop_goal([wild], 0.8, "maximize") == pytest.approx(0.8 + study_budget.MAX_STOP_MARGIN)
+    loss = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.5,
+                                     user_attrs={"reported_value": 0.29, "goal_value": 0.32})
+    assert study_budget.stop_goal([loss], 0.3, "minimize") == pytest.approx(0.27), "a loss stops lower"
+    assert study_budget.stop_goal([], 0.3, "minimize") == 0.3
+
+
 def test_a_model_that_cannot_be_scored_does_not_count(tmp_path):
     study, _, _, _, _ = _loop(tmp_path, by_filters({4: [0.95]}), measure=lambda params, reported: None,
                               budget={"max_trials": 1})
