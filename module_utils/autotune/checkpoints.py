@@ -33,7 +33,10 @@ from ansible.module_utils.autotune import trialcaps, trialdir
 from ansible.module_utils.autotune.artifacts import STORE_ERRORS
 
 POINTER = "checkpoint"  # trial user attribute: {"id", "epoch", "bytes", "sha256"} of its newest shipped checkpoint
-UPLOADING = "checkpoint_uploading"  # trial user attribute: the id of the object being written, named before its bytes
+# Trial user attribute, set before each upload: the ids of the objects of this trial that may be in the store beside
+# the one its pointer will name (the previous pointer's and the new one's), so a retry can remove what a dead host
+# left half-done: an upload cut short, or a previous object it had no time to remove.
+UPLOADING = "checkpoint_uploading"
 WEIGHTS, STATE = "latest.weights.h5", "training_metadata.json"  # Keras BackupAndRestore's files (trainer callbacks)
 MEMBERS = (WEIGHTS, STATE, trialdir.METRICS)
 STAGING = ".checkpoints"  # run_dir: snapshots waiting for their upload
@@ -237,12 +240,15 @@ class Shipper:
         return epochs, None
 
     def forget_unfinished_upload(self, frozen):
-        """A dead host's upload that no pointer names (it died while writing it) is removed once its retry starts:
-        the retry inherits the trial's attributes, the object's id among them (UPLOADING)."""
+        """The objects a dead host left that no pointer names (it died while writing one, or before removing the
+        previous one) are removed once its retry starts: the retry inherits the trial's attributes, UPLOADING too."""
         uploading, pointer = frozen.user_attrs.get(UPLOADING), frozen.user_attrs.get(POINTER)
-        if isinstance(uploading, str) and _ID.fullmatch(uploading) and uploading != (pointer or {}).get("id"):
+        named = (pointer or {}).get("id") if isinstance(pointer, dict) else None
+        left = [i for i in (uploading if isinstance(uploading, list) else [])[:2]
+                if isinstance(i, str) and _ID.fullmatch(i) and i != named]
+        if left:
             with self.cond:
-                self.jobs.append(("remove", uploading))
+                self.jobs.extend(("remove", ident) for ident in left)
                 self.cond.notify()
             self._start()
 
@@ -292,8 +298,10 @@ class Shipper:
         started, ident = time.time(), f"checkpoint-{uuid.uuid4().hex}"
         try:
             size, digest = os.path.getsize(path), _digest(path)
-            try:  # named first: a host that dies mid-write leaves its retry the id to remove
-                trial.set_user_attr(UPLOADING, ident)
+            with self.cond:
+                previous = self.current.get(number)
+            try:  # named first: a host that dies before the previous object is gone leaves its retry the ids
+                trial.set_user_attr(UPLOADING, [i for i in (previous, ident) if i])
             except (optuna.exceptions.OptunaError, SQLAlchemyError):
                 return  # told meanwhile, or failed by another worker: nothing to ship any more
             with open(path, "rb") as handle:

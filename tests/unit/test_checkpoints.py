@@ -180,19 +180,47 @@ def test_the_shipper_says_why_a_retry_trains_from_epoch_0(tmp_path, store):
     assert epochs is None and why == "its checkpoint could not be read (ArtifactNotFound)"
 
 
-def test_an_upload_a_dead_host_left_unfinished_is_removed_when_its_retry_starts(tmp_path, store):
-    # The host died after writing the object and before pointing its trial at it (CI, 2026-12-07: one object was
-    # left in the bucket): the id was named in the trial first, the retry inherits it and removes the object.
-    kept, orphan = _plant(store, GOOD), "checkpoint-" + "c" * 32
-    store.write(orphan, io.BytesIO(b"half"))
+def test_what_a_dead_host_left_half_done_is_removed_when_its_retry_starts(tmp_path, store):
+    # CI, 2026-12-07, twice: a host killed mid-upload, then one killed after pointing its trial at the new object but
+    # before removing the previous one, each left one object in the bucket. Both ids are named in the trial before
+    # the upload; the retry inherits them and removes the ones its pointer does not name.
+    kept = _plant(store, GOOD)
+    cut_short, previous = "checkpoint-" + "c" * 32, "checkpoint-" + "d" * 32
+    for orphan in (cut_short, previous):
+        store.write(orphan, io.BytesIO(b"left"))
     shipper = checkpoints.Shipper(store, str(tmp_path), {"max_trial_bytes": CAP}, lambda line: None)
-    retry = SimpleNamespace(number=4, user_attrs={checkpoints.POINTER: kept, checkpoints.UPLOADING: orphan})
+    died_writing = SimpleNamespace(number=4, user_attrs={checkpoints.POINTER: kept,
+                                                         checkpoints.UPLOADING: [kept["id"], cut_short]})
     (tmp_path / "trials" / "0004").mkdir(parents=True)
-    assert shipper.restore(retry, str(tmp_path / "trials" / "0004"))[0] == kept["epoch"]
-    hostile = SimpleNamespace(number=5, user_attrs={checkpoints.UPLOADING: "../" + kept["id"]})
+    assert shipper.restore(died_writing, str(tmp_path / "trials" / "0004"))[0] == kept["epoch"]
+    died_after_pointing = SimpleNamespace(number=5, user_attrs={checkpoints.POINTER: kept,
+                                                                checkpoints.UPLOADING: [previous, kept["id"]]})
+    shipper.forget_unfinished_upload(died_after_pointing)
+    hostile = SimpleNamespace(number=6, user_attrs={checkpoints.UPLOADING: ["../" + kept["id"], kept["id"][:-1]]})
     shipper.forget_unfinished_upload(hostile)  # a name that is not one of ours is never removed
     shipper.close()
-    assert sorted(os.listdir(tmp_path / "store")) == [kept["id"]], "the pointed-to checkpoint stays, the orphan goes"
+    assert sorted(os.listdir(tmp_path / "store")) == [kept["id"]], "the pointed-to checkpoint stays, the others go"
+
+
+def test_each_upload_names_the_previous_object_and_its_own_first(tmp_path, store, trial):
+    study, running = trial
+    shipper = _ship(tmp_path, store, running, 1)
+    folder = tmp_path / "run" / "trials" / "0000"
+    for _ in range(50):
+        if checkpoints.POINTER in study.trials[0].user_attrs:
+            break
+        time.sleep(0.05)
+    first = study.trials[0].user_attrs[checkpoints.POINTER]["id"]
+    assert study.trials[0].user_attrs[checkpoints.UPLOADING] == [first]
+    records = _trial_folder(folder, 2)
+    for _ in range(50):
+        shipper.watch(SimpleNamespace(number=0, trial=running, trial_dir=str(folder), code=None, epochs=records))
+        if study.trials[0].user_attrs[checkpoints.POINTER]["epoch"] == 2:
+            break
+        time.sleep(0.05)
+    shipper.close()
+    newest = study.trials[0].user_attrs[checkpoints.POINTER]["id"]
+    assert study.trials[0].user_attrs[checkpoints.UPLOADING] == [first, newest]
 
 
 @pytest.mark.parametrize("location, s3, expected", [
