@@ -78,6 +78,7 @@ def test_only_the_newest_checkpoint_is_kept_and_a_told_trial_leaves_none(tmp_pat
             break
         time.sleep(0.05)
     first = study.trials[0].user_attrs[checkpoints.POINTER]["id"]
+    assert study.trials[0].user_attrs[checkpoints.UPLOADING] == [first], "named in the trial before its upload"
     records = _trial_folder(folder, 2)
     for _ in range(50):
         shipper.watch(SimpleNamespace(number=0, trial=running, trial_dir=str(folder), code=None, epochs=records))
@@ -86,6 +87,7 @@ def test_only_the_newest_checkpoint_is_kept_and_a_told_trial_leaves_none(tmp_pat
         time.sleep(0.05)
     newest = study.trials[0].user_attrs[checkpoints.POINTER]["id"]
     assert newest != first
+    assert study.trials[0].user_attrs[checkpoints.UPLOADING] == [first, newest], "the previous object's id too"
     for _ in range(50):
         if os.listdir(tmp_path / "store") == [newest]:
             break
@@ -200,27 +202,6 @@ def test_what_a_dead_host_left_half_done_is_removed_when_its_retry_starts(tmp_pa
     shipper.forget_unfinished_upload(hostile)  # a name that is not one of ours is never removed
     shipper.close()
     assert sorted(os.listdir(tmp_path / "store")) == [kept["id"]], "the pointed-to checkpoint stays, the others go"
-
-
-def test_each_upload_names_the_previous_object_and_its_own_first(tmp_path, store, trial):
-    study, running = trial
-    shipper = _ship(tmp_path, store, running, 1)
-    folder = tmp_path / "run" / "trials" / "0000"
-    for _ in range(50):
-        if checkpoints.POINTER in study.trials[0].user_attrs:
-            break
-        time.sleep(0.05)
-    first = study.trials[0].user_attrs[checkpoints.POINTER]["id"]
-    assert study.trials[0].user_attrs[checkpoints.UPLOADING] == [first]
-    records = _trial_folder(folder, 2)
-    for _ in range(50):
-        shipper.watch(SimpleNamespace(number=0, trial=running, trial_dir=str(folder), code=None, epochs=records))
-        if study.trials[0].user_attrs[checkpoints.POINTER]["epoch"] == 2:
-            break
-        time.sleep(0.05)
-    shipper.close()
-    newest = study.trials[0].user_attrs[checkpoints.POINTER]["id"]
-    assert study.trials[0].user_attrs[checkpoints.UPLOADING] == [first, newest]
 
 
 @pytest.mark.parametrize("location, s3, expected", [
