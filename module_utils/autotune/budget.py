@@ -8,11 +8,15 @@ COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 # A finished trial of an earlier study, given to this study's sampler (learn.py): it was not trained here, so no
 # budget, best, goal or report counts it; it only informs the sampler.
 IMPORTED = "imported_from"
+# A trial asked for past the trial budget: two fleet hosts that checked the budget at the same moment each asked for
+# one more. The later one (by number) is failed at once, untrained, and like an imported one never counted or shown.
+OVER_BUDGET = "over_budget"
 
 
 def own(trials):
-    """The trials of this study itself: those imported from earlier studies left out."""
-    return [t for t in trials if IMPORTED not in t.user_attrs]
+    """The trials of this study itself: those imported from earlier studies and those asked past the budget left
+    out."""
+    return [t for t in trials if IMPORTED not in t.user_attrs and OVER_BUDGET not in t.user_attrs]
 
 
 def superseded(trials):
@@ -24,6 +28,12 @@ def superseded(trials):
 def counted(trials):
     gone = superseded(trials)
     return [t for t in own(trials) if t.number not in gone]
+
+
+def past_budget(trials, number, budget):
+    """True when trial ``number`` was asked past the trial budget: as many counted trials come before it as the
+    budget allows. Trial numbers are handed out by the storage one at a time, so every worker agrees which it is."""
+    return len([t for t in counted(trials) if t.number < number]) >= budget["max_trials"]
 
 
 def goal_reached_by(trials, goal, direction):

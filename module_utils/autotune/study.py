@@ -215,6 +215,11 @@ class StudyLoop:
         """Ask for the next trial and start it; a repeated draw is answered at once (returns None)."""
         self._promote(study)
         trial = study.ask()
+        if study_budget.past_budget(study.get_trials(deepcopy=False), trial.number, self.budget):
+            trial.set_user_attr(study_budget.OVER_BUDGET, True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.progress(f"trial {trial.number:3d}  not trained: another worker took the budget's last trial first")
+            return None
         queued = study.get_trials(deepcopy=False)[trial.number].system_attrs.get("fixed_params") or {}
         params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"],
                                       strategies.scheduled_epochs(self.config, self.plan), queued)

@@ -220,6 +220,26 @@ def test_slots_keep_several_trials_in_flight_within_the_budget(tmp_path):
     assert {labels["slot"] for _, labels in runner.started} == {"0", "1"}
 
 
+def test_a_trial_another_worker_asked_for_past_the_budget_is_failed_untrained_and_never_counted(tmp_path, monkeypatch):
+    """Two fleet hosts check the budget at the same moment and both ask: the later trial (by number) is past the
+    budget on every host, so it is failed at once, untrained, and left out of the budget, report and goal."""
+    real_promote = StudyLoop._promote
+
+    def another_worker_asks_first(self, study):
+        real_promote(self, study)
+        if len(study.trials) == 2:  # the budget check said one more; another host takes it before this ask
+            study.tell(study.ask(), 0.5)
+    monkeypatch.setattr(StudyLoop, "_promote", another_worker_asks_first)
+    study, reason, _, runner, lines = _loop(tmp_path, by_filters({}), budget={"max_trials": 3},
+                                            target={"goal": 0.99})
+    assert reason == "trial budget spent (3 trials)" and len(runner.started) == 2
+    over = study.trials[3]
+    assert over.state == optuna.trial.TrialState.FAIL and over.user_attrs == {study_budget.OVER_BUDGET: True}
+    assert [t.number for t in study_budget.counted(study.trials)] == [0, 1, 2]
+    assert [r["number"] for r in report.trial_records(study)] == [0, 1, 2]
+    assert "trial   3  not trained: another worker took the budget's last trial first" in lines
+
+
 def test_a_goal_reached_in_one_slot_stops_the_others(tmp_path):
     script = by_filters({4: [0.5] * 50, 8: [0.9]})
     study, reason, _, runner, _ = _loop(tmp_path, script, runner={"slots": 2})
