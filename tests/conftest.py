@@ -1,11 +1,13 @@
 """Shared test set-up: import paths, the sample data, and a helper that runs our playbooks."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import ansible.module_utils
 import pytest
@@ -21,6 +23,21 @@ SAMPLE_DATA = REPO / "data" / "catsdogs"
 TEMPLATES = REPO / "model_templates"
 EXAMPLE_CONFIG = REPO / "examples" / "catsdogs" / "autotune.yml"
 BIN = Path(sys.executable).parent
+
+
+class Masked(str):
+    """A secret (a password, or a URL holding one) that a failing test cannot print: pytest shows a test's arguments
+    and an assertion's operands through repr(), and this one shows ``***`` in the secret's place."""
+
+    def __repr__(self):
+        if "://" in self:
+            return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(self)))
+        return "'***'"
+
+
+def password_of(url):
+    """The password in a storage URL, masked the same way."""
+    return Masked(unquote(urlsplit(url).password or ""))
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +138,7 @@ def postgres_url():
         missing(f"AUTOTUNE_TEST_PG_URL_FILE {path} cannot be read: {exc.strerror}")
     if not url.startswith(("postgresql://", "postgresql+psycopg2://")):
         missing(f"AUTOTUNE_TEST_PG_URL_FILE {path} does not hold a postgresql:// URL")
-    return url
+    return Masked(url)
 
 
 @pytest.fixture(scope="session")

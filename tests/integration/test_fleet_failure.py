@@ -2,11 +2,25 @@
 database are real (test_fleet.py's worker containers and PostgreSQL); the study is deleted while a host trains."""
 import email
 import email.policy
+import time
 import uuid
 
 import optuna
 
 from test_fleet import RUNNING, _config, _trials, _wait, fleet_hosts, worker_image  # noqa: F401  # pylint: disable=unused-import
+
+
+def _delete(study, url, play):
+    """Delete the study while the host writes to it. Optuna's delete_study gives up without a word when a write of
+    the host lands in its transaction (it ignores the IntegrityError and rolls back): delete until it is gone."""
+    storage = optuna.storages.RDBStorage(url)
+    for _ in range(50):
+        if study not in optuna.get_all_study_names(storage):
+            return
+        optuna.delete_study(study_name=study, storage=storage)
+        time.sleep(0.1)
+    play.kill()
+    raise AssertionError(f"study {study} could not be deleted in 50 tries")
 
 
 def test_a_fleet_study_lost_mid_run_sends_word_once_from_the_controller(fleet_hosts, tmp_path, postgres_url,
@@ -22,7 +36,7 @@ def test_a_fleet_study_lost_mid_run_sends_word_once_from_the_controller(fleet_ho
     def training():
         return any(t.state == RUNNING and t.intermediate_values for t in _trials(postgres_url, study) or [])
     _wait(training, play, "the host's first trial past its first epoch")
-    optuna.delete_study(study_name=study, storage=postgres_url)
+    _delete(study, postgres_url, play)
     output = fleet_hosts.finish(play)
 
     assert play.returncode != 0

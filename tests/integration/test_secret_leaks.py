@@ -9,12 +9,11 @@ import os
 import subprocess
 import threading
 import time
-from urllib.parse import urlsplit
 
 import docker
 import yaml
 
-from conftest import BIN, REPO, SAMPLE_DATA
+from conftest import BIN, REPO, SAMPLE_DATA, password_of
 from test_mail import PASSWORD as SMTP_PASSWORD, USER, Inbox, free_port, start_smtp
 
 
@@ -75,7 +74,7 @@ def _files(*roots):
 
 
 def test_no_secret_reaches_any_output_file_mail_commit_container_or_process(tmp_path, docker_engine, postgres_url):
-    storage_password = urlsplit(postgres_url).password
+    storage_password = password_of(postgres_url)
     assert storage_password and len(storage_password) >= 8
     secrets = [SMTP_PASSWORD, storage_password]
     inbox, port = Inbox(), free_port()
