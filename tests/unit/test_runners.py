@@ -58,7 +58,7 @@ def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):
 
 
 def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
-    from ansible.module_utils.autotune.runners.docker import DockerRunner, gpu_for_slot
+    from ansible.module_utils.autotune.runners.docker import DockerRunner, gpu_for_slot, thread_environment
     from ansible.module_utils.autotune.runners.local import cpu_share
     assert [gpu_for_slot(["0", "1"], slot) for slot in (0, 1, 0, 1)] == ["0", "1", "0", "1"]
     runner = DockerRunner.__new__(DockerRunner)  # no engine needed to compute a container's options
@@ -72,6 +72,9 @@ def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
         "a warm spare waiting on a slot's GPU holds none of its memory until its trial trains"
     shares = [cpu_share(slot, 2, available={0, 1, 2, 3}) for slot in (0, 1)]
     assert shares == [{0, 1}, {2, 3}] and cpu_share(0, 1, available={0, 1}) == {0, 1}
+    # A container's CPU quota does not limit the cores TensorFlow sees: its pools are sized to the share instead.
+    assert (env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"]) == ("1", "1")
+    assert [thread_environment(cpus)["TF_NUM_INTRAOP_THREADS"] for cpus in (0.5, 1.5, 4, "2")] == ["1", "1", "4", "2"]
 
 
 def test_the_spare_pool_hands_the_readiest_live_spare_and_tops_the_slot_up():
