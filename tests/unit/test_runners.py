@@ -1,5 +1,8 @@
 """The runner registry and each runner's own configuration block."""
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -8,6 +11,8 @@ from ansible.module_utils.autotune.errors import AutotuneError, ConfigError
 from ansible.module_utils.autotune.runners import RUNNERS, make_runner, runner_facts
 from ansible.module_utils.autotune.runners.base import Runner, SparePool
 from ansible.module_utils.autotune.runners.local import LocalRunner, trainer_environment
+from ansible.module_utils.autotune.trialdir import EXIT_BAD_INPUT
+from conftest import REPO
 
 
 def _validate(tmp_path, runner):
@@ -178,3 +183,22 @@ def test_what_a_trainer_leaves_in_its_process_group_ends_with_its_cleanup(tmp_pa
         time.sleep(0.05)
     else:
         raise AssertionError("the trainer's child still runs after cleanup")
+
+
+def test_the_warm_verifier_is_handed_the_cold_verifiers_arguments_and_a_dead_one_is_replaced(tmp_path):
+    from ansible.module_utils.autotune.runners.local import WarmVerifier
+    runner = LocalRunner(trainer_path=str(REPO / "trainer"), warm=True)
+    told = tmp_path / "told.json"
+    echo = "import sys; open(sys.argv[1], 'w').write(sys.stdin.readline())"  # what the verifier is told
+    listening = subprocess.Popen([sys.executable, "-c", echo, str(told)], stdin=subprocess.PIPE)
+    runner.verifier = WarmVerifier(listening, None, str(tmp_path))
+    process = runner.verify("/run/trials/0003", "/run/pack", str(tmp_path / "out"), {}, test_path="/run/test")
+    assert process.popen is listening and runner.verifier is None and listening.wait(timeout=30) == 0
+    assert json.loads(told.read_text()) == {"argv": ["/run/trials/0003", "--data", "/run/pack", "--test", "/run/test",
+                                                     "--out", str(tmp_path / "out")], "out": str(tmp_path / "out")}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    dead.wait(timeout=30)
+    runner.verifier = WarmVerifier(dead, None, str(tmp_path))
+    process = runner.verify(str(tmp_path / "no-trial"), str(tmp_path / "pack"), str(tmp_path / "cold"), {})
+    assert process.popen is not dead and process.popen.wait(timeout=60) == EXIT_BAD_INPUT
+    assert "is not a regular file; expected the trained model" in (tmp_path / "cold" / "trainer.log").read_text()
