@@ -55,6 +55,8 @@ def test_trial_container_is_isolated_labelled_and_removed(engine, tmp_path, samp
                     "io.autotune.trial": "0", "io.autotune.run_dir": str(tmp_path)}
     assert attrs["HostConfig"]["NetworkMode"] == "none"
     assert attrs["HostConfig"]["Memory"] == 2 * 1024**3 and attrs["HostConfig"]["NanoCpus"] == 10**9
+    # TensorFlow's pools sized to the one CPU, not to the host's cores (runners/docker.thread_environment).
+    assert {"TF_NUM_INTRAOP_THREADS=1", "TF_NUM_INTEROP_THREADS=1"} <= set(attrs["Config"]["Env"])
     # Hardened: pushed model code gets no capabilities, no privilege gain, a read-only root and a process cap.
     assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and attrs["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]
     assert attrs["HostConfig"]["ReadonlyRootfs"] is True and attrs["HostConfig"]["PidsLimit"] == 4096

@@ -1,5 +1,8 @@
 """The runner registry and each runner's own configuration block."""
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -8,6 +11,8 @@ from ansible.module_utils.autotune.errors import AutotuneError, ConfigError
 from ansible.module_utils.autotune.runners import RUNNERS, make_runner, runner_facts
 from ansible.module_utils.autotune.runners.base import Runner, SparePool
 from ansible.module_utils.autotune.runners.local import LocalRunner, trainer_environment
+from ansible.module_utils.autotune.trialdir import EXIT_BAD_INPUT
+from conftest import REPO
 
 
 def _validate(tmp_path, runner):
@@ -58,7 +63,7 @@ def test_the_trainer_never_sees_the_controllers_secrets(monkeypatch):
 
 
 def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
-    from ansible.module_utils.autotune.runners.docker import DockerRunner, gpu_for_slot
+    from ansible.module_utils.autotune.runners.docker import DockerRunner, gpu_for_slot, thread_environment
     from ansible.module_utils.autotune.runners.local import cpu_share
     assert [gpu_for_slot(["0", "1"], slot) for slot in (0, 1, 0, 1)] == ["0", "1", "0", "1"]
     runner = DockerRunner.__new__(DockerRunner)  # no engine needed to compute a container's options
@@ -72,6 +77,9 @@ def test_each_slot_has_its_own_gpu_and_cpus_without_a_gpu_here():
         "a warm spare waiting on a slot's GPU holds none of its memory until its trial trains"
     shares = [cpu_share(slot, 2, available={0, 1, 2, 3}) for slot in (0, 1)]
     assert shares == [{0, 1}, {2, 3}] and cpu_share(0, 1, available={0, 1}) == {0, 1}
+    # A container's CPU quota does not limit the cores TensorFlow sees: its pools are sized to the share instead.
+    assert (env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"]) == ("1", "1")
+    assert [thread_environment(cpus)["TF_NUM_INTRAOP_THREADS"] for cpus in (0.5, 1.5, 4, "2")] == ["1", "1", "4", "2"]
 
 
 def test_the_spare_pool_hands_the_readiest_live_spare_and_tops_the_slot_up():
@@ -175,3 +183,22 @@ def test_what_a_trainer_leaves_in_its_process_group_ends_with_its_cleanup(tmp_pa
         time.sleep(0.05)
     else:
         raise AssertionError("the trainer's child still runs after cleanup")
+
+
+def test_the_warm_verifier_is_handed_the_cold_verifiers_arguments_and_a_dead_one_is_replaced(tmp_path):
+    from ansible.module_utils.autotune.runners.local import WarmVerifier
+    runner = LocalRunner(trainer_path=str(REPO / "trainer"), warm=True)
+    told = tmp_path / "told.json"
+    echo = "import sys; open(sys.argv[1], 'w').write(sys.stdin.readline())"  # what the verifier is told
+    listening = subprocess.Popen([sys.executable, "-c", echo, str(told)], stdin=subprocess.PIPE)
+    runner.verifier = WarmVerifier(listening, None, str(tmp_path))
+    process = runner.verify("/run/trials/0003", "/run/pack", str(tmp_path / "out"), {}, test_path="/run/test")
+    assert process.popen is listening and runner.verifier is None and listening.wait(timeout=30) == 0
+    assert json.loads(told.read_text()) == {"argv": ["/run/trials/0003", "--data", "/run/pack", "--test", "/run/test",
+                                                     "--out", str(tmp_path / "out")], "out": str(tmp_path / "out")}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    dead.wait(timeout=30)
+    runner.verifier = WarmVerifier(dead, None, str(tmp_path))
+    process = runner.verify(str(tmp_path / "no-trial"), str(tmp_path / "pack"), str(tmp_path / "cold"), {})
+    assert process.popen is not dead and process.popen.wait(timeout=60) == EXIT_BAD_INPUT
+    assert "is not a regular file; expected the trained model" in (tmp_path / "cold" / "trainer.log").read_text()

@@ -14,6 +14,7 @@ OUT_DIR/verified.json (val_<name>, test_<name>); the controller decides
 "goal reached" on the worse of the two.
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -174,9 +175,30 @@ def main(argv=None):
     return EXIT_OK
 
 
+def warm():
+    """``python -m autotune_trainer.verify --warm``: a verifier started before any trial needs scoring (the local
+    runner keeps one ready): Keras and TensorFlow imported, it waits for one line on standard input, a JSON object
+    ``{"argv": [the arguments main takes], "out": OUT_DIR}``, then scores that model as a cold verifier would, its
+    output in OUT_DIR/trainer.log, and exits. An empty line or end of input (the study ended) exits at once."""
+    import keras  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  # the seconds it saves
+
+    print("autotune_trainer.verify: ready", flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return EXIT_OK
+    request = json.loads(line)
+    with trialdir.open_regular(os.path.join(request["out"], trialdir.LOG), "ab") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    os.chdir(request["out"])
+    return main(request["argv"])
+
+
 def run():
     try:
-        return main()
+        return warm() if sys.argv[1:] == ["--warm"] else main()
     except Exception as exc:  # pylint: disable=broad-except
         print(f"autotune_trainer.verify: cannot score the model: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_CRASH

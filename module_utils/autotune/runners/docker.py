@@ -81,6 +81,14 @@ def gpu_for_slot(gpu_ids, slot):
     return gpu_ids[slot % len(gpu_ids)]
 
 
+def thread_environment(cpus):
+    """TensorFlow's thread pools (and OpenMP's) sized to the trial's CPU share. Left alone, TensorFlow sizes them by
+    the cores it can schedule on, which in a container limited by quota (nano_cpus) are all the host's: every
+    parallel trial then runs a pool per host core and waits on its quota (measured in docs/measurements.md)."""
+    threads = str(max(1, int(float(cpus))))
+    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
+
+
 def _host_memory_bytes():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -424,7 +432,8 @@ class DockerRunner(Runner):
             "volumes": dict({os.path.abspath(p): {"bind": os.path.abspath(p), "mode": "ro"} for p in self.read_only_paths},
                             **{os.path.abspath(host): bind for host, bind in volumes.items()}),
             "environment": {"AUTOTUNE_LAUNCH_TIME": repr(time.time()), "PYTHONUNBUFFERED": "1",
-                            "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp", "TF_FORCE_GPU_ALLOW_GROWTH": GPU_ALLOW_GROWTH},
+                            "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp", "TF_FORCE_GPU_ALLOW_GROWTH": GPU_ALLOW_GROWTH,
+                            **thread_environment(self.cpus)},
             "network_mode": "bridge" if self.network else "none",
             # Pushed model code runs here: no capabilities, no privilege gain, nothing writable but the trial folder.
             "cap_drop": ["ALL"],

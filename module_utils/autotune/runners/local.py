@@ -5,9 +5,9 @@ environment, never the controller's own: the controller may hold SMTP or databas
 secrets, and the model code it runs is pushed code.
 
 A controller running as root (a fleet worker connected to as root, a root cron or
-Jenkins agent) runs every trainer, warm spare and verifier as ``runner.local.user``
-(an unprivileged account, ``nobody`` by default) with a private HOME: the module's
-arguments (in ~/.ansible/tmp, 0700), the storage URL and the study database stay the
+Jenkins agent) runs every trainer and warm spare as ``runner.local.user`` (an unprivileged
+account, ``nobody`` by default; verifiers, which run no trial code, stay the controller's) with
+a private HOME: the module's arguments (in ~/.ansible/tmp, 0700), the storage URL and the study database stay the
 controller's. The child is started in its folder before it drops to that account and
 is given paths relative to it, so the run folder's parents need not be open to the
 account. Where that is impossible (the controller is not root, or the account cannot start
@@ -16,6 +16,7 @@ says why, and a pushed configuration is refused the local runner (``pushed_lines
 """
 import ctypes
 import functools
+import json
 import os
 import pwd
 import shutil
@@ -267,6 +268,23 @@ class Spare:
             self.account.forget(self.home)
 
 
+class WarmVerifier(Spare):
+    """A verifier started ahead (``autotune_trainer.verify --warm``, TensorFlow imported): handed the arguments of
+    one verification, it scores that model and exits, without the seconds of TensorFlow's import on the path to
+    the result. It runs as the controller, as a cold verifier does."""
+
+    def hand(self, argv, out_dir):  # pylint: disable=arguments-renamed
+        """None when it died meanwhile (a cold verifier is started instead)."""
+        if self.popen.poll() is not None:
+            return None
+        try:
+            self.popen.stdin.write((json.dumps({"argv": argv, "out": out_dir}) + "\n").encode())
+            self.popen.stdin.close()
+        except OSError:  # it died meanwhile (BrokenPipeError)
+            return None
+        return LocalProcess(self.popen, out_dir)
+
+
 class LocalRunner(Runner):
     name = "local"
     CONFIG_SCHEMA = {
@@ -285,6 +303,7 @@ class LocalRunner(Runner):
         self.python = python or sys.executable
         self.slots, self.warm = slots, warm
         self.spares = SparePool(spares, warm)
+        self.verifier = None  # the next verification's warm verifier (WarmVerifier), when warm
         self.account, self.shared = _trial_account(user, self.python)
 
     @classmethod
@@ -338,6 +357,7 @@ class LocalRunner(Runner):
         if process is None:
             process = self._spawn("autotune_trainer", [trial_dir], {"--data": data_path}, trial_dir, cpus)
         self.spares.top_up(slot, lambda: self._spare(data_path, labels, cpus))
+        self._warm_verifier(labels["run_dir"])  # a trial runs now: the next verification may follow it
         return process
 
     def warm_up(self, data_path, labels):
@@ -346,10 +366,14 @@ class LocalRunner(Runner):
         for slot in range(self.slots):
             self.spares.first(slot, functools.partial(self._spare, data_path, dict(labels, slot=str(slot)),
                                                       cpu_share(slot, self.slots)))
+        self._warm_verifier(labels["run_dir"])
 
     def close(self):
         for spare in self.spares.drain():
             spare.close()
+        if self.verifier is not None:
+            self.verifier.close()
+            self.verifier = None
         if self.account:
             self.account.close()
 
@@ -403,7 +427,27 @@ class LocalRunner(Runner):
         # running as the trial account can neither read the test split nor reach the verifier's process or output.
         # It runs no trial code: it loads the saved model in Keras' safe mode (docs/security.md, limits).
         options = {"--data": data_path, **({"--test": test_path} if test_path else {}), "--out": out_dir}
+        verifier, self.verifier = self.verifier, None
+        if verifier is not None:
+            argv = self._argv("autotune_trainer.verify", [trial_dir], options, out_dir, account=None)[3:]
+            process = verifier.hand(argv, out_dir)
+            if process is not None:
+                return process
+            verifier.close()
         return self._spawn("autotune_trainer.verify", [trial_dir], options, out_dir, as_controller=True)
+
+    def _warm_verifier(self, run_dir):
+        """Keep one verifier started ahead when warm (none is started while one waits)."""
+        if not self.warm or (self.verifier is not None and self.verifier.popen.poll() is None):
+            return
+        # Until it is handed a model it says nothing worth keeping: a verifier that died meanwhile is replaced by a
+        # cold one, whose log says why. It writes only into the output folder it is handed (as the controller).
+        options, _ = self._child(run_dir, None, account=None)
+        popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [self.python, "-m", "autotune_trainer.verify", "--warm"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.PIPE, **options,
+        )
+        self.verifier = WarmVerifier(popen, None, run_dir)
 
     def _spawn(self, module, paths, options, folder, cpus=None, as_controller=False):
         """``python -m MODULE ...`` in ``folder`` (pinned to ``cpus`` when given), its output in folder/trainer.log;
