@@ -186,13 +186,17 @@ def test_what_a_trainer_leaves_in_its_process_group_ends_with_its_cleanup(tmp_pa
 
 
 def test_the_warm_verifier_is_handed_the_cold_verifiers_arguments_and_a_dead_one_is_replaced(tmp_path):
-    from ansible.module_utils.autotune.runners.local import WarmVerifier
+    from ansible.module_utils.autotune.runners.local import WarmVerifier, _before_exec
     runner = LocalRunner(trainer_path=str(REPO / "trainer"), warm=True)
     told = tmp_path / "told.json"
-    echo = "import sys; open(sys.argv[1], 'w').write(sys.stdin.readline())"  # what the verifier is told
-    listening = subprocess.Popen([sys.executable, "-c", echo, str(told)], stdin=subprocess.PIPE)
+    # What the verifier is told; it waits a second after so that its scheduling policy can be read.
+    echo = "import sys, time; open(sys.argv[1], 'w').write(sys.stdin.readline()); time.sleep(1)"
+    listening = subprocess.Popen([sys.executable, "-c", echo, str(told)], stdin=subprocess.PIPE,
+                                 preexec_fn=_before_exec(None, idle=True))
+    assert os.sched_getscheduler(listening.pid) == os.SCHED_IDLE, "waiting, it takes only CPU time no one wants"
     runner.verifier = WarmVerifier(listening, None, str(tmp_path))
     process = runner.verify("/run/trials/0003", "/run/pack", str(tmp_path / "out"), {}, test_path="/run/test")
+    assert os.sched_getscheduler(listening.pid) == os.SCHED_OTHER, "handed a model, it scores at the normal policy"
     assert process.popen is listening and runner.verifier is None and listening.wait(timeout=30) == 0
     assert json.loads(told.read_text()) == {"argv": ["/run/trials/0003", "--data", "/run/pack", "--test", "/run/test",
                                                      "--out", str(tmp_path / "out")], "out": str(tmp_path / "out")}
