@@ -462,6 +462,8 @@ class LocalRunner(Runner):
         """Keep one verifier started ahead when warm (none is started while one waits)."""
         if not self.warm or (self.verifier is not None and self.verifier.popen.poll() is None):
             return
+        if self.verifier is not None:  # it died waiting: reaped, its pipe closed, before the next one starts
+            self.verifier.close()
         # Until it is handed a model it says nothing worth keeping: a verifier that died meanwhile is replaced by a
         # cold one, whose log says why. It writes only into the output folder it is handed (as the controller).
         # Its TensorFlow import runs on CPU time the trials and the controller leave (measured: started at the
