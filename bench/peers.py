@@ -4,12 +4,14 @@
     make bench-peers BENCH_ARGS="--seeds 5"     # builds .venv-bench (Keras Tuner & co.) beside .venv
     .venv/bin/python bench/peers.py --peer-python .venv-bench/bin/python [--seeds 5] [--goal 0.94] [--systems ...]
 
-Systems, run interleaved (seed by seed) in one invocation, on the same packed data (the sample
-cats vs dogs, 28x28 grey), the same search space (examples/catsdogs: blocks 1-3, filters 4-32 log,
-kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1-6) and the same model code (the
-`cnn` template, rendered):
+Systems, run interleaved (seed by seed) in one invocation, on the same data (``--workload``: the sample
+cats vs dogs, 28x28 grey, or animals-rgb64, 10,000 RGB 64x64 images in 10 classes; bench/workloads.py), each run
+packing it afresh from its image folder as a user's run reads it, the same search space (examples/catsdogs:
+blocks 1-3, filters 4-32 log, kernel 3/5, dense 8-128 log, learning rate 3e-4..1e-2 log, epochs 1 to the workload's
+max_epochs: 6 on the sample, 12 on animals-rgb64) and the same model code (the `cnn` template, rendered):
 
-  kt-hyperband   Keras Tuner Hyperband (factor 3, max_epochs 6), every trial in one process
+  kt-hyperband   Keras Tuner Hyperband (factor 3, max_epochs = the space's epochs high), every trial in one process,
+                 its brackets repeated until the goal or the budget
   kt-bayes       Keras Tuner BayesianOptimization, every trial in one process
   optuna         plain Optuna in one process: TPE and the same pruner as ours (the floor: no isolation)
   ours-local     playbooks/tune.yml, local runner: a fresh process per trial (warm spares)
@@ -28,7 +30,8 @@ exited. The goal-epoch clock stops at the wall-clock end of the first epoch whos
 (the peers' callback, our metrics.jsonl; ours only in a trial whose held-out score confirmed it). Prints a
 Markdown table (medians of both clocks, a missed goal counting as the slowest; IQR of the runs that reached it;
 success within the budget, trials, epochs, start-up share; ratios to the first peer on the user's clock), writes
-bench/results/peers.json and bench/results/peers.png (box plot of the user's clock; ``--name``). One training at
+bench/results/peers.json (with each peer run's trace: seconds and val_accuracy of every epoch, to choose a
+workload's goal) and bench/results/peers.png (box plot of the user's clock; ``--name``). One training at
 a time: start it on an otherwise idle machine.
 """
 import argparse
@@ -43,11 +46,11 @@ from pathlib import Path
 
 import yaml
 
+import workloads
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SYSTEMS = ("kt-hyperband", "kt-bayes", "optuna", "ours-local", "ours-docker")
-PEER_PYTHON = [sys.executable]  # --peer-python: the bench venv with Keras Tuner (make bench-peers)
-SPACE = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())["search"]["space"]
 
 
 def _variant(system, pruner):
@@ -74,15 +77,17 @@ def _system(name):
     return name
 
 
-def _ours(system, seed, goal, budget, work, pruner):
+def _ours(system, seed, args, work):
     """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
+    goal, budget = args.goal, args.budget
     name = system.replace("/", "-").replace(",", "-").replace("=", "")
-    system, search, slots = _variant(system, pruner)
+    system, search, slots = _variant(system, args.pruner)
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
     config.update(study=f"peers-{name}-{seed}", target={"metric": "val_accuracy", "goal": goal},
                   budget={"max_trials": 200, "max_seconds": budget, "trial_timeout": budget},
                   runner=dict({"kind": system.split("-")[1]}, **({"slots": slots} if slots else {})))
-    config["dataset"]["path"] = str(REPO / "data" / "catsdogs")
+    config["dataset"] = args.workload.dataset()
+    config["search"]["space"] = args.workload.space()
     config["search"].update(seed=seed, **search)
     path = work / f"{name}-{seed}.yml"
     path.write_text(yaml.safe_dump(config))
@@ -111,19 +116,21 @@ def _ours(system, seed, goal, budget, work, pruner):
             "epochs": epochs, "startup_share": round(startup / busy, 3) if busy else None}
 
 
-def _in_process(system, seed, goal, budget, work, pruner):
+def _in_process(system, seed, args, work):
     """A peer in a process of its own (bench/peers_worker.py), which writes its result file and exits."""
     out = work / f"{system}-{seed}.json"
-    command = [PEER_PYTHON[0], str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
-               str(goal), "--budget", str(budget), "--pruner", pruner or "median", "--work", str(work), "--out", str(out)]
+    command = [args.peer_python, str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
+               str(args.goal), "--budget", str(args.budget), "--pruner", args.pruner or "median", "--work", str(work),
+               "--out", str(out), "--workload", args.workload.name]
     started = time.time()
-    subprocess.run(command, cwd=REPO, capture_output=True, timeout=budget + 300, check=False,
+    subprocess.run(command, cwd=REPO, capture_output=True, timeout=args.budget + 300, check=False,
                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     done = time.time() - started  # the process has saved the model that reached the goal, and exited
     result = json.loads(out.read_text()) if out.exists() else {"reached_at": None, "trials": None, "epochs": None}
     return {"done": round(done, 2) if result["reached_at"] else None,
             "seconds": round(result["reached_at"] - started, 2) if result["reached_at"] else None,
-            "trials": result["trials"], "epochs": result["epochs"], "startup_share": None}
+            "trials": result["trials"], "epochs": result["epochs"], "startup_share": None,
+            "trace": [(round(t - started, 2), value) for t, value in result.get("trace", [])]}
 
 
 def _quartiles(values):
@@ -178,6 +185,8 @@ def _plot(results, systems, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--workload", choices=workloads.NAMES, default="catsdogs",
+                        help="the data set (bench/workloads.py; animals-rgb64 is built under data/ on first use)")
     parser.add_argument("--goal", type=float, default=0.94)
     parser.add_argument("--budget", type=int, default=300, help="seconds per run before it counts as not reached")
     parser.add_argument("--pruner", help="our pruner (default: the one search.epochs implies), and plain Optuna's "
@@ -195,7 +204,7 @@ def main():
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the Python that runs the in-process peers (one with Keras Tuner; not our trainers' venv)")
     args = parser.parse_args()
-    PEER_PYTHON[0] = args.peer_python
+    args.workload = workloads.workload(args.workload)
     if args.our_pruners or args.our_slots or args.our_variants:
         variants = [",".join(filter(None, (p, f"slots={n}" if n else "", v))) for p in (args.our_pruners or [""])
                     for n in (args.our_slots or [None]) for v in (args.our_variants or [""])]
@@ -208,8 +217,8 @@ def main():
         for seed in range(1, args.seeds + 1):
             for system in args.systems:
                 run = _ours if system.startswith("ours") else _in_process
-                results[system].append(dict(run(system, seed, args.goal, args.budget, work, args.pruner), seed=seed))
-                print(system, results[system][-1], flush=True)
+                results[system].append(dict(run(system, seed, args, work), seed=seed))
+                print(system, {k: v for k, v in results[system][-1].items() if k != "trace"}, flush=True)
     (REPO / "bench" / "results" / f"{args.name}.json").write_text(json.dumps(results, indent=2))
     _plot(results, args.systems, REPO / "bench" / "results" / f"{args.name}.png")
     print()

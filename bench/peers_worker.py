@@ -23,14 +23,15 @@ import optuna  # noqa: E402
 from ansible.module_utils.autotune import dataset as tune_dataset  # noqa: E402
 from ansible.module_utils.autotune.kinds import template as template_kind  # noqa: E402
 from ansible.module_utils.autotune import space as search_space  # noqa: E402
-from peers import SPACE  # noqa: E402
+import workloads  # noqa: E402
 
 TEMPLATE = str(REPO / "model_templates" / "cnn.py.j2")
 COUNT = {"trials": 0, "epochs": 0}
+TRACE = []  # (wall-clock time, val_accuracy) of every epoch: how fast the best grows, to choose a workload's goal
 
 
 def finish(out, reached_at):
-    Path(out).write_text(json.dumps(dict(COUNT, reached_at=reached_at)))
+    Path(out).write_text(json.dumps(dict(COUNT, reached_at=reached_at, trace=TRACE)))
     os._exit(0)  # pylint: disable=protected-access  # stop the whole search at once, as a goal stop does
 
 
@@ -41,6 +42,7 @@ class Goal(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         COUNT["epochs"] += 1
+        TRACE.append((round(time.time(), 2), round(float((logs or {}).get("val_accuracy", 0)), 4)))
         if (logs or {}).get("val_accuracy", 0) >= self.goal - 1e-6:
             reached_at = time.time()
             # The result in hand, as a user of this tool has it: the best model saved (the user's clock, peers.py).
@@ -57,7 +59,7 @@ def build(params, data):
     return namespace["build_model"](data.input_shape, len(data.class_names)), namespace["TRAINING"]["batch_size"]
 
 
-def keras_tuner(kind, seed, data, goal, out, work):
+def keras_tuner(kind, seed, data, goal, out, work, max_epochs):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     def hypermodel(hp):
@@ -69,16 +71,18 @@ def keras_tuner(kind, seed, data, goal, out, work):
 
     class Bayes(kt.BayesianOptimization):
         def run_trial(self, trial, *args, **kwargs):
-            kwargs["epochs"] = trial.hyperparameters.Int("epochs", 1, 6)
+            kwargs["epochs"] = trial.hyperparameters.Int("epochs", 1, max_epochs)
             return super().run_trial(trial, *args, **kwargs)
 
     common = {"objective": "val_accuracy", "seed": seed, "directory": str(work), "project_name": f"{kind}-{seed}",
               "overwrite": True}
-    tuner = (kt.Hyperband(hypermodel, max_epochs=6, factor=3, **common) if kind == "kt-hyperband"
+    # Brackets repeated (hyperband_iterations) rather than one: a user after a goal runs it again until it is reached.
+    tuner = (kt.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, hyperband_iterations=100, **common)
+             if kind == "kt-hyperband"
              else Bayes(hypermodel, max_trials=500, **common))
     # The same streaming input pipeline our trainer feeds (autotune_trainer.data): same batches, same scaling.
     tuner.search(data.batches("train", 64, shuffle=True, seed=seed), validation_data=data.batches("val", 64),
-                 epochs=6, callbacks=[Goal(goal, out)], verbose=0)
+                 epochs=max_epochs, callbacks=[Goal(goal, out)], verbose=0)
 
 
 class Report(keras.callbacks.Callback):
@@ -94,15 +98,15 @@ class Report(keras.callbacks.Callback):
             raise optuna.TrialPruned()
 
 
-def plain_optuna(seed, data, goal, out, pruner):
+def plain_optuna(seed, data, goal, out, pruner, space):
     from ansible.module_utils.autotune import strategies  # pylint: disable=import-outside-toplevel
-    plan = {"space": SPACE, "baseline": {"epochs": 1}}
+    plan = {"space": space, "baseline": {"epochs": 1}}
     config = {"search": {"startup_trials": 4, "pruner": pruner}}
     study = optuna.create_study(direction="maximize", pruner=strategies.make_pruner(config, plan),
                                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=True))
     def objective(trial):
         keras.backend.clear_session()
-        params = search_space.suggest(trial, SPACE, {})
+        params = search_space.suggest(trial, space, {})
         model, batch_size = build(params, data)
         history = model.fit(data.batches("train", batch_size, shuffle=True, seed=seed),
                             validation_data=data.batches("val", batch_size), epochs=params["epochs"],
@@ -121,17 +125,18 @@ def main():
     parser.add_argument("--pruner", default="median")
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workload", type=workloads.workload, required=True, help="bench/workloads.py")
     args = parser.parse_args()
     threading.Timer(args.budget, finish, (args.out, None)).start()
-    packed = tune_dataset.prepare({"path": str(REPO / "data" / "catsdogs"), "image_size": [28, 28],
-                                   "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1}, str(args.work / "data"))
+    # Packed afresh in every run, as our runs pack it: reading the image folder is on each user's clock.
+    packed = tune_dataset.prepare(args.workload.dataset(), str(args.work / f"data-{args.system}-{args.seed}"))
     from autotune_trainer.data import load_dataset  # noqa: E402  pylint: disable=import-outside-toplevel
     data = load_dataset(packed["path"])
     keras.utils.set_random_seed(args.seed)
     if args.system == "optuna":
-        plain_optuna(args.seed, data, args.goal, args.out, args.pruner)
+        plain_optuna(args.seed, data, args.goal, args.out, args.pruner, args.workload.space())
     else:
-        keras_tuner(args.system, args.seed, data, args.goal, args.out, args.work)
+        keras_tuner(args.system, args.seed, data, args.goal, args.out, args.work, args.workload.max_epochs)
     finish(args.out, None)
 
 
