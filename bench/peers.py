@@ -27,7 +27,8 @@ Each run is its own process, and two clocks start when it is launched. The user'
 command returns with the result in hand: ours when ansible-playbook returns (summary, plot, report and the mail
 written; no SMTP server, so the mail is result.eml), a peer when it has saved the model that reached the goal and
 exited. The goal-epoch clock stops at the wall-clock end of the first epoch whose val_accuracy reaches the goal
-(the peers' callback, our metrics.jsonl; ours only in a trial whose held-out score confirmed it). Prints a
+(the peers' callback, our metrics.jsonl), in both only once the model's held-out score confirmed it (--peer-stop
+validation: a peer stops on validation alone, as these tools do by themselves). Prints a
 Markdown table (medians of both clocks, a missed goal counting as the slowest; IQR of the runs that reached it;
 success within the budget, trials, epochs, start-up share; ratios to the first peer on the user's clock), writes
 bench/results/peers.json (with each peer run's trace: seconds and val_accuracy of every epoch, to choose a
@@ -121,7 +122,7 @@ def _in_process(system, seed, args, work):
     out = work / f"{system}-{seed}.json"
     command = [args.peer_python, str(REPO / "bench" / "peers_worker.py"), system, "--seed", str(seed), "--goal",
                str(args.goal), "--budget", str(args.budget), "--pruner", args.pruner or "median", "--work", str(work),
-               "--out", str(out), "--workload", args.workload.name]
+               "--out", str(out), "--workload", args.workload.name, "--stop", args.peer_stop]
     started = time.time()
     subprocess.run(command, cwd=REPO, capture_output=True, timeout=args.budget + 300, check=False,
                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -130,6 +131,7 @@ def _in_process(system, seed, args, work):
     return {"done": round(done, 2) if result["reached_at"] else None,
             "seconds": round(result["reached_at"] - started, 2) if result["reached_at"] else None,
             "trials": result["trials"], "epochs": result["epochs"], "startup_share": None,
+            "refused": result.get("refused"),
             "trace": [(round(t - started, 2), value) for t, value in result.get("trace", [])]}
 
 
@@ -201,6 +203,9 @@ def main():
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), type=_system,
                         help=f"of {', '.join(SYSTEMS)}; ours with a variant too: ours-local/sampled,median")
     parser.add_argument("--name", default="peers", help="bench/results/NAME.json and NAME.png")
+    parser.add_argument("--peer-stop", choices=("held-out", "validation"), default="held-out",
+                        help="a peer stops at the goal once its model's held-out accuracy confirms it (the contract "
+                             "ours keeps; refused candidates are counted and the search goes on), or on validation")
     parser.add_argument("--peer-python", default=sys.executable,
                         help="the Python that runs the in-process peers (one with Keras Tuner; not our trainers' venv)")
     args = parser.parse_args()

@@ -2,8 +2,8 @@
 """One in-process peer run for bench/peers.py: Keras Tuner (Hyperband, BayesianOptimization) or plain Optuna.
 
 Every trial of the run shares this process, as these tools do. The first epoch whose val_accuracy
-reaches the goal saves that model, writes the result file (the epoch's wall-clock time) and ends the process;
-so does the budget.
+reaches the goal, confirmed on the held-out split unless --stop validation, saves that model, writes the result file
+(the epoch's wall-clock time) and ends the process; so does the budget.
 """
 import argparse
 import json
@@ -26,7 +26,7 @@ from ansible.module_utils.autotune import space as search_space  # noqa: E402
 import workloads  # noqa: E402
 
 TEMPLATE = str(REPO / "model_templates" / "cnn.py.j2")
-COUNT = {"trials": 0, "epochs": 0}
+COUNT = {"trials": 0, "epochs": 0, "refused": 0}
 TRACE = []  # (wall-clock time, val_accuracy) of every epoch: how fast the best grows, to choose a workload's goal
 
 
@@ -36,18 +36,28 @@ def finish(out, reached_at):
 
 
 class Goal(keras.callbacks.Callback):
-    def __init__(self, goal, out):
+    """Ends the search at the first epoch whose val_accuracy reaches the goal. Given the held-out pack (--stop
+    held-out, the default), only once the model's accuracy there confirms it, as our verifier does: a refused
+    candidate is counted and the search goes on. Either way the check's seconds are on the peer's clock."""
+
+    def __init__(self, goal, out, held_out=None):
         super().__init__()
-        self.goal, self.out = goal, out
+        self.goal, self.out, self.held_out = goal, out, held_out
 
     def on_epoch_end(self, epoch, logs=None):
         COUNT["epochs"] += 1
-        TRACE.append((round(time.time(), 2), round(float((logs or {}).get("val_accuracy", 0)), 4)))
-        if (logs or {}).get("val_accuracy", 0) >= self.goal - 1e-6:
-            reached_at = time.time()
-            # The result in hand, as a user of this tool has it: the best model saved (the user's clock, peers.py).
-            self.model.save(str(Path(self.out).with_suffix(".keras")))
-            finish(self.out, reached_at)
+        value = float((logs or {}).get("val_accuracy", 0))
+        TRACE.append((round(time.time(), 2), round(value, 4)))
+        if value < self.goal - 1e-6:
+            return
+        from autotune_trainer.verify import predicted_accuracy  # pylint: disable=import-outside-toplevel  # ours
+        if self.held_out and predicted_accuracy(self.model, (self.held_out, "test"), None)[0] < self.goal - 1e-6:
+            COUNT["refused"] += 1
+            return
+        reached_at = time.time()
+        # The result in hand, as a user of this tool has it: the best model saved (the user's clock, peers.py).
+        self.model.save(str(Path(self.out).with_suffix(".keras")))
+        finish(self.out, reached_at)
 
 
 def build(params, data):
@@ -59,7 +69,7 @@ def build(params, data):
     return namespace["build_model"](data.input_shape, len(data.class_names)), namespace["TRAINING"]["batch_size"]
 
 
-def keras_tuner(kind, seed, data, goal, out, work, max_epochs):
+def keras_tuner(kind, seed, data, goal, work, max_epochs):
     import keras_tuner as kt  # pylint: disable=import-outside-toplevel
 
     def hypermodel(hp):
@@ -82,7 +92,7 @@ def keras_tuner(kind, seed, data, goal, out, work, max_epochs):
              else Bayes(hypermodel, max_trials=500, **common))
     # The same streaming input pipeline our trainer feeds (autotune_trainer.data): same batches, same scaling.
     tuner.search(data.batches("train", 64, shuffle=True, seed=seed), validation_data=data.batches("val", 64),
-                 epochs=max_epochs, callbacks=[Goal(goal, out)], verbose=0)
+                 epochs=max_epochs, callbacks=[goal], verbose=0)
 
 
 class Report(keras.callbacks.Callback):
@@ -98,7 +108,7 @@ class Report(keras.callbacks.Callback):
             raise optuna.TrialPruned()
 
 
-def plain_optuna(seed, data, goal, out, pruner, space):
+def plain_optuna(seed, data, goal, pruner, space):
     from ansible.module_utils.autotune import strategies  # pylint: disable=import-outside-toplevel
     plan = {"space": space, "baseline": {"epochs": 1}}
     config = {"search": {"startup_trials": 4, "pruner": pruner}}
@@ -110,7 +120,7 @@ def plain_optuna(seed, data, goal, out, pruner, space):
         model, batch_size = build(params, data)
         history = model.fit(data.batches("train", batch_size, shuffle=True, seed=seed),
                             validation_data=data.batches("val", batch_size), epochs=params["epochs"],
-                            callbacks=[Report(trial), Goal(goal, out)], verbose=0)
+                            callbacks=[Report(trial), goal], verbose=0)
         return history.history["val_accuracy"][-1]
 
     study.optimize(objective, n_trials=500)
@@ -126,17 +136,20 @@ def main():
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--workload", type=workloads.workload, required=True, help="bench/workloads.py")
+    parser.add_argument("--stop", choices=("held-out", "validation"), default="held-out",
+                        help="stop at the goal once the held-out split confirms it (ours' contract), or on validation")
     args = parser.parse_args()
     threading.Timer(args.budget, finish, (args.out, None)).start()
     # Packed afresh in every run, as our runs pack it: reading the image folder is on each user's clock.
     packed = tune_dataset.prepare(args.workload.dataset(), str(args.work / f"data-{args.system}-{args.seed}"))
     from autotune_trainer.data import load_dataset  # noqa: E402  pylint: disable=import-outside-toplevel
     data = load_dataset(packed["path"])
+    goal = Goal(args.goal, args.out, packed["test_path"] if args.stop == "held-out" else None)
     keras.utils.set_random_seed(args.seed)
     if args.system == "optuna":
-        plain_optuna(args.seed, data, args.goal, args.out, args.pruner, args.workload.space())
+        plain_optuna(args.seed, data, goal, args.pruner, args.workload.space())
     else:
-        keras_tuner(args.system, args.seed, data, args.goal, args.out, args.work, args.workload.max_epochs)
+        keras_tuner(args.system, args.seed, data, goal, args.work, args.workload.max_epochs)
     finish(args.out, None)
 
 
