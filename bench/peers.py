@@ -56,12 +56,14 @@ SYSTEMS = ("kt-hyperband", "kt-bayes", "optuna", "ours-local", "ours-docker")
 
 def _variant(system, pruner):
     """(system, search overrides, slots) of a name such as ours-local, ours-local/asha, ours-local/slots=2,
-    ours-local/no-promote or ours-local/sampled (search.epochs)."""
+    ours-local/no-promote, ours-local/sampled (search.epochs) or ours-local/chance=0 (search.chance_epochs)."""
     system, _, variant = system.partition("/")
     slots, search = None, {"pruner": pruner} if pruner else {}  # absent: the configuration's default
     for part in filter(None, variant.split(",")):
         if part.startswith("slots="):
             slots = int(part[len("slots="):])
+        elif part.startswith("chance="):  # search.chance_epochs; chance=0: no stop for trials at chance
+            search["chance_epochs"] = int(part[len("chance="):])
         elif part in ("promote", "no-promote"):
             search["promote"] = part == "promote"
         elif part in ("scheduled", "sampled"):
@@ -114,7 +116,8 @@ def _ours(system, seed, args, work):
     busy = startup + sum(t["fit_seconds"] or 0 for t in trained)
     return {"done": round(done, 2) if summary["reached"] else None,
             "seconds": round(reached_at - started, 2) if reached_at else None, "trials": len(trained),
-            "epochs": epochs, "startup_share": round(startup / busy, 3) if busy else None}
+            "epochs": epochs, "startup_share": round(startup / busy, 3) if busy else None,
+            "at_chance": sum((t.get("reason") or "").startswith("stopped at chance") for t in trained)}
 
 
 def _in_process(system, seed, args, work):

@@ -113,6 +113,8 @@ SCHEMA = _object(
                 "epochs": {"enum": list(EPOCH_MODES), "description": "scheduled (the pruner gives the promising "
                                                                       "trials more epochs) or sampled (drawn)"},
                 "startup_trials": _integer("an integer >= 0", minimum=0),
+                "chance_epochs": _integer("epochs >= 0 after which a trial still scoring what one constant answer "
+                                          "scores is stopped (0: never)", minimum=0),
                 "promote": {"type": "boolean", "description": "true or false"},
                 "deterministic": {"type": "boolean", "description": "true or false: TensorFlow's op determinism in "
                                                                    "every trial (docs/reproduce.md)"},
@@ -171,7 +173,8 @@ SCHEMA = _object(
 DEFAULTS = {
     "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1},
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
-    "search": {"strategy": "tpe", "seed": 1, "epochs": "scheduled", "startup_trials": 4, "promote": False,
+    "search": {"strategy": "tpe", "seed": 1, "epochs": "scheduled", "startup_trials": 4, "chance_epochs": 3,
+               "promote": False,
                "deterministic": True},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost", "pusher": False},

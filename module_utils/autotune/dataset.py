@@ -209,6 +209,19 @@ def _split(labels, validation_split, seed, test_split=0.0):
     return rng.permutation(train), rng.permutation(val), rng.permutation(test)
 
 
+def constant_answer_accuracy(packed):
+    """The validation accuracy of a model that answers the largest class for every image of the pack's validation
+    split: what learning nothing scores. None when the pack has no validation labels."""
+    try:
+        labels = np.load(os.path.join(packed, "y_val.npy"), allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    labels = np.asarray(labels).astype(np.int64, copy=False).ravel()
+    if labels.size == 0 or labels.min() < 0:
+        return None
+    return float(np.bincount(labels).max() / labels.size)
+
+
 def held_out_share(dataset_config):
     """The fraction carved out of ``dataset.path`` for the test split: none when ``dataset.test`` is its own folder."""
     return 0.0 if dataset_config.get("test") else dataset_config["test_split"]

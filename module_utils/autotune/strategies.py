@@ -130,6 +130,51 @@ def make_pruner(config, plan):
     return optuna.pruners.PatientPruner(pruner, patience=patience) if patience else pruner
 
 
+# Accuracy metrics (target.metric without its val_ prefix) whose floor is the largest class's share of the split.
+ACCURACY_METRICS = ("accuracy", "acc", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy")
+CHANCE_MARGIN = 1  # standard error above the constant answer's accuracy: a nearly constant answer stays below it
+
+
+def chance_floor(config, constant_answer, n_val):
+    """The validation accuracy a trial must pass from search.chance_epochs on, or None (off, a metric other than
+    accuracy, or a split whose constant answer is not known): what answering the largest class for every image
+    scores (``constant_answer``), plus CHANCE_MARGIN standard errors on ``n_val`` images."""
+    metric, epochs = config["target"]["metric"], config["search"].get("chance_epochs")
+    if (not epochs or constant_answer is None or not n_val or metric.removeprefix("val_") not in ACCURACY_METRICS
+            or objective.direction_of(config["target"]["direction"]) != objective.MAXIMIZE):
+        return None
+    spread = (constant_answer * (1 - constant_answer) / n_val) ** 0.5
+    return min(1.0, constant_answer + CHANCE_MARGIN * spread)
+
+
+class ChanceStop(optuna.pruners.BasePruner):
+    """The configured pruner, and a stop for a trial that learned nothing: from search.chance_epochs epochs on, its
+    validation accuracy is still below the floor (chance_floor), Optuna's ThresholdPruner says.
+
+    A learning rate that diverged or a dead network scores what one constant answer scores, and Hyperband judges a
+    trial only against the earlier trials of its own bracket, so one that came first in its bracket trained every
+    epoch (docs/measurements.md, the second workload). ``stopped`` holds the numbers of the trials stopped here.
+    """
+
+    def __init__(self, inner, floor, epochs):
+        self.inner, self.floor, self.epochs = inner, floor, epochs
+        self.below = optuna.pruners.ThresholdPruner(lower=floor, n_warmup_steps=epochs - 1)
+        self.stopped = set()
+
+    def prune(self, study, trial):
+        if self.below.prune(study, trial):
+            self.stopped.add(trial.number)
+            return True
+        return self.inner.prune(study, trial)
+
+    def reason(self, number, metric):
+        """The pruned trial's reason when this stop pruned it, else None."""
+        if number not in self.stopped:
+            return None
+        return f"stopped at chance: {metric} below {self.floor:.3f} after {self.epochs} epochs or more, about " \
+               "what one constant answer scores"
+
+
 class ScoredApartPruner(optuna.pruners.BasePruner):
     """The configured pruner, judging as if the trials whose saved models are being scored apart had finished, and
     by this study's own trials only.

@@ -20,6 +20,7 @@ import time
 import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
+from ansible.module_utils.autotune import dataset as tune_dataset
 from ansible.module_utils.autotune import dashboard, learn, objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
@@ -122,7 +123,8 @@ class StudyLoop:
 
     def _run(self):
         study = open_study(self.config, self.plan, self.heartbeat.storage)
-        study.pruner = self.pruner = strategies.ScoredApartPruner(study.pruner)
+        self.chance = self._chance_stop(study.pruner)
+        study.pruner = self.pruner = strategies.ScoredApartPruner(self.chance or study.pruner)
         self._retry_interrupted(study)
         for earlier in study.trials:  # names registered by trials of an earlier run of this study
             self._register(earlier.user_attrs.get("registered_hp") or {}, earlier.number)
@@ -158,6 +160,14 @@ class StudyLoop:
                     self._taken_away(slot, running)
             if running or waiting or self.verifying:
                 time.sleep(trialrun.POLL_SECONDS)
+
+    def _chance_stop(self, pruner):
+        """The study's pruner with a stop for trials whose validation accuracy stays at chance (strategies.py), or
+        None when no floor applies (an accuracy metric on the pack's validation split is needed)."""
+        known = kind_of(self.plan).fed_the_pack
+        answer = tune_dataset.constant_answer_accuracy(self.dataset["path"]) if known else None
+        floor = strategies.chance_floor(self.config, answer, self.dataset.get("n_val"))
+        return None if floor is None else strategies.ChanceStop(pruner, floor, self.config["search"]["chance_epochs"])
 
     def _settle(self, study, pending, running=()):
         """A verification is over: tell its trial with the scores it measured."""
@@ -302,6 +312,8 @@ class StudyLoop:
         finally:
             slot.process.cleanup()
         self._register(slot.process.hp_seen(), slot.number, attrs)
+        if attrs.get("outcome") == "pruned" and self.chance and self.chance.reason(slot.number, self.metric):
+            attrs["reason"] = self.chance.reason(slot.number, self.metric)
         if state == COMPLETE and self._candidate(study, value):
             self.verifying.append(self._verification(slot, value, attrs))
             self.pruner.awaiting[slot.number] = value

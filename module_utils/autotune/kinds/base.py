@@ -11,6 +11,9 @@ class ModelKind:
     """The defaults a kind overrides where it differs; ``detects``, ``plan`` and ``code`` it must give."""
 
     name = None  # the registry key: plan["api"], trial.json's model_api
+    # The trainer feeds the model the controller's pack, so its validation metric is on the pack's validation split
+    # (what a constant answer scores there is known: strategies.chance_stop). False: it reads its own images.
+    fed_the_pack = True
 
     def detects(self, model, model_file):
         """Whether the configuration's ``model`` section is of this kind; ``model_file`` is the user's file as

@@ -14,6 +14,7 @@ class ScriptKind(ModelKind):
     """model.file with no build_model(): a script whose values scriptcode finds and rewrites per trial."""
 
     name = "script"
+    fed_the_pack = False  # it reads its own images: its validation metric may be on another split
 
     def detects(self, model, model_file):
         return model_file is not None and model_file.facts["build_model_args"] is None
