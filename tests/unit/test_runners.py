@@ -206,3 +206,22 @@ def test_the_warm_verifier_is_handed_the_cold_verifiers_arguments_and_a_dead_one
     process = runner.verify(str(tmp_path / "no-trial"), str(tmp_path / "pack"), str(tmp_path / "cold"), {})
     assert process.popen is not dead and process.popen.wait(timeout=60) == EXIT_BAD_INPUT
     assert "is not a regular file; expected the trained model" in (tmp_path / "cold" / "trainer.log").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give files to another user")
+def test_a_fresh_trial_folder_is_given_whole_and_a_given_one_is_not_walked_again(tmp_path):
+    from ansible.module_utils.autotune.runners.local import TrialAccount  # pylint: disable=import-outside-toplevel
+    account = TrialAccount("nobody")
+    fresh = tmp_path / "0001"
+    (fresh / "checkpoint").mkdir(parents=True)  # what the controller laid in it: a carried checkpoint
+    (fresh / "checkpoint" / "latest.weights.h5").write_bytes(b"w")
+    os.symlink("/etc/passwd", fresh / "link")
+    account.give(str(fresh))
+    owners = {p.name: os.lstat(p).st_uid for p in [fresh, *fresh.rglob("*")]}
+    assert set(owners.values()) == {account.uid}, owners
+    assert os.stat("/etc/passwd").st_uid == 0, "a link is not followed"
+    (tmp_path / "mine").write_text("x")
+    os.symlink(tmp_path / "mine", fresh / "planted")  # left by the trial that owns the folder now
+    account.give(str(fresh))
+    assert os.stat(tmp_path / "mine").st_uid == 0 and os.lstat(fresh / "planted").st_uid == 0, \
+        "a folder the account owns is not walked again"

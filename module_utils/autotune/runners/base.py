@@ -12,6 +12,7 @@ the trial folder through trialdir; a runner whose trials live on another host
 overrides them.
 """
 import json
+import os
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
@@ -202,6 +203,15 @@ class SparePool:
         left = [spare for queue in self.queues.values() for spare in queue]
         self.queues = {}
         return left
+
+
+def hand_over(folder, uid, gid):
+    """A root controller gives a folder and everything in it to the trials' user; links are not followed. Only for a
+    folder no trial could change while it is walked (made by the controller, or whose trial is gone): a path through
+    entries a live trial can swap could lead out of the folder."""
+    for root, dirs, files in os.walk(folder):
+        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+            os.lchown(name, uid, gid)
 
 
 def parse_lock(raw):

@@ -18,7 +18,7 @@ import uuid
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
 from ansible.module_utils.autotune.runners import spares
-from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess, parse_lock
+from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess, hand_over, parse_lock
 from ansible.module_utils.autotune.runners.local import GPU_ALLOW_GROWTH
 
 try:
@@ -230,10 +230,8 @@ class DockerProcess(TrialProcess):
 
 
 def _hand_over(trial_dir):
-    """A root controller gives the trial folder to the image's user (never root); links are not followed."""
-    for root, dirs, files in os.walk(trial_dir):
-        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
-            os.lchown(name, IMAGE_UID, IMAGE_UID)
+    """A root controller gives the trial folder to the image's user (never root)."""
+    hand_over(trial_dir, IMAGE_UID, IMAGE_UID)
 
 
 class DockerRunner(Runner):

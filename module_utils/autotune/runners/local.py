@@ -29,7 +29,7 @@ import time
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.errors import AutotuneError
-from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess, parse_lock
+from ansible.module_utils.autotune.runners.base import Runner, SparePool, TrialProcess, hand_over, parse_lock
 
 # What a trainer needs from the controller's environment; everything else (secrets included) stays out.
 ENVIRONMENT_ALLOWED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
@@ -168,8 +168,13 @@ class TrialAccount:
 
     def give(self, folder):
         """A folder the controller made in a folder of its own (a trial's, a verification's) becomes writable by
-        the account; ``lchown``: a link is never followed."""
-        os.lchown(folder, self.uid, self.gid)
+        the account; ``lchown``: a link is never followed. A fresh one (still the controller's: no trial could
+        change it) is given with what the controller laid in it, a checkpoint carried on or restored; one the
+        account has already is not walked again."""
+        if os.lstat(folder).st_uid == os.geteuid():
+            hand_over(folder, self.uid, self.gid)
+        else:
+            os.lchown(folder, self.uid, self.gid)
 
     def give_log(self, folder):
         """A warm spare appends to its trial's log itself: the log (made by the controller, or left by an earlier
