@@ -38,6 +38,7 @@ a time: start it on an otherwise idle machine.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,11 @@ def _ours(system, seed, args, work):
                    cwd=REPO, env=dict(env, PATH=f"{BIN}:{os.environ['PATH']}"), capture_output=True,
                    timeout=budget + 600, check=False)
     done = time.time() - started
-    summary = json.loads((runs / config["study"] / "summary.json").read_text())
+    summary_path = runs / config["study"] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    kept = REPO / "bench" / "results" / f"{args.name}-summaries"  # every trial's curve: bench/pruner_replay.py
+    kept.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(summary_path, kept / f"{config['study']}.json")
     trained = [t for t in summary["trials"] if t["outcome"] != "duplicate"]
     epochs = sum(len(t["epochs"]) for t in trained)
     reached_at = None
