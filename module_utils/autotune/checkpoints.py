@@ -180,6 +180,32 @@ def restore(store, pointer, trial_dir, staging, max_bytes):
         os.unlink(archive)
 
 
+def carry_over(source_dir, records, trial_dir, staging, max_bytes):
+    """Lay the checkpoint a finished trial kept (its trainer keeps it when its goal stop ended it with epochs left)
+    into the fresh ``trial_dir`` of the trial that trains on from it, with the same checks as a shipped one; returns
+    its epochs, or None when there is none to use (the trial then trains from epoch 0). ``records`` are the metrics
+    records the loop read and checked of the source trial. The source's checkpoint is removed: it is carried once."""
+    try:
+        if not stat.S_ISDIR(os.lstat(os.path.join(source_dir, trialdir.CHECKPOINT)).st_mode):
+            return None  # a link the trial made: its checkpoint is a folder of its own or nothing
+    except OSError:
+        return None
+    os.makedirs(staging, exist_ok=True)
+    handle, archive = tempfile.mkstemp(prefix="carry-", suffix=".tar", dir=staging)
+    os.close(handle)
+    try:
+        epochs = snapshot(source_dir, records, archive, max_bytes)
+        if epochs:
+            _unpack(archive, trial_dir, epochs)
+        return epochs
+    except (tarfile.TarError, ValueError, KeyError, RecursionError, OSError):
+        _forget(trial_dir)
+        return None
+    finally:
+        os.unlink(archive)
+        shutil.rmtree(os.path.join(source_dir, trialdir.CHECKPOINT), ignore_errors=True)
+
+
 def _forget(trial_dir):
     shutil.rmtree(os.path.join(trial_dir, trialdir.CHECKPOINT), ignore_errors=True)
     if os.path.lexists(os.path.join(trial_dir, trialdir.METRICS)):

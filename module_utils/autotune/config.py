@@ -116,6 +116,7 @@ SCHEMA = _object(
                 "chance_epochs": _integer("epochs >= 0 after which a trial still scoring what one constant answer "
                                           "scores is stopped (0: never)", minimum=0),
                 "promote": {"type": "boolean", "description": "true or false"},
+                "continue_refused": {"type": "boolean", "description": "true or false"},
                 "deterministic": {"type": "boolean", "description": "true or false: TensorFlow's op determinism in "
                                                                    "every trial (docs/reproduce.md)"},
                 "space": {
@@ -174,7 +175,7 @@ DEFAULTS = {
     "dataset": {"image_size": [28, 28], "color": "grayscale", "validation_split": 0.2, "test_split": 0.15, "seed": 1},
     "target": {"metric": "val_accuracy", "goal": 0.80, "stop_at_goal": True},
     "search": {"strategy": "tpe", "seed": 1, "epochs": "scheduled", "startup_trials": 4, "chance_epochs": 3,
-               "promote": False,
+               "promote": False, "continue_refused": True,
                "deterministic": True},
     "budget": {"max_trials": 20, "max_seconds": 3600, "trial_timeout": 900, "max_consecutive_failures": 3},
     "notify": {"to": [], "sender": "autotune@localhost", "pusher": False},

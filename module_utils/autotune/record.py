@@ -87,6 +87,7 @@ class Recorder:
                       code=code, code_sha256=file_sha256(os.path.join(self.run_dir, code)) if code else None,
                       data={"fingerprint": self.data_fingerprint, "pack": pack}, environment=environment,
                       outcome=attrs.get("outcome"), epochs=attrs.get("epochs", []),
-                      resumed_from_epoch=attrs.get("resumed_from_epoch"), resumed=bool(user.get("resumed")))
+                      resumed_from_epoch=attrs.get("resumed_from_epoch"), resumed=bool(user.get("resumed")),
+                      continues=user.get("continues"))
         os.makedirs(os.path.join(self.run_dir, RECORDS), exist_ok=True)
         trialdir.write_json(record_path(self.run_dir, trial.number), record)

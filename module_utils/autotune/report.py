@@ -66,6 +66,7 @@ def trial_records(study):
             "resumed": attrs.get("resumed", False),
             "relaunches": attrs.get("relaunches", 0),
             "resumed_from_epoch": attrs.get("resumed_from_epoch"),
+            "continues": attrs.get("continues"),  # the refused candidate it trained on from (continuation.py)
             "checkpoint_discarded": attrs.get("checkpoint_discarded"),
             "code": attrs.get("code"),
             "trial_dir": attrs.get("trial_dir"),

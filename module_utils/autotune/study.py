@@ -21,7 +21,7 @@ import optuna
 
 from ansible.module_utils.autotune import budget as study_budget
 from ansible.module_utils.autotune import dataset as tune_dataset
-from ansible.module_utils.autotune import dashboard, learn, objective
+from ansible.module_utils.autotune import checkpoints, continuation, dashboard, learn, objective
 from ansible.module_utils.autotune import space as search_space
 from ansible.module_utils.autotune import strategies, trialcaps, trialdir, trialrun
 from ansible.module_utils.autotune.kinds import kind_of
@@ -174,9 +174,24 @@ class StudyLoop:
         self.verifying.remove(pending)
         self.pruner.awaiting.pop(pending.slot.number, None)
         try:
-            self._tell(study, pending.slot, *self._verified(pending))
+            state, value, attrs = self._verified(pending)
+            self._tell(study, pending.slot, state, value, attrs)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._taken_away(pending.slot, list(running))
+            return
+        if state == COMPLETE:
+            self._continue_refused(study, pending.slot, attrs)
+
+    def _continue_refused(self, study, slot, attrs):
+        """A candidate the held-out split refused, stopped by its goal stop with epochs left, trains on next from its
+        checkpoint (continuation.py); one host only."""
+        if self.checkpoints is not None or not continuation.wanted(self.config, slot.trial, attrs, slot.trial_dir,
+                                                                   self.goal, self.direction):
+            continuation.drop_checkpoint(slot.trial_dir)  # its trainer kept one for this; it is not needed
+            return
+        study.enqueue_trial(dict(slot.params), user_attrs={continuation.CONTINUES: slot.number})
+        self.progress(f"trial {slot.number:3d}  refused by the held-out split with epochs left: "
+                      "trains on from its checkpoint next")
 
     def _taken_away(self, slot, running):
         """Another worker failed this trial as stale (its heartbeat came late): its retry trains it; stop ours."""
@@ -230,7 +245,8 @@ class StudyLoop:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             self.progress(f"trial {trial.number:3d}  not trained: another worker took the budget's last trial first")
             return None
-        queued = study.get_trials(deepcopy=False)[trial.number].system_attrs.get("fixed_params") or {}
+        asked = study.get_trials(deepcopy=False)[trial.number]
+        queued = asked.system_attrs.get("fixed_params") or {}
         params = search_space.suggest(trial, self.plan["space"], self.plan["baseline"],
                                       strategies.scheduled_epochs(self.config, self.plan), queued)
         for pending in [p for p in self.verifying if search_space.frozen(p.slot.params) == search_space.frozen(params)]:
@@ -238,7 +254,7 @@ class StudyLoop:
                 time.sleep(trialrun.POLL_SECONDS)
             self._settle(study, pending)
         earlier = self.tried.get(search_space.frozen(params))
-        if earlier is not None:
+        if earlier is not None and continuation.CONTINUES not in asked.user_attrs:  # a continuation trains on
             self._answer_repeat(study, trial, params, earlier)
             return None
         trial_dir, resumed = self._prepare(study, trial, params)
@@ -286,6 +302,8 @@ class StudyLoop:
                              self.config, trial.number, params, stop_at)
             if elsewhere is not None:
                 self._resume_elsewhere(frozen, elsewhere, os.path.join(self.run_dir, relative))
+            elif frozen.user_attrs.get(continuation.CONTINUES) is not None:
+                self._carry_over(study, frozen, os.path.join(self.run_dir, relative), stop_at)
         else:
             relative = frozen.user_attrs["trial_dir"]
             code = frozen.user_attrs.get("code") or os.path.join(relative, trialdir.MODEL)
@@ -304,6 +322,17 @@ class StudyLoop:
         else:
             self.progress(f"trial {frozen.number:3d}  retrying trial {failed} of a controller that stopped, from "
                           f"epoch 0{f' ({why})' if why else ''}")
+
+    def _carry_over(self, study, frozen, trial_dir, stop_at):
+        """Lay the refused trial's checkpoint into this trial's fresh folder (checkpoints.carry_over)."""
+        source = study.get_trials(deepcopy=False)[frozen.user_attrs[continuation.CONTINUES]]
+        folder = os.path.join(self.run_dir, source.user_attrs.get("trial_dir", "-"))
+        max_bytes = self.config["runner"].get("max_trial_bytes") or trialcaps.default_max_trial_bytes(self.run_dir)
+        epochs = checkpoints.carry_over(folder, source.user_attrs.get("epochs") or [], trial_dir,
+                                        os.path.join(self.run_dir, checkpoints.STAGING), max_bytes)
+        start = f"from its checkpoint after epoch {epochs}" if epochs else "from epoch 0 (no checkpoint to use)"
+        self.progress(f"trial {frozen.number:3d}  continues trial {source.number} {start}, stopping at "
+                      f"{self.metric} {stop_at:.4f}")
 
     def _finish(self, study, slot):
         """Say how a trial ended and tell the study; one that could be the best is scored apart first."""

@@ -17,7 +17,8 @@ from ansible.module_utils.autotune.printable import escape
 
 TABLE_NAME = "trials.csv"
 COLUMNS = ("number", "state", "outcome", "value", "verified_value", "test_value", "epochs", "last_epoch_value",
-           "seconds", "fit_seconds", "reason", "duplicate_of", "resumed", "relaunches")
+           "seconds", "fit_seconds", "reason", "duplicate_of", "resumed", "relaunches", "continues",
+           "resumed_from_epoch")
 _FORMULA_START = ("=", "+", "-", "@")
 
 

@@ -51,7 +51,8 @@ def test_tune_playbook_reaches_the_goal(tuned_run):
 def test_progress_lines_stream_during_the_run(tuned_run):
     process, run_dir = tuned_run["process"], tuned_run["run_dir"]
     summary = json.loads((run_dir / "summary.json").read_text())
-    live = [line for line in process.stdout.splitlines() if line.startswith("autotune | ") and " trial " in line]
+    # One line per trial (beside lines that say what the loop does next, e.g. a refused candidate trains on).
+    live = [line for line in process.stdout.splitlines() if line.startswith("autotune | ") and " best=" in line]
     assert len(live) == summary["n_trials"]
     # Live lines come before the task's own result is printed.
     assert process.stdout.index("autotune | ") < process.stdout.index("Build the result report]")
@@ -198,3 +199,38 @@ def test_tune_report_check_mode_writes_nothing(tuned_run, monkeypatch):
     assert sorted(p.name for p in run_dir.iterdir()) == before
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"{summary['best_value']:.4f}" in outcome.result["subject"]
+
+
+def _swapped_test_folder(sample_data, target, per_class=60):
+    """A held-out folder whose labels are swapped (dogs under cat/, cats under dog/): it refuses every claim."""
+    for name, other in (("cat", "dog"), ("dog", "cat")):
+        (target / name).mkdir(parents=True)
+        for image in sorted((sample_data / other).iterdir())[-per_class:]:
+            (target / name / image.name).write_bytes(image.read_bytes())
+    return target
+
+
+def test_a_candidate_the_held_out_split_refuses_trains_on_from_its_checkpoint(tmp_path, sample_data):
+    # The baseline may train 6 epochs; its goal stop ends it early at 0.72, the swapped held-out split refuses the
+    # claim, and the next trial carries its checkpoint on (issue 21 item 4) instead of searching from scratch.
+    test = _swapped_test_folder(sample_data, tmp_path / "test")
+    config = write_config(tmp_path, dataset={"path": str(sample_data), "test": str(test), "test_split": 0.0},
+                          model={"template": "cnn", "baseline": {"blocks": 2, "filters": 16, "kernel_size": 3,
+                                                                 "dense_units": 32, "learning_rate": 0.003,
+                                                                 "epochs": 6}},
+                          target={"metric": "val_accuracy", "goal": 0.72}, budget={"max_trials": 2})
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    result = run_playbook("tune.yml", {"autotune_config": str(config), "autotune_runs_root": str(tmp_path / "runs"),
+                                       "autotune_storage": storage})
+    assert "Goal not reached" in result.stdout, result.stdout[-3000:]
+    run_dir = tmp_path / "runs" / "catsdogs"
+    study = optuna.load_study(study_name="catsdogs", storage=storage)
+    refused, carried = study.trials[0], study.trials[1]
+    done = len(refused.user_attrs["epochs"])
+    assert done < 6 and refused.user_attrs["verified_value"] >= 0.72 > refused.user_attrs["test_value"]
+    assert carried.user_attrs["continues"] == 0 and carried.user_attrs["params"] == refused.user_attrs["params"]
+    assert carried.user_attrs["resumed_from_epoch"] == done, "it trained on from the refused trial's checkpoint"
+    assert carried.user_attrs["epochs"][:done] == refused.user_attrs["epochs"], "its first epochs are the refused one's"
+    assert len(carried.user_attrs["epochs"]) > done
+    assert not (run_dir / refused.user_attrs["trial_dir"] / "checkpoint").exists(), "a checkpoint is carried once"
+    assert f"trial   1  continues trial 0 from its checkpoint after epoch {done}" in result.stdout

@@ -67,9 +67,20 @@ def _finish(trial, fitted, done_before, fit_started, launched, result):
         trialdir.write_json(result_path, result)
         return EXIT_BAD_INPUT
     model.save(trial.dir / trialdir.SAVED_MODEL)
-    shutil.rmtree(trial.checkpoint_dir, ignore_errors=True)
+    if not _epochs_left(epochs_seen, epochs):
+        # Kept when the goal stop ended the fit with epochs left: if the held-out split refuses the claim, the
+        # controller lets another trial train on from it (module_utils/autotune/continuation.py).
+        shutil.rmtree(trial.checkpoint_dir, ignore_errors=True)
     trialdir.write_json(result_path, result)
     return EXIT_OK
+
+
+def _epochs_left(epochs_seen, planned):
+    """Whether the fit ended before the epochs it was given (a script's fit(epochs=...) may be anything)."""
+    try:
+        return len(epochs_seen) < int(planned)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def run_trial(trial_dir, load_data, launched):
