@@ -248,10 +248,13 @@ def test_a_dead_hosts_trial_is_retried_here_from_its_shipped_checkpoint(tmp_path
     lines, runner = [], FakeRunner(by_filters({4: [0.9]}))
     loop = StudyLoop(config, plan, {"path": "x.npz"}, runner, run_dir, default_storage(run_dir), lines.append)
     loop.checkpoints = checkpoints.Shipper(store, run_dir, config["runner"], lines.append)
+    folder, laid = tmp_path / "run" / "trials" / "0001", []
+    start = runner.start
+    runner.start = lambda *args: laid.append((folder / "checkpoint" / checkpoints.WEIGHTS).read_bytes()) or start(*args)
     study, reason, _ = loop.run()
     assert reason == "goal reached" and [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
-    folder = tmp_path / "run" / "trials" / "0001"
     assert [f for f, _ in runner.started] == [str(folder)]
-    assert (folder / "checkpoint" / checkpoints.WEIGHTS).read_bytes() == b"epoch 2 weights"
+    assert laid == [b"epoch 2 weights"], "the retry started with the shipped checkpoint in its folder"
+    assert not (folder / "checkpoint").exists(), "a told trial that is not continued keeps no checkpoint"
     assert "trial   1  retrying trial 0 of a host that stopped, from its checkpoint after epoch 2" in lines
     assert os.listdir(tmp_path / "store") == [], "the inherited checkpoint is removed once the retry is told"
