@@ -4,7 +4,8 @@ import optuna
 from ansible.module_utils.autotune.objective import best
 from ansible.module_utils.autotune.trialdir import MINIMIZE, reaches
 
-COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+COMPLETE, FAIL, WAITING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                           optuna.trial.TrialState.WAITING)
 # A finished trial of an earlier study, given to this study's sampler (learn.py): it was not trained here, so no
 # budget, best, goal or report counts it; it only informs the sampler.
 IMPORTED = "imported_from"
@@ -82,7 +83,8 @@ def stop_reason(trials, goal, budget, elapsed, direction):
     if goal_reached_by(trials, goal, direction):
         return "goal reached"
     trials = counted(trials)
-    if len(trials) >= budget["max_trials"]:
+    # A queued trial (the baseline, a continuation, a dead worker's retry) is in the budget once it is asked.
+    if len([t for t in trials if t.state != WAITING]) >= budget["max_trials"]:
         return f"trial budget spent ({budget['max_trials']} trials)"
     if elapsed >= budget["max_seconds"]:
         return f"time budget spent ({budget['max_seconds']} s)"

@@ -214,7 +214,7 @@ def test_a_candidate_the_held_out_split_refuses_trains_on_from_its_checkpoint(tm
     # The baseline may train 6 epochs; its goal stop ends it early at 0.72, the swapped held-out split refuses the
     # claim, and the next trial carries its checkpoint on (issue 21 item 4) instead of searching from scratch.
     test = _swapped_test_folder(sample_data, tmp_path / "test")
-    config = write_config(tmp_path, dataset={"path": str(sample_data), "test": str(test), "test_split": 0.0},
+    config = write_config(tmp_path, dataset={"path": str(sample_data), "test": str(test)},
                           model={"template": "cnn", "baseline": {"blocks": 2, "filters": 16, "kernel_size": 3,
                                                                  "dense_units": 32, "learning_rate": 0.003,
                                                                  "epochs": 6}},
