@@ -67,6 +67,20 @@ def stop_goal(trials, goal, direction):
     return goal - margin if direction == MINIMIZE else goal + margin
 
 
+def learned_stop_goal(stop_at, learned, goal, direction):
+    """The stop goal of a trial queued as an earlier study's best (learn.py): where that best stopped, when it is
+    further past the goal than ``stop_at`` and within MAX_STOP_MARGIN of it. The earlier study moved its stop goal
+    there because the held-out split refused claims at the goal: retrained, the same model would stop at the same
+    refused epoch, then need a continuation (continuation.py) to get where it was."""
+    earlier = (learned or {}).get("stop_goal") if isinstance(learned, dict) else None
+    if not isinstance(earlier, (int, float)) or isinstance(earlier, bool):
+        return stop_at
+    margin = goal - earlier if direction == MINIMIZE else earlier - goal
+    if not 0 < margin <= MAX_STOP_MARGIN * max(1.0, abs(goal)):
+        return stop_at
+    return min(stop_at, earlier) if direction == MINIMIZE else max(stop_at, earlier)
+
+
 def best_trial(trials, goal, direction):
     """The trial reported as the best, always one scored apart: the one that reached the goal, else the best
     verified validation score; None when no trial was scored apart. Progress lines, summary, report, mail and

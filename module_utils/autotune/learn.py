@@ -300,7 +300,9 @@ def _learn_one(study, earlier, trials, plan, target, ours, distributions, queued
         fitted = fit(params, distributions, plan["baseline"], strict=False, searched=searched)
         key = search_space.frozen(fitted["params"])
         if key not in queued:
-            study.enqueue_trial(fitted["params"], user_attrs={LEARNED: {"study": earlier.name, "trial": best.number}})
+            # Where the earlier best stopped, too: a goal stop the held-out split refused there was moved past it.
+            study.enqueue_trial(fitted["params"], user_attrs={LEARNED: {"study": earlier.name, "trial": best.number,
+                                                                        "stop_goal": best.user_attrs.get("stop_goal")}})
             queued[key] = len(study.get_trials(deepcopy=False)) - 1
         entry.update(best_trial=best.number, best_value=best.value, as_trial=queued[key],
                      **{k: fitted[k] for k in ("new", "dropped", "outside")})

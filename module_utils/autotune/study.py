@@ -296,7 +296,9 @@ class StudyLoop:
         if resumes is None:
             relative = os.path.relpath(trialdir.trial_path(self.run_dir, trial.number), self.run_dir)
             code = os.path.join(CODE_DIR, f"{trial.number:04d}.py")
-            stop_at = study_budget.stop_goal(study.get_trials(deepcopy=False), self.goal, self.direction)
+            stop_at = study_budget.learned_stop_goal(
+                study_budget.stop_goal(study.get_trials(deepcopy=False), self.goal, self.direction),
+                frozen.user_attrs.get(learn.LEARNED), self.goal, self.direction)
             trial.set_user_attr("stop_goal", stop_at)  # the record (record.py) writes the same trial.json
             trialrun.prepare(os.path.join(self.run_dir, relative), os.path.join(self.run_dir, code), self.plan,
                              self.config, trial.number, params, stop_at)

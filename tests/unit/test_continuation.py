@@ -66,3 +66,17 @@ def test_only_a_refused_claim_with_a_kept_checkpoint_is_continued(tmp_path, conf
         (tmp_path / trialdir.CHECKPOINT).mkdir()
     trial = SimpleNamespace(user_attrs=user_attrs)
     assert continuation.wanted(config, trial, attrs, str(tmp_path), 0.85, "maximize") is wanted
+
+
+@pytest.mark.parametrize("learned, direction, expected", [
+    ({"stop_goal": 0.8383}, "maximize", 0.8383),   # the earlier best stopped past the goal: so does its retraining
+    ({"stop_goal": 0.81}, "maximize", 0.82),       # this study's own stop goal is further already
+    ({"stop_goal": 0.95}, "maximize", 0.82),       # further than MAX_STOP_MARGIN past the goal: not taken
+    ({"stop_goal": 0.79}, "maximize", 0.82),       # short of the goal: not taken
+    ({"stop_goal": "0.9"}, "maximize", 0.82), ({}, "maximize", 0.82), (None, "maximize", 0.82),
+    ({"stop_goal": 0.77}, "minimize", 0.77),       # a loss: further past is lower
+])
+def test_a_learned_best_is_retrained_to_where_it_stopped_in_its_earlier_study(learned, direction, expected):
+    from ansible.module_utils.autotune.budget import learned_stop_goal  # pylint: disable=import-outside-toplevel
+    stop_at = 0.82 if direction == "maximize" else 0.8
+    assert learned_stop_goal(stop_at, learned, 0.8, direction) == pytest.approx(expected)
