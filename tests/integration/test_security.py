@@ -17,7 +17,9 @@ VICTIM = "/tmp/autotune-victim"  # the path hostile_model.py links to (a contain
 def _tune(tmp_path, attack, runner, goal=0.99):
     config_path = write_config(
         tmp_path, model={"file": str(HOSTILE), "baseline": {"attack": attack}},
-        search={"strategy": "random", "space": {"attack": {"type": "categorical", "choices": [attack]}}},
+        # chance_epochs 0: the liar trains a model at chance (learning rate 0) that must reach its end and the verifier.
+        search={"strategy": "random", "space": {"attack": {"type": "categorical", "choices": [attack]}},
+                "chance_epochs": 0},
         budget={"max_trials": 1, "trial_timeout": 45}, target={"goal": goal}, runner=runner, study=f"hostile-{attack}")
     config, plan, run_dir, storage = prepare(str(config_path), str(TEMPLATES), runs_root=str(tmp_path / "runs"))
     return run(config, plan, run_dir, storage, trainer_path=str(REPO / "trainer")), run_dir
