@@ -120,7 +120,7 @@ def test_the_next_push_tries_the_earlier_best_right_after_the_baseline_and_gives
     assert (reason, new) == ("goal reached", 2), "the baseline, then the first push's best, which reaches the goal"
     trials = second.get_trials(deepcopy=False)
     assert trials[0].user_attrs["baseline"] and trials[1].params == {"filters": 16}
-    assert trials[1].user_attrs["learned_from"] == {"study": "model-aaaaaaa", "trial": 2}
+    assert trials[1].user_attrs["learned_from"] == {"study": "model-aaaaaaa", "trial": 2, "stop_goal": 0.85}
     imported = [t for t in trials if "imported_from" in t.user_attrs]
     assert [(t.number, t.params["filters"], t.value) for t in imported] == [(2, 4, 0.6), (3, 8, 0.7), (4, 16, 0.9)]
     assert lines[0] == ("learned from study model-aaaaaaa (commit aaaaaaa): its best (trial 2, val_accuracy 0.9000) "
