@@ -136,11 +136,13 @@ CHANCE_MARGIN = 1  # standard error above the constant answer's accuracy: a near
 
 
 def chance_floor(config, constant_answer, n_val):
-    """The validation accuracy a trial must pass from search.chance_epochs on, or None (off, a metric other than
-    accuracy, or a split whose constant answer is not known): what answering the largest class for every image
-    scores (``constant_answer``), plus CHANCE_MARGIN standard errors on ``n_val`` images."""
+    """The validation accuracy a trial must pass from search.chance_epochs on, or None (off, ``pruner: none``: no
+    trial is stopped early, a metric other than accuracy, or a split whose constant answer is not known): what
+    answering the largest class for every image scores (``constant_answer``), plus CHANCE_MARGIN standard errors on
+    ``n_val`` images."""
     metric, epochs = config["target"]["metric"], config["search"].get("chance_epochs")
-    if (not epochs or constant_answer is None or not n_val or metric.removeprefix("val_") not in ACCURACY_METRICS
+    if (not epochs or config["search"].get("pruner") == "none" or constant_answer is None or not n_val
+            or metric.removeprefix("val_") not in ACCURACY_METRICS
             or objective.direction_of(config["target"]["direction"]) != objective.MAXIMIZE):
         return None
     spread = (constant_answer * (1 - constant_answer) / n_val) ** 0.5

@@ -35,6 +35,7 @@ def test_the_constant_answer_is_the_largest_class_share_of_the_validation_split(
     ({"metric": "val_accuracy"}, {}, 0.5 + (0.25 / 400) ** 0.5),     # 1 standard error above chance
     ({"metric": "val_binary_accuracy"}, {}, 0.5 + (0.25 / 400) ** 0.5),
     ({"metric": "val_accuracy"}, {"chance_epochs": 0}, None),            # turned off
+    ({"metric": "val_accuracy"}, {"pruner": "none"}, None),              # no trial is stopped early
     ({"metric": "val_loss"}, {}, None),                                  # not an accuracy: no known floor
     ({"metric": "val_auc"}, {}, None),
     ({"metric": "val_accuracy", "direction": "minimize"}, {}, None),
@@ -46,7 +47,8 @@ def test_the_floor_is_known_only_for_an_accuracy_that_is_maximised(target, searc
 
 
 def _run(tmp_path, table, **search):
-    config, plan, run_dir = _setup(tmp_path, search=dict({"ladder": ["filters"]}, **search))
+    # The median pruner has no finished trial to compare with here: every stop is the chance stop's.
+    config, plan, run_dir = _setup(tmp_path, search=dict({"ladder": ["filters"], "pruner": "median"}, **search))
     dataset = {"path": _pack(tmp_path / "pack", [0, 1] * 50), "n_val": 100}  # floor 0.5 + 0.05 = 0.55
     runner, lines = FakeRunner(by_filters(table)), []
     return StudyLoop(config, plan, dataset, runner, run_dir, default_storage(run_dir), lines.append).run()[0]
