@@ -203,7 +203,13 @@ def carry_over(source_dir, records, trial_dir, staging, max_bytes):
         return None
     finally:
         os.unlink(archive)
-        shutil.rmtree(os.path.join(source_dir, trialdir.CHECKPOINT), ignore_errors=True)
+        drop(source_dir)
+
+
+def drop(trial_dir):
+    """Remove the checkpoint a finished trial kept, once carried or when it is not continued (a link is not
+    followed)."""
+    shutil.rmtree(os.path.join(trial_dir, trialdir.CHECKPOINT), ignore_errors=True)
 
 
 def _forget(trial_dir):

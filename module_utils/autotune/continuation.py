@@ -9,7 +9,7 @@ gap just seen (budget.stop_goal). A trial is carried once; a continuation is not
 a fleet the refused trial's folder may be on another host.
 """
 import os
-import shutil
+import stat
 
 from ansible.module_utils.autotune import trialdir
 from ansible.module_utils.autotune.trialdir import reaches
@@ -25,9 +25,8 @@ def wanted(config, trial, attrs, trial_dir, goal, direction):
     claimed, tested = attrs.get("verified_value"), attrs.get("test_value")
     if claimed is None or tested is None or not reaches(claimed, goal, direction) or reaches(tested, goal, direction):
         return False
-    return os.path.isdir(os.path.join(trial_dir, trialdir.CHECKPOINT))
+    try:  # a folder of its own, not a link the trial planted
+        return stat.S_ISDIR(os.lstat(os.path.join(trial_dir, trialdir.CHECKPOINT)).st_mode)
+    except OSError:
+        return False
 
-
-def drop_checkpoint(trial_dir):
-    """Remove the checkpoint a finished trial kept, when it is not continued (a link is not followed)."""
-    shutil.rmtree(os.path.join(trial_dir, trialdir.CHECKPOINT), ignore_errors=True)

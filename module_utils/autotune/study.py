@@ -187,7 +187,7 @@ class StudyLoop:
         checkpoint (continuation.py); one host only."""
         if self.checkpoints is not None or not continuation.wanted(self.config, slot.trial, attrs, slot.trial_dir,
                                                                    self.goal, self.direction):
-            continuation.drop_checkpoint(slot.trial_dir)  # its trainer kept one for this; it is not needed
+            checkpoints.drop(slot.trial_dir)  # its trainer kept one for this; it is not needed
             return
         study.enqueue_trial(dict(slot.params), user_attrs={continuation.CONTINUES: slot.number})
         self.progress(f"trial {slot.number:3d}  refused by the held-out split with epochs left: "
