@@ -37,7 +37,7 @@ POINTER = "checkpoint"  # trial user attribute: {"id", "epoch", "bytes", "sha256
 # the one its pointer will name (the previous pointer's and the new one's), so a retry can remove what a dead host
 # left half-done: an upload cut short, or a previous object it had no time to remove.
 UPLOADING = "checkpoint_uploading"
-WEIGHTS, STATE = "latest.weights.h5", "training_metadata.json"  # Keras BackupAndRestore's files (trainer callbacks)
+WEIGHTS, STATE = "latest.weights.h5", "training_metadata.json"  # Keras BackupAndRestore's files (trainer checkpoint.py)
 MEMBERS = (WEIGHTS, STATE, trialdir.METRICS)
 STAGING = ".checkpoints"  # run_dir: snapshots waiting for their upload
 _ID = re.compile(r"checkpoint-[0-9a-f]{32}")

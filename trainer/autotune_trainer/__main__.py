@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from autotune_trainer import ending, trialdir
+from autotune_trainer.checkpoint import resume_point
 from autotune_trainer.determinism import seed_everything
 from autotune_trainer.kinds import trial_class
 from autotune_trainer.trialdir import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_NAN, EXIT_OK
@@ -24,8 +25,10 @@ def _launch_time():
 
 def _fit_resuming(trial, launched, result):
     """Fit, resuming earlier epochs; a checkpoint that cannot be restored restarts the trial from epoch 0."""
-    done_before = trial.completed_epochs() if trial.checkpoint_dir.exists() else []
+    done_before, why = resume_point(trial.checkpoint_dir, trial.metrics_path)
     if not done_before:
+        if why:
+            _discard(result, why)
         trial.forget_progress()
     started = time.time()
     try:
@@ -33,13 +36,17 @@ def _fit_resuming(trial, launched, result):
     except Exception as exc:  # pylint: disable=broad-except
         if not done_before or len(trial.completed_epochs()) > len(done_before):
             raise
-        print(f"autotune_trainer: WARNING: checkpoint unreadable ({type(exc).__name__}: {exc}); "
-              "restarting the trial from epoch 0", file=sys.stderr, flush=True)
-        result["checkpoint_discarded"] = f"{type(exc).__name__}: {exc}"[:300]
+        _discard(result, f"{type(exc).__name__}: {exc}")
         trial.forget_progress()
         seed_everything(trial.spec)
         started = time.time()
         return trial.fit(launched), [], started
+
+
+def _discard(result, why):
+    print(f"autotune_trainer: WARNING: checkpoint unreadable ({why}); restarting the trial from epoch 0",
+          file=sys.stderr, flush=True)
+    result["checkpoint_discarded"] = why[:300]
 
 
 def _finish(trial, fitted, done_before, fit_started, launched, result):

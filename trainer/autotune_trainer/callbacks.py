@@ -6,13 +6,25 @@ import time
 
 import keras
 
-from autotune_trainer import trialdir
+from autotune_trainer import checkpoint, trialdir
 from autotune_trainer.diagnose import MissingMetric
 
 try:  # tf.summary's writers and the HParams plugin need the tensorboard package, which an image built before it lacks
     from tensorboard.plugins.hparams import api as hparams_api
 except ImportError:  # such a trial trains without event files (tensorboard_callbacks)
     hparams_api = None
+
+
+class TrialCheckpoint(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose every save leaves a consistent (weights, epoch count) pair, and the previous one as
+    .bkp, whenever the trainer is killed (checkpoint.py)."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, delete_checkpoint=False, double_checkpoint=False)
+
+    def _save_model(self):
+        checkpoint.save(self.backup_dir, lambda path: self.model.save_weights(path, overwrite=True),
+                        json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
 
 class MetricsWriter(keras.callbacks.Callback):
@@ -135,10 +147,9 @@ def goal_callbacks(trial, launched, where):
     writer = MetricsWriter(trial.metrics_path, launched)
     callbacks = [
         RequireMetric(trial.metric, where),  # before anything records the epoch
-        # Before the writer, so a checkpoint exists for every epoch line the writer appends after it. Keras writes the
-        # weights in place: a trainer killed mid-save (what the health check relaunches) left an unreadable file and
-        # the trial restarted from epoch 0; double_checkpoint keeps the previous epoch's to fall back on.
-        keras.callbacks.BackupAndRestore(str(trial.checkpoint_dir), delete_checkpoint=False, double_checkpoint=True),
+        # Before the writer, so a checkpoint exists for every epoch line the writer appends after it; a kill between
+        # the two is mended on resume from the previous epoch's pair (checkpoint.py).
+        TrialCheckpoint(str(trial.checkpoint_dir)),
         # Between the two: every epoch line of metrics.jsonl is in TensorBoard, and a resumed trial (after the
         # checkpoint's epoch) writes no epoch twice.
         *tensorboard_callbacks(trial),
