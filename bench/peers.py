@@ -201,7 +201,7 @@ def main():
     parser.add_argument("--budget", type=int, default=300, help="seconds per run before it counts as not reached")
     parser.add_argument("--pruner", help="our pruner (default: the one search.epochs implies), and plain Optuna's "
                                           "(default: median)")
-    parser.add_argument("--our-pruners", nargs="+", choices=("median", "asha", "hyperband", "none"),
+    parser.add_argument("--our-pruners", nargs="+", choices=("median", "asha", "hyperband", "hyperband+median", "none"),
                         help="run each of our systems once per pruner (default: --pruner only)")
     parser.add_argument("--our-slots", nargs="+", type=int,
                         help="run each of our systems once per number of slots (trials at once; default: the config's)")

@@ -76,14 +76,34 @@ def _max_epochs(plan):
     return int(spec["high"]) if spec and spec.get("type") == "int" else int(plan["baseline"].get("epochs", 1) or 1)
 
 
+class AnyOf(optuna.pruners.BasePruner):
+    """Stops a trial when any of its pruners would; each is asked at every step, so Hyperband records its rungs."""
+
+    def __init__(self, *pruners):
+        self.pruners = pruners
+
+    def prune(self, study, trial):
+        return any([pruner.prune(study, trial) for pruner in self.pruners])  # a list: no pruner is skipped
+
+
+def _hyperband(config, plan):
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(_max_epochs(plan), 3), reduction_factor=3)
+
+
+# Hyperband judges a trial against the earlier trials of its own bracket only, so the first trial of each bracket
+# trains every epoch it may; beside it, the study-wide median of the finished trials at the same epoch (from the
+# third) judges those too. Fixed startup of 2: few trials finish under Hyperband (bench/pruner_replay.py's rule).
+MEDIAN_BESIDE_HYPERBAND = {"n_startup_trials": 2, "n_warmup_steps": 2}
+
 # Epochs are the resource: each reported epoch is a rung step. ASHA and Hyperband stop a trial at a rung
 # (1, 3, 9... epochs) when it is not in the top third there; the median pruner after its first epoch.
 PRUNERS = {
     "median": lambda config, plan: optuna.pruners.MedianPruner(
         n_startup_trials=config["search"]["startup_trials"], n_warmup_steps=1),
     "asha": lambda config, plan: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-    "hyperband": lambda config, plan: optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=max(_max_epochs(plan), 3), reduction_factor=3),
+    "hyperband": _hyperband,
+    "hyperband+median": lambda config, plan: AnyOf(_hyperband(config, plan),
+                                                   optuna.pruners.MedianPruner(**MEDIAN_BESIDE_HYPERBAND)),
     "none": lambda config, plan: optuna.pruners.NopPruner(),
 }
 

@@ -250,7 +250,7 @@ def test_a_goal_reached_in_one_slot_stops_the_others(tmp_path):
     assert ("stopped", runner.started[0][0]) in runner.log
 
 
-@pytest.mark.parametrize("pruner", ["asha", "hyperband"])
+@pytest.mark.parametrize("pruner", ["asha", "hyperband", "hyperband+median"])
 def test_multi_fidelity_pruners_stop_a_hopeless_trial_early(tmp_path, pruner):
     # Epochs are the resource: a trial far below the others at its first rung is stopped there.
     script = by_filters({4: [0.7] * 9, 8: [0.72] * 9, 16: [0.1] * 9, 32: [0.71] * 9})
@@ -259,6 +259,31 @@ def test_multi_fidelity_pruners_stop_a_hopeless_trial_early(tmp_path, pruner):
     assert hopeless.state == optuna.trial.TrialState.PRUNED and len(hopeless.user_attrs["epochs"]) < 9
     assert ("stopped", next(folder for folder, _ in runner.started if folder.endswith(f"{hopeless.number:04d}"))) \
         in runner.log
+
+
+def _stopped_at(tmp_path, pruner):
+    """Two trials finish at 0.8; the epoch at which a third one, at 0.3, is stopped (None: it trains them all)."""
+    config, plan, _ = _setup(tmp_path, search={"pruner": pruner})
+    study = optuna.create_study(study_name="beside", direction="maximize",
+                                pruner=strategies.make_pruner(config, plan))
+    for _ in range(2):
+        trial = study.ask()
+        for step in range(9):
+            trial.report(0.8, step)
+        study.tell(trial, 0.8)
+    trial = study.ask()
+    for step in range(9):
+        trial.report(0.3, step)
+        if trial.should_prune():
+            return step
+    return None
+
+
+def test_the_median_beside_hyperband_judges_the_first_trial_of_a_bracket(tmp_path):
+    # The third trial falls in a Hyperband bracket of its own, where no earlier trial judges it; the study-wide
+    # median stops it at its third epoch.
+    assert _stopped_at(tmp_path / "alone", "hyperband") is None
+    assert _stopped_at(tmp_path / "beside", "hyperband+median") == 2
 
 
 def test_patience_wraps_the_pruner(tmp_path):
