@@ -38,6 +38,7 @@ a time: start it on an otherwise idle machine.
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -84,7 +85,7 @@ def _system(name):
 def _ours(system, seed, args, work):
     """playbooks/tune.yml as a user runs it; the time to goal is read from the winning trial's epoch record."""
     goal, budget = args.goal, args.budget
-    name = system.replace("/", "-").replace(",", "-").replace("=", "")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "", system.replace("/", "-").replace(",", "-"))  # a study name's letters
     system, search, slots = _variant(system, args.pruner)
     config = yaml.safe_load((REPO / "examples" / "catsdogs" / "autotune.yml").read_text())
     config.update(study=f"peers-{name}-{seed}", target={"metric": "val_accuracy", "goal": goal},
@@ -99,12 +100,15 @@ def _ours(system, seed, args, work):
     # As a new user runs it: the report and the mail are part of the result (no SMTP server: result.eml).
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTUNE_SMTP")}
     started = time.time()
-    subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
-                    json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs)})],
-                   cwd=REPO, env=dict(env, PATH=f"{BIN}:{os.environ['PATH']}"), capture_output=True,
-                   timeout=budget + 600, check=False)
+    played = subprocess.run([str(BIN / "ansible-playbook"), str(REPO / "playbooks" / "tune.yml"), "-e",
+                             json.dumps({"autotune_config": str(path), "autotune_runs_root": str(runs)})],
+                            cwd=REPO, env=dict(env, PATH=f"{BIN}:{os.environ['PATH']}"), capture_output=True,
+                            text=True, timeout=budget + 600, check=False)
     done = time.time() - started
     summary_path = runs / config["study"] / "summary.json"
+    if not summary_path.exists():  # the command failed before its study: a miss, and why, not a lost bench
+        print(f"{name} seed {seed}: no summary; {played.stdout[-600:]}", file=sys.stderr, flush=True)
+        return {"done": None, "seconds": None, "trials": None, "epochs": None, "startup_share": None}
     summary = json.loads(summary_path.read_text())
     kept = REPO / "bench" / "results" / f"{args.name}-summaries"  # every trial's curve: bench/pruner_replay.py
     kept.mkdir(parents=True, exist_ok=True)
