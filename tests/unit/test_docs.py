@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import ansible_collections
@@ -116,6 +117,16 @@ def expand_braces(path):
         expand_braces(path[:match.start()] + choice + path[match.end():]) for choice in match.group(1).split(",")))
 
 
+@functools.lru_cache(maxsize=None)
+def ignored_by_git(relative):
+    """A path only this checkout has (a bench's results, a venv): it exists here, but CI's clean clone lacks it."""
+    try:
+        found = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", relative], check=False)
+    except FileNotFoundError:  # no git here: a source tarball has no ignored files either
+        return False
+    return found.returncode == 0
+
+
 def missing_in_path(token):
     """What of a path named in a doc is missing (a file, an anchor, a test function), or None."""
     token = token.rstrip(".,:;")
@@ -132,6 +143,8 @@ def missing_in_path(token):
         target = REPO / relative
         if not target.exists():
             return f"{path}: no such file or folder in the repository"
+        if ignored_by_git(relative):
+            return f"{path}: ignored by git (.gitignore), so a clean clone does not have it"
         if anchor and target.suffix == ".md" and anchor not in anchors(target):
             return f"{path}#{anchor}: no such heading in {relative}"
         if name:
