@@ -83,3 +83,16 @@ def test_a_checkpoint_that_matches_nothing_is_named_and_none_is_silent(tmp_path)
     for file in folder.iterdir():
         file.write_bytes(b"garbage")
     assert checkpoint.resume_point(folder, metrics) == ([], "no weights with a readable epoch count")
+
+
+def test_the_previous_weights_become_the_backup_by_a_link_not_a_copy(tmp_path):
+    folder = tmp_path / "checkpoint"
+    checkpoint.save(str(folder), lambda path: open(path, "wb").write(b"epoch 1"), '{"epoch": 1}')
+    first = (folder / checkpoint.WEIGHTS).stat().st_ino
+    checkpoint.save(str(folder), lambda path: open(path, "wb").write(b"epoch 2"), '{"epoch": 2}')
+    backup = folder / f"{checkpoint.WEIGHTS}.bkp"
+    assert backup.stat().st_ino == first and backup.read_bytes() == b"epoch 1"
+    assert (folder / checkpoint.WEIGHTS).read_bytes() == b"epoch 2"
+    assert _count(folder) == 2 and _count(folder, ".bkp") == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [checkpoint.WEIGHTS, checkpoint.STATE, f"{checkpoint.WEIGHTS}.bkp", f"{checkpoint.STATE}.bkp"])

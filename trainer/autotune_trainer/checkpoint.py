@@ -26,8 +26,27 @@ def save(folder, write_weights, state):
     ``write_weights(path)`` and the ``state`` text ({"epoch", "batch"}) become the newest."""
     os.makedirs(folder, exist_ok=True)
     if _epoch_of(folder) is not None:
-        _promote(folder, "", BACKUP)
+        _keep_as_backup(folder)
     _commit(folder, "", write_weights, state)
+
+
+def _keep_as_backup(folder):
+    """The newest pair becomes the .bkp pair too. The weights are hard-linked, not copied (the newest weights file is
+    only ever replaced by a rename, never written in place, so the link keeps the old epoch's bytes): one epoch's
+    checkpoint costs one weights write, not two. A file system without hard links gets a copy."""
+    weights, backup_weights = os.path.join(folder, WEIGHTS), os.path.join(folder, WEIGHTS + BACKUP)
+    backup_count = os.path.join(folder, STATE + BACKUP)
+    if os.path.lexists(backup_count):
+        os.unlink(backup_count)  # from here until the new count is written, the .bkp pair is not used
+    linked = os.path.join(folder, NEXT_WEIGHTS + BACKUP)
+    if os.path.lexists(linked):
+        os.unlink(linked)
+    try:
+        os.link(weights, linked)
+    except OSError:
+        shutil.copyfile(weights, linked)
+    os.replace(linked, backup_weights)
+    trialdir.write_text(backup_count, _read(os.path.join(folder, STATE)))
 
 
 def _promote(folder, source, target):
