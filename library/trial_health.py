@@ -18,6 +18,8 @@ description:
   - Never touches containers that finished or failed by themselves, that the controller stopped, of
     finished studies, or that are not labelled as ours.
   - A trial relaunched I(relaunch_limit) times is given up and its controller records the reason.
+  - A warm spare container never handed a trial whose study's controller is gone (killed with it) is
+    removed with its spare folder; a controller that resumes the study starts spares of its own.
   - Overlapping runs are safe; one holds I(lock_path) and acts, the others return at once unchanged.
 options:
   relaunch_limit:
@@ -40,7 +42,7 @@ requirements:
 attributes:
   check_mode:
     support: full
-    description: Reports what it would relaunch; starts nothing.
+    description: Reports what it would relaunch or remove; starts and removes nothing.
   diff_mode:
     support: none
 author:
@@ -57,7 +59,7 @@ EXAMPLES = r"""
 RETURN = r"""
 actions:
   description: >-
-    One entry per container looked at (action relaunched, gave_up, left, bad_trial_file or error, and why);
+    One entry per container looked at (action relaunched, gave_up, removed, left, bad_trial_file or error, and why);
     a replaced warm spare's entry names its fresh container in C(replacement). C(bad_trial_file) (a file of
     the trial folder that is not what the trainer or the health check writes, named with its field) and
     C(error) (anything else that went wrong with that container) concern that container alone: the pass
@@ -67,6 +69,10 @@ actions:
   elements: dict
 relaunched:
   description: Number of containers started again or replaced by a fresh one.
+  returned: success
+  type: int
+removed:
+  description: Number of orphaned warm spares removed (never handed a trial, their controller gone).
   returned: success
   type: int
 skipped_overlap:
@@ -103,7 +109,7 @@ def main():
                              f"expected an integer 0..{trialdir.MAX_RELAUNCHES}")
     with HealthLock(module.params["lock_path"]) as lock:
         if not lock.acquired:
-            module.exit_json(changed=False, actions=[], relaunched=0, skipped_overlap=True,
+            module.exit_json(changed=False, actions=[], relaunched=0, removed=0, skipped_overlap=True,
                              msg="another health run holds the lock; nothing done")
         try:
             client = docker.DockerClient(base_url=module.params["docker_host"]) if module.params["docker_host"] \
@@ -116,8 +122,9 @@ def main():
             module.warn(f"{action['container']}: {action['why']}")
     relaunched = sum(a["action"] == "relaunched" for a in actions)
     gave_up = sum(a["action"] == "gave_up" for a in actions)
-    module.exit_json(changed=bool(relaunched or gave_up), actions=actions, relaunched=relaunched,
-                     skipped_overlap=False)
+    removed = sum(a["action"] == "removed" for a in actions)
+    module.exit_json(changed=bool(relaunched or gave_up or removed), actions=actions, relaunched=relaunched,
+                     removed=removed, skipped_overlap=False)
 
 
 if __name__ == "__main__":

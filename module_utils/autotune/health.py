@@ -7,13 +7,16 @@ whose study's controller is alive (it holds the run directory's lock), is
 started again, or replaced by a fresh container on its trial's folder when it
 was a warm spare handed the trial (relaunch.py): the trainer resumes from its
 last epoch checkpoint. Containers that finished, failed by themselves (crash,
-NaN, OOM), belong to finished studies or are not ours are never touched. A trial relaunched too often is
-given up, with the reason written where its controller reads it. The trial folder is the trial's to write:
-health.json is read checked and bounded (trialdir.read_health), and one bad folder never stops the pass.
+NaN, OOM), belong to finished studies or are not ours are never touched, but for one kind: a warm spare never
+handed a trial whose controller is gone (killed with it) is removed with its spare folder, since no one will hand
+it one. A trial relaunched too often is given up, with the reason written where its controller reads it. The
+trial folder is the trial's to write: health.json is read checked and bounded (trialdir.read_health), and one bad
+folder never stops the pass.
 """
 import fcntl
 import os
 import re
+import shutil
 import time
 
 from ansible.module_utils.autotune import trialdir
@@ -77,6 +80,27 @@ def trial_folder(labels):
     return trialdir.trial_path(run_dir, int(trial))
 
 
+def orphaned_spare(container):
+    """Why the container is a warm spare that no one will hand a trial, or None: it was never handed one (spares.json
+    has no entry for its folder) and its study's controller is gone. A controller that resumes the study starts spares
+    of its own, so this one would wait for ever (or lie exited), holding Keras and the data set in memory."""
+    labels = container.labels
+    run_dir, label = labels.get(f"{LABEL_PREFIX}.run_dir", ""), labels.get(f"{LABEL_PREFIX}.trial", "")
+    if not (container.name.startswith(NAME_PREFIX) and os.path.isabs(run_dir) and spares.SPARE_NAME.match(label)):
+        return None
+    if labels.get(TASK_LABEL, "train") != "train" or spares.folder_of(run_dir, label) or controller_alive(run_dir):
+        return None
+    return "a warm spare never handed a trial, and its study's controller is gone"
+
+
+def remove_spare(container):
+    """The container and its spare folder (the label matched SPARE_NAME: a name inside the run's trials folder)."""
+    labels = container.labels
+    container.remove(force=True)
+    shutil.rmtree(os.path.join(labels[f"{LABEL_PREFIX}.run_dir"], trialdir.TRIALS, labels[f"{LABEL_PREFIX}.trial"]),
+                  ignore_errors=True)
+
+
 def read_health(trial_dir):
     """The trial's health.json, checked (relaunches an integer 0..trialdir.MAX_RELAUNCHES); TrialFileError otherwise."""
     return trialdir.read_health(os.path.join(trial_dir, trialdir.HEALTH)) or {"relaunches": 0, "history": []}
@@ -107,7 +131,8 @@ def examine(container):
 
 
 def heal(client, relaunch_limit=3, check_mode=False):
-    """One pass over our containers; returns a list of actions {action, container, study, trial, why}.
+    """One pass over our containers; returns a list of actions {action, container, study, trial, why}: relaunched,
+    gave_up, removed (an orphaned warm spare), left, bad_trial_file or error.
 
     Each container is examined on its own: a malformed trial folder (a FIFO, health.json with relaunches "0"
     or -1000000) is 'bad_trial_file' with one line and no relaunch, and anything else that goes wrong with one
@@ -135,6 +160,11 @@ def _heal_one(client, container, entry, relaunch_limit, check_mode):
     folder = trial_folder(labels)  # a warm container's label names its spare folder: say which trial it is
     entry.update(study=labels.get(f"{LABEL_PREFIX}.study"),
                  trial=int(os.path.basename(folder)) if folder else labels.get(f"{LABEL_PREFIX}.trial"))
+    orphan = orphaned_spare(container)
+    if orphan:
+        if not check_mode:
+            remove_spare(container)
+        return dict(entry, action="removed", why=orphan)
     decision, why = examine(container)
     if decision == "leave":
         return dict(entry, action="left", why=why)

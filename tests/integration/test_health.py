@@ -215,6 +215,36 @@ def test_controller_not_running_means_hands_off(engine, tmp_path):
         ours.remove(force=True)
 
 
+def test_a_spare_whose_controller_is_gone_is_removed_and_a_live_ones_is_kept(engine, tmp_path, live_study):
+    """A controller killed with SIGKILL leaves its warm spares waiting for a trial no one will hand them."""
+    orphan_run = tmp_path / "runs" / "gone"
+
+    def spare(run_dir, study):
+        folder = Path(spares.new_folder(str(run_dir), 0))
+        labels = {"io.autotune.project": "autotune", "io.autotune.study": study, "io.autotune.trial": folder.name,
+                  "io.autotune.run_dir": str(run_dir)}
+        return engine.containers.run(IMAGE, ["sleep", "300"], name=f"autotune-{study}-{folder.name[1:]}-{os.getpid()}",
+                                     labels=labels, detach=True, network_mode="none"), folder
+
+    (orphan_run / "trials").mkdir(parents=True)
+    orphan, orphan_folder = spare(orphan_run, "gone")
+    kept, kept_folder = spare(live_study, "loop")
+    try:
+        healed = _health()
+        assert healed.returncode == 0 and f"removed {orphan.name} (study gone" in healed.stdout, healed.stdout
+        with pytest.raises(docker.errors.NotFound):
+            orphan.reload()
+        assert not orphan_folder.exists()
+        kept.reload()
+        assert kept.status == "running" and kept_folder.is_dir() and kept.name not in healed.stdout
+    finally:
+        for container in (orphan, kept):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+
 def test_a_fifo_planted_by_a_container_never_hangs_the_health_check(engine, live_study):
     """Issue 20 row 1: a FIFO at health.json hung the root health check holding its lock (healing stopped for every
     study on the host). Now that container is one line and the pass relaunches the others."""

@@ -48,3 +48,17 @@ def test_a_linked_trial_folder_or_stop_marker_is_never_followed(tmp_path):
     (elsewhere / "trials").mkdir()
     (elsewhere / "trials" / "0000").symlink_to(tmp_path)
     assert health.examine(_container(elsewhere)) == ("leave", "its trial directory is gone")
+
+
+def test_only_a_spare_never_handed_a_trial_whose_controller_is_gone_is_orphaned(tmp_path):
+    spare = ".spare-0-abc123"
+    assert health.orphaned_spare(_container(tmp_path, trial=spare)) == \
+        "a warm spare never handed a trial, and its study's controller is gone"
+    (tmp_path / "spares.json").write_text(f'{{"{spare}": "0003"}}')
+    assert health.orphaned_spare(_container(tmp_path, trial=spare)) is None, "handed: tune.yml resumes its trial"
+    with _live(tmp_path / "live"):
+        assert health.orphaned_spare(_container(tmp_path / "live", trial=spare)) is None, "its controller hands it one"
+    assert health.orphaned_spare(_container(tmp_path, trial="0")) is None, "a trial's container is not a spare"
+    assert health.orphaned_spare(_container(tmp_path, trial=".spare-0-../..")) is None
+    assert health.orphaned_spare(_container(tmp_path, trial=".spare-1-def456", name="evil-0000")) is None
+    assert health.orphaned_spare(_container("relative/dir", trial=".spare-1-def456")) is None
