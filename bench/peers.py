@@ -114,7 +114,9 @@ def _ours(system, seed, args, work):
     kept.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary_path, kept / f"{config['study']}.json")
     trained = [t for t in summary["trials"] if t["outcome"] != "duplicate"]
-    epochs = sum(len(t["epochs"]) for t in trained)
+    # A continuation's records start with the epochs it carried from the refused trial: those were counted there.
+    epochs = sum(len(t["epochs"]) - ((t.get("resumed_from_epoch") or 0) if t.get("continues") is not None else 0)
+                 for t in trained)
     reached_at = None
     # Only a trial whose goal the held-out split confirmed counts (issue 20): its first epoch at the goal.
     for trial in trained:
