@@ -3,6 +3,7 @@
 The kill windows are laid out by hand (a real kill lands in them only by chance, tests/integration/test_trainer_resume
 kills real trainers); the checkpoints are written by a real Keras fit."""
 import json
+import os
 
 import keras
 import numpy as np
@@ -96,3 +97,12 @@ def test_the_previous_weights_become_the_backup_by_a_link_not_a_copy(tmp_path):
     assert _count(folder) == 2 and _count(folder, ".bkp") == 1
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [checkpoint.WEIGHTS, checkpoint.STATE, f"{checkpoint.WEIGHTS}.bkp", f"{checkpoint.STATE}.bkp"])
+
+
+def test_a_leftover_link_from_a_kill_is_never_written_through(tmp_path):
+    folder = tmp_path / "checkpoint"
+    checkpoint.save(str(folder), lambda path: open(path, "wb").write(b"epoch 1"), '{"epoch": 1}')
+    os.link(folder / checkpoint.WEIGHTS, folder / checkpoint.NEXT_WEIGHTS)  # killed between a link and its rename
+    checkpoint.save(str(folder), lambda path: open(path, "wb").write(b"epoch 2"), '{"epoch": 2}')
+    assert (folder / f"{checkpoint.WEIGHTS}.bkp").read_bytes() == b"epoch 1" and _count(folder, ".bkp") == 1
+    assert (folder / checkpoint.WEIGHTS).read_bytes() == b"epoch 2"

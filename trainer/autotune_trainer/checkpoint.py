@@ -26,32 +26,13 @@ def save(folder, write_weights, state):
     ``write_weights(path)`` and the ``state`` text ({"epoch", "batch"}) become the newest."""
     os.makedirs(folder, exist_ok=True)
     if _epoch_of(folder) is not None:
-        _keep_as_backup(folder)
+        _promote(folder, "", BACKUP)
     _commit(folder, "", write_weights, state)
 
 
-def _keep_as_backup(folder):
-    """The newest pair becomes the .bkp pair too. The weights are hard-linked, not copied (the newest weights file is
-    only ever replaced by a rename, never written in place, so the link keeps the old epoch's bytes): one epoch's
-    checkpoint costs one weights write, not two. A file system without hard links gets a copy."""
-    weights, backup_weights = os.path.join(folder, WEIGHTS), os.path.join(folder, WEIGHTS + BACKUP)
-    backup_count = os.path.join(folder, STATE + BACKUP)
-    if os.path.lexists(backup_count):
-        os.unlink(backup_count)  # from here until the new count is written, the .bkp pair is not used
-    linked = os.path.join(folder, NEXT_WEIGHTS + BACKUP)
-    if os.path.lexists(linked):
-        os.unlink(linked)
-    try:
-        os.link(weights, linked)
-    except OSError:
-        shutil.copyfile(weights, linked)
-    os.replace(linked, backup_weights)
-    trialdir.write_text(backup_count, _read(os.path.join(folder, STATE)))
-
-
 def _promote(folder, source, target):
-    """Copy the pair named by the suffix ``source`` to the one named by ``target``."""
-    _commit(folder, target, lambda path: _copy(os.path.join(folder, WEIGHTS + source), path),
+    """The pair named by the suffix ``source`` becomes the one named by ``target`` too (its weights linked)."""
+    _commit(folder, target, lambda path: _link(os.path.join(folder, WEIGHTS + source), path),
             _read(os.path.join(folder, STATE + source)))
 
 
@@ -59,6 +40,8 @@ def _commit(folder, suffix, write_weights, state):
     """Write the weights (``write_weights(path)``) and then the count of the pair named by ``suffix``."""
     weights, count = os.path.join(folder, WEIGHTS + suffix), os.path.join(folder, STATE + suffix)
     fresh = os.path.join(folder, NEXT_WEIGHTS)
+    if os.path.lexists(fresh):
+        os.unlink(fresh)  # a kill's leftover may be a link to live weights: never written through
     write_weights(fresh)
     if os.path.lexists(count):
         os.unlink(count)  # from here until the new count is written, this pair is not used
@@ -66,10 +49,13 @@ def _commit(folder, suffix, write_weights, state):
     trialdir.write_text(count, state)
 
 
-def _copy(source, target):
-    if os.path.lexists(target):
-        os.unlink(target)
-    shutil.copyfile(source, target)
+def _link(source, target):
+    """A hard link, not a copy: a weights file is only ever replaced by a rename, never written in place, so the
+    link keeps its epoch's bytes and an epoch's checkpoint writes the weights once. A copy where links fail."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _read(path):
